@@ -1,0 +1,4 @@
+//! The durable filesystem spool.
+
+/// The crash-safe filesystem spool (being built).
+pub struct FsSpool;

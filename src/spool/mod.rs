@@ -1,0 +1,307 @@
+//! The queue's storage: the `Spool` trait, the per-message delivery state, and two spools.
+//!
+//! A spool holds each message as an immutable body plus a small record (the envelope and the
+//! delivery state) that is replaced atomically whenever the state changes, like sendmail's
+//! `df`/`qf` pair. [`FsSpool`] is the durable one; [`MemorySpool`] is for tests and for
+//! embedders that accept losing the queue on restart.
+
+pub mod fs;
+pub mod memory;
+pub mod record;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Envelope;
+use crate::queue_id::QueueId;
+use crate::status::{Diagnostic, Severity};
+
+pub use fs::FsSpool;
+pub use memory::MemorySpool;
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientStatus {
+    /// Not yet delivered; `last` says why if an attempt was made.
+    Pending,
+    /// The next hop accepted it.
+    Delivered,
+    /// Permanently failed (a DSN went to the sender unless NOTIFY said otherwise).
+    Failed,
+}
+
+/// The delivery state of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientState {
+    /// Pending, delivered or failed.
+    pub status: RecipientStatus,
+    /// How many attempts were made for this recipient.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the last attempt ended.
+    #[serde(default, with = "crate::time::serde_rfc3339_opt")]
+    pub last_attempt: Option<SystemTime>,
+    /// Why the last attempt did not deliver (for `mailq` and the DSN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Diagnostic>,
+    /// The host that gave the last answer, as the log shows it (`mx.example.com. [192.0.2.1]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_mta: Option<String>,
+}
+
+impl RecipientState {
+    /// A recipient nobody has tried yet.
+    pub fn pending() -> RecipientState {
+        RecipientState {
+            status: RecipientStatus::Pending,
+            attempts: 0,
+            last_attempt: None,
+            last: None,
+            remote_mta: None,
+        }
+    }
+}
+
+/// The mutable part of a queued message: what the engine rewrites after every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageState {
+    /// When the message entered the queue.
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub arrival: SystemTime,
+    /// Body size in octets.
+    pub size: u64,
+    /// The earliest time of the next attempt.
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub next_attempt: SystemTime,
+    /// Delivery attempts so far (each queue run that tried at least one recipient).
+    #[serde(default)]
+    pub attempts: u32,
+    /// An administrator put the message on hold: it is not delivered until released.
+    #[serde(default)]
+    pub held: bool,
+    /// The delay warning DSN was sent.
+    #[serde(default)]
+    pub warned: bool,
+    /// One entry per envelope recipient, in the same order.
+    pub recipients: Vec<RecipientState>,
+}
+
+impl MessageState {
+    /// The state of a message that just arrived: every recipient pending, due now.
+    pub fn new(envelope: &Envelope, size: u64, arrival: SystemTime) -> MessageState {
+        MessageState {
+            arrival,
+            size,
+            next_attempt: arrival,
+            attempts: 0,
+            held: false,
+            warned: false,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|_| RecipientState::pending())
+                .collect(),
+        }
+    }
+
+    /// True when no recipient is pending any more.
+    pub fn is_done(&self) -> bool {
+        self.recipients
+            .iter()
+            .all(|r| r.status != RecipientStatus::Pending)
+    }
+}
+
+/// A message as a spool scan or load returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its id.
+    pub id: QueueId,
+    /// Its envelope (never changes).
+    pub envelope: Envelope,
+    /// Its delivery state.
+    pub state: MessageState,
+}
+
+/// A record that could not be read, moved aside by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Where the record now lies (e.g. `SPOOL/corrupt/0PC4F8X1RZ3A7KQ2.qf`).
+    pub path: PathBuf,
+    /// Why it was set aside.
+    pub reason: String,
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Every message in the queue, oldest first.
+    pub messages: Vec<QueuedMessage>,
+    /// Records that did not parse and were moved to quarantine by this scan.
+    pub quarantined: Vec<Quarantined>,
+    /// Leftovers of interrupted inserts that were deleted (temporary files, bodies without a
+    /// record).
+    pub orphans_removed: usize,
+}
+
+/// Holds a message for delivery by one engine or process; dropping it releases the claim.
+///
+/// For [`FsSpool`] this is an `flock` on the message's body file, which the kernel releases
+/// when the process dies, so a crashed engine never leaves a message locked.
+pub struct Claim {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl Claim {
+    /// Wraps whatever keeps the claim alive (a locked file, a lease).
+    pub fn new(guard: impl Send + Sync + 'static) -> Claim {
+        Claim {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Claim")
+    }
+}
+
+/// Spool failures. A failed `insert` means the message was NOT accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The file system is full (ENOSPC) or the quota is exhausted (EDQUOT).
+    #[error("spool {path} is full: {source} (free disk space, then retry)")]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The spool is read-only or not writable by this process.
+    #[error(
+        "spool {path} is not writable: {source} (check the mount and the directory's owner and mode)"
+    )]
+    NotWritable {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Any other I/O failure.
+    #[error("spool {op} failed on {path}: {source}")]
+    Io {
+        /// What the spool was doing ("write body", "fsync directory", ...).
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// No such message in the spool.
+    #[error("no message {0} in the spool")]
+    NotFound(QueueId),
+    /// A record exists but cannot be read.
+    #[error("record {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The record file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The spool configuration is unusable (a path that is not a directory, ...).
+    #[error("spool at {path}: {reason}")]
+    Config {
+        /// The spool directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl SpoolError {
+    /// Classifies an I/O error on `path` during `op`, singling out a full disk and a read-only
+    /// spool because an operator fixes those differently.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> SpoolError {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => SpoolError::NoSpace { path, source },
+            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                SpoolError::NotWritable { path, source }
+            }
+            _ => SpoolError::Io { op, path, source },
+        }
+    }
+
+    /// Temporary for I/O trouble (the caller may retry later); permanent for a missing or
+    /// corrupt message and a bad configuration.
+    pub fn severity(&self) -> Severity {
+        match self {
+            SpoolError::NoSpace { .. } | SpoolError::NotWritable { .. } | SpoolError::Io { .. } => {
+                Severity::Temporary
+            }
+            SpoolError::NotFound(_) | SpoolError::Corrupt { .. } | SpoolError::Config { .. } => {
+                Severity::Permanent
+            }
+        }
+    }
+
+    /// True when retrying later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.severity() == Severity::Temporary
+    }
+}
+
+/// Durable storage for queued messages.
+///
+/// Implementations must make `insert` durable before it returns (the "250 OK" moment) and make
+/// `save_state` an atomic replacement: after a crash a reader sees the old state or the new one,
+/// never a mixture.
+#[async_trait]
+pub trait Spool: Send + Sync + 'static {
+    /// Stores a new message and returns its id once it would survive a power loss.
+    async fn insert(&self, envelope: &Envelope, body: Bytes) -> Result<QueueId, SpoolError>;
+
+    /// The message body as it was inserted.
+    async fn body(&self, id: &QueueId) -> Result<Bytes, SpoolError>;
+
+    /// The envelope and current state of one message, re-read from storage. The engine calls
+    /// this after [`Spool::claim`], because another process may have advanced the state.
+    async fn load(&self, id: &QueueId) -> Result<QueuedMessage, SpoolError>;
+
+    /// Replaces the delivery state of a message atomically.
+    async fn save_state(&self, id: &QueueId, state: &MessageState) -> Result<(), SpoolError>;
+
+    /// Deletes a message (delivered, bounced or deleted by an administrator).
+    async fn remove(&self, id: &QueueId) -> Result<(), SpoolError>;
+
+    /// Every message in the spool, oldest first; cleans up after interrupted inserts and
+    /// quarantines unreadable records.
+    async fn scan(&self) -> Result<ScanReport, SpoolError>;
+
+    /// Tries to claim a message for delivery: `None` when another engine or process holds it.
+    async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_and_a_read_only_spool_are_told_apart() {
+        let full = SpoolError::io("write", "/s", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(full, SpoolError::NoSpace { .. }));
+        assert!(full.is_temporary());
+        assert!(full.to_string().contains("full"));
+        let ro = SpoolError::io("write", "/s", io::Error::from_raw_os_error(libc::EROFS));
+        assert!(matches!(ro, SpoolError::NotWritable { .. }));
+        let other = SpoolError::io("write", "/s", io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(other, SpoolError::Io { op: "write", .. }));
+    }
+}

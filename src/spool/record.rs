@@ -1,0 +1,3 @@
+//! The spool record format (the `qf` file): versioned, human-readable JSON.
+//!
+//! Owned by the FsSpool work; see `fs.rs`.

@@ -1,0 +1,4 @@
+//! ESMTP delivery over tokio and rustls.
+
+/// The ESMTP transport (being built).
+pub struct EsmtpTransport;
