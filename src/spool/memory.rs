@@ -62,9 +62,14 @@ impl Drop for MemoryClaim {
 
 #[async_trait]
 impl Spool for MemorySpool {
-    async fn insert(&self, envelope: &Envelope, body: Bytes) -> Result<QueueId, SpoolError> {
+    async fn insert(
+        &self,
+        envelope: &Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+    ) -> Result<QueueId, SpoolError> {
         let id = QueueId::generate();
-        let state = MessageState::new(envelope, body.len() as u64, SystemTime::now());
+        let state = MessageState::new(envelope, body.len() as u64, arrival);
         self.lock()
             .messages
             .insert(id, (envelope.clone(), state, body));
@@ -157,7 +162,11 @@ mod tests {
     async fn inserted_messages_are_scanned_loaded_and_removed() {
         let spool = MemorySpool::new();
         let id = spool
-            .insert(&envelope(), Bytes::from_static(b"hi\r\n"))
+            .insert(
+                &envelope(),
+                Bytes::from_static(b"hi\r\n"),
+                SystemTime::now(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -181,7 +190,10 @@ mod tests {
     #[tokio::test]
     async fn a_claim_excludes_a_second_claim_until_dropped() {
         let spool = MemorySpool::new();
-        let id = spool.insert(&envelope(), Bytes::new()).await.unwrap();
+        let id = spool
+            .insert(&envelope(), Bytes::new(), SystemTime::now())
+            .await
+            .unwrap();
         let first = spool.claim(&id).await.unwrap();
         assert!(first.is_some());
         assert!(spool.claim(&id).await.unwrap().is_none());

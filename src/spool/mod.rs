@@ -265,8 +265,15 @@ impl SpoolError {
 /// never a mixture.
 #[async_trait]
 pub trait Spool: Send + Sync + 'static {
-    /// Stores a new message and returns its id once it would survive a power loss.
-    async fn insert(&self, envelope: &Envelope, body: Bytes) -> Result<QueueId, SpoolError>;
+    /// Stores a new message, arrived at `arrival`, with every recipient pending and the first
+    /// attempt due at once ([`MessageState::new`]); returns its id once it would survive a
+    /// power loss. The engine passes the arrival time because it owns the clock.
+    async fn insert(
+        &self,
+        envelope: &Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+    ) -> Result<QueueId, SpoolError>;
 
     /// The message body as it was inserted.
     async fn body(&self, id: &QueueId) -> Result<Bytes, SpoolError>;
