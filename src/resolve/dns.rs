@@ -452,9 +452,9 @@ impl DnsResolver {
                 ))
             }
             NetError::Io(e) => Miss::Temporary(format!("cannot reach {servers}: {e}")),
-            NetError::NoConnections => {
-                Miss::Temporary(format!("no connection to {servers} could be made"))
-            }
+            NetError::NoConnections => Miss::Temporary(format!(
+                "cannot connect to {servers} (nothing listening, or no route)"
+            )),
             NetError::Proto(e) => Miss::Temporary(format!("malformed answer from {servers}: {e}")),
             NetError::Truncated => Miss::Temporary(format!(
                 "the answer from {servers} was truncated and TCP is not enabled"
@@ -600,7 +600,7 @@ struct Human(Duration);
 impl fmt::Display for Human {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms >= 1000 && ms % 1000 == 0 {
+        if ms >= 1000 && ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
