@@ -640,3 +640,32 @@ async fn two_name_servers_are_both_named_when_neither_answers() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn zones_can_be_written_as_zone_file_text() {
+    let server = DnsServer::start(vec![Zone::parse(
+        "text.test",
+        "$TTL 300\n\
+         @       IN MX 10 mx1\n\
+         @       IN MX 20 mx2.text.test.\n\
+         @       IN TXT \"v=spf1 mx -all\"\n\
+         mx1     IN A 192.0.2.101\n\
+         mx2     IN AAAA 2001:db8::102\n",
+    )])
+    .await;
+    let r = resolver(server.addr());
+    let resolved = resolve_mx_addresses(&r, &d("text.test")).await.unwrap();
+    let got: Vec<_> = resolved
+        .iter()
+        .map(|(mx, addrs)| (mx.preference, mx.host.to_string(), addrs.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (10, "mx1.text.test".to_string(), vec![ip("192.0.2.101")]),
+            (20, "mx2.text.test".to_string(), vec![ip("2001:db8::102")]),
+        ]
+    );
+    let txt = r.hickory_resolver().txt_lookup("text.test.").await.unwrap();
+    assert_eq!(txt.answers().len(), 1);
+}
