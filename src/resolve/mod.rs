@@ -3,8 +3,18 @@
 //!
 //! [`DnsResolver`] is the default, on hickory-resolver. [`StaticResolver`] answers from a fixed
 //! table, for hosts that always relay through known addresses and for tests.
+//!
+//! Around the trait sit the helpers a transport needs before it connects:
+//! [`resolve_mx_addresses`] (the MX list with each host's addresses, and the rule that a list
+//! whose hosts all fail to resolve is a temporary failure), [`LocalIdentity`] (is this MX host
+//! me?) and [`qualify_hostname`] (this host's fully qualified name, for EHLO).
 
 pub mod dns;
+pub mod hostname;
+pub mod local;
+pub mod mx;
+mod resolv_conf;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,7 +24,10 @@ use async_trait::async_trait;
 use crate::address::Domain;
 use crate::status::{EnhancedStatus, Severity};
 
-pub use dns::DnsResolver;
+pub use dns::{AddressPreference, DnsOptions, DnsProtocol, DnsResolver, ResolveConfigError};
+pub use hostname::{HostnameError, HostnameSources, qualify_hostname};
+pub use local::LocalIdentity;
+pub use targets::{host_addresses, resolve_mx_addresses};
 
 /// One mail exchanger of a domain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,6 +63,25 @@ pub enum ResolveError {
         /// "MX, A or AAAA", "A or AAAA".
         what: &'static str,
     },
+    /// The domain has MX records, but none names a usable host (an IP address written where a
+    /// host name belongs, a malformed name): 5.4.4.
+    #[error("{domain} has no usable MX records: {detail}")]
+    InvalidMx {
+        /// The domain.
+        domain: Domain,
+        /// Which records were refused and why.
+        detail: String,
+    },
+    /// Delivering would send the mail back to this machine (an MX pointing at us): 5.3.5.
+    #[error(
+        "config error: mail for {domain} loops back to me (MX problem?): {host} is this machine"
+    )]
+    LoopsBack {
+        /// The recipient domain.
+        domain: Domain,
+        /// The MX host (and address) found to be this machine.
+        host: String,
+    },
     /// The lookup could not be completed now (SERVFAIL, REFUSED, timeout, no server): 4.4.3.
     #[error("DNS lookup of {name} failed temporarily: {reason}")]
     Temporary {
@@ -80,6 +112,8 @@ impl ResolveError {
             ResolveError::NoSuchDomain { .. } => EnhancedStatus::new(5, 1, 2),
             ResolveError::NullMx { .. } => EnhancedStatus::new(5, 1, 10),
             ResolveError::NoRecords { .. } => EnhancedStatus::new(5, 4, 4),
+            ResolveError::InvalidMx { .. } => EnhancedStatus::new(5, 4, 4),
+            ResolveError::LoopsBack { .. } => EnhancedStatus::new(5, 3, 5),
             ResolveError::Temporary { .. } => EnhancedStatus::new(4, 4, 3),
         }
     }
