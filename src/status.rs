@@ -225,9 +225,14 @@ impl Reply {
     }
 
     /// The enhanced status the server sent, or one derived from the reply code (`X.0.0`).
+    /// RFC 3463 has no class 3: an intermediate reply where a final one was due is a protocol
+    /// hiccup, so a 3xx without a status reads as 4.0.0 (temporary).
     pub fn status(&self) -> EnhancedStatus {
-        self.status
-            .unwrap_or_else(|| EnhancedStatus::new((self.code / 100) as u8, 0, 0))
+        self.status.unwrap_or(match self.code / 100 {
+            2 => EnhancedStatus::OK,
+            5 => EnhancedStatus::PERMANENT,
+            _ => EnhancedStatus::TEMPORARY,
+        })
     }
 
     /// The text, lines separated by `\n`.
@@ -407,6 +412,13 @@ mod tests {
         let r = Reply::new(451, None, "try later").unwrap();
         assert_eq!(r.status().to_string(), "4.0.0");
         assert_eq!(r.one_line(), "451 try later");
+    }
+
+    #[test]
+    fn an_intermediate_reply_where_a_final_one_was_due_reads_as_temporary() {
+        let r = Reply::new(354, None, "go ahead").unwrap();
+        assert_eq!(r.status().to_string(), "4.0.0");
+        assert!(matches!(Outcome::from_reply(r), Outcome::Deferred(_)));
     }
 
     #[test]
