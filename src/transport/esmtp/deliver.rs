@@ -44,7 +44,7 @@ impl<'a> Batch<'a> {
                 }
                 if i >= delivery.envelope.recipients.len() {
                     b.reports.push(RecipientReport {
-                        id: delivery.id.clone(),
+                        id: delivery.id,
                         recipient: i,
                         outcome: Outcome::deferred(
                             EnhancedStatus::new(4, 3, 5),
@@ -76,7 +76,7 @@ impl<'a> Batch<'a> {
         remote: Option<RemoteHost>,
     ) {
         self.reports.push(RecipientReport {
-            id: self.jobs[job].delivery.id.clone(),
+            id: self.jobs[job].delivery.id,
             recipient,
             outcome,
             remote,

@@ -232,6 +232,7 @@ impl Session {
             let mut chunk = [0u8; 4096];
             let n = match timeout_at(deadline, self.conn.read(&mut chunk)).await {
                 Err(_) => return Err(SessionError::Timeout { phase }),
+                Ok(Err(e)) if is_closed(&e) => return Err(SessionError::Closed { phase }),
                 Ok(Err(source)) => return Err(SessionError::Io { phase, source }),
                 Ok(Ok(n)) => n,
             };

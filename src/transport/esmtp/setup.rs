@@ -23,6 +23,14 @@ pub(crate) enum SetupFailure {
     EndRoute(Diagnostic),
 }
 
+impl SetupFailure {
+    fn diagnostic(&self) -> &Diagnostic {
+        match self {
+            SetupFailure::Next(d) | SetupFailure::EndHop(d) | SetupFailure::EndRoute(d) => d,
+        }
+    }
+}
+
 /// What the setup needs to know besides the peer.
 pub(crate) struct SetupContext<'a> {
     pub hostname: &'a Domain,
@@ -42,8 +50,10 @@ pub(crate) async fn open(ctx: &SetupContext<'_>, peer: Peer) -> Result<Session, 
         Err(Step::Broken(e)) => Err(SetupFailure::Next(classify::session_error(&e, &s.peer))),
         Err(Step::Refused(f)) => {
             // The server is still talking: say goodbye properly (RFC 5321 §3.1 asks a client
-            // that gets a 554 greeting to QUIT).
-            s.quit().await;
+            // that gets a 554 greeting to QUIT). After a 421 it is already hanging up.
+            if f.diagnostic().reply.as_ref().map(|r| r.code()) != Some(421) {
+                s.quit().await;
+            }
             Err(f)
         }
     }

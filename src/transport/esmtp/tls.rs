@@ -125,7 +125,7 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 /// Why a handshake failed, in words: "the server's certificate has expired", "... is not valid
-/// for the name mx.example.com (it names other.example)", ...
+/// for the name mx.example.com (it names other.example, 192.0.2.1)", ...
 pub(crate) fn describe_handshake_error(err: &io::Error) -> String {
     let Some(tls) = err
         .get_ref()
@@ -176,7 +176,11 @@ fn describe_certificate_error(err: &CertificateError) -> String {
             if presented.is_empty() {
                 "nothing".to_string()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|p| bare_name(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ),
         C::Revoked => "the server's certificate has been revoked".into(),
@@ -187,6 +191,17 @@ fn describe_certificate_error(err: &CertificateError) -> String {
         }
         other => format!("the server's certificate was refused ({other:?})"),
     }
+}
+
+/// webpki shows presented names in debug form (`DnsName("a.example")`, `IpAddress(192.0.2.1)`);
+/// the operator wants the name.
+fn bare_name(presented: &str) -> &str {
+    for prefix in ["DnsName(\"", "IpAddress("] {
+        if let Some(rest) = presented.strip_prefix(prefix) {
+            return rest.trim_end_matches(')').trim_end_matches('"');
+        }
+    }
+    presented
 }
 
 #[cfg(test)]
@@ -208,11 +223,14 @@ mod tests {
         );
         let mismatch = CertificateError::NotValidForNameContext {
             expected: ServerName::try_from("mx.example.com").unwrap(),
-            presented: vec!["other.example".into()],
+            presented: vec![
+                "DnsName(\"other.example\")".into(),
+                "IpAddress(192.0.2.1)".into(),
+            ],
         };
         assert_eq!(
             describe_handshake_error(&wrap(mismatch)),
-            "the server's certificate does not match the host name mx.example.com (it names other.example)"
+            "the server's certificate does not match the host name mx.example.com (it names other.example, 192.0.2.1)"
         );
     }
 
