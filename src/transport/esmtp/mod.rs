@@ -1,11 +1,11 @@
-//! ESMTP delivery over tokio and rustls: the default [`Transport`](crate::Transport).
+//! ESMTP delivery over tokio and rustls: the default [`Transport`].
 //!
-//! [`EsmtpTransport`] takes a [`Route::Relay`](crate::Route::Relay) and a batch of messages,
+//! [`EsmtpTransport`] takes a [`Route::Relay`] and a batch of messages,
 //! finds the hosts of each next hop (MX records for unbracketed domains, the host itself for
 //! bracketed ones, each address in the resolver's order, then the fallback hops), and carries
 //! every message over one session per host: EHLO, STARTTLS and AUTH per the hop's
 //! [`HopPolicy`](crate::route::HopPolicy), then MAIL, RCPT and DATA, pipelined when the server
-//! allows. Every recipient gets a [`RecipientReport`](crate::RecipientReport) with the remote
+//! allows. Every recipient gets a [`RecipientReport`] with the remote
 //! reply or a local status and words an operator can act on.
 //!
 //! ```no_run
