@@ -129,3 +129,21 @@ async fn a_real_servers_refusals_are_classified() {
         "450 4.3.0 Error: command failed",
     );
 }
+
+#[tokio::test]
+async fn a_message_with_hundreds_of_recipients_is_pipelined_in_groups() {
+    let sink = Sink::start_with(&[], true).await;
+    let rcpts: Vec<String> = (0..250).map(|n| format!("r{n}@example.org")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let m = message(&refs, &body("many recipients"));
+    let reports = plain_transport()
+        .deliver(&literal_route(sink.port()), std::slice::from_ref(&m))
+        .await;
+    assert_complete(&reports, std::slice::from_ref(&m));
+    for i in 0..250 {
+        assert_delivered(report(&reports, &m, i));
+    }
+    sink.wait_for(1, 1, Duration::from_secs(10)).await;
+    let dumped = sink.dumped();
+    assert_eq!(dumped[0].matches("X-Rcpt-Args: ").count(), 250);
+}

@@ -17,6 +17,10 @@ use crate::transport::Delivery;
 /// How much of the body is stuffed and written per write (each under the data block timeout).
 const CHUNK: usize = 64 * 1024;
 
+/// The most commands pipelined before reading their replies: 100 commands of at most 512
+/// octets fit any socket buffer, and a message has rarely more recipients.
+const PIPELINE_GROUP: usize = 100;
+
 /// What happened to one message.
 #[derive(Debug, Default)]
 pub(crate) struct MessageResult {
@@ -179,26 +183,33 @@ async fn run(s: &mut Session, d: &Delivery, round: &mut Round<'_>) -> Result<(),
         lines.push(mail);
         lines.extend(rcpts.iter().map(|(_, l)| l.clone()));
         lines.push("DATA".to_string());
-        s.send_lines(&lines, Phase::Mail).await?;
-        let mail_reply = s.read_reply(Phase::Mail).await?;
-        if mail_reply.code() == 421 {
-            round.closing(&mail_reply);
-            return Ok(());
-        }
-        let mut rcpt_replies = Vec::with_capacity(rcpts.len());
-        for (i, _) in &rcpts {
-            let reply = s.read_reply(Phase::Rcpt).await?;
-            if reply.code() == 421 {
-                round.closing(&reply);
-                return Ok(());
+        let last = lines.len() - 1;
+        let mut replies = Vec::with_capacity(lines.len());
+        // Groups bound what is in flight, so neither side can block writing while the other
+        // is blocked writing too (RFC 2920 §3.1 on deadlock).
+        for group in lines.chunks(PIPELINE_GROUP) {
+            let phase = if replies.is_empty() { Phase::Mail } else { Phase::Rcpt };
+            s.send_lines(group, phase).await?;
+            for _ in group {
+                let phase = match replies.len() {
+                    0 => Phase::Mail,
+                    n if n == last => Phase::DataInit,
+                    _ => Phase::Rcpt,
+                };
+                let reply = s.read_reply(phase).await?;
+                if reply.code() == 421 {
+                    round.closing(&reply);
+                    return Ok(());
+                }
+                replies.push(reply);
             }
-            rcpt_replies.push((*i, reply));
         }
-        let data_reply = s.read_reply(Phase::DataInit).await?;
-        if data_reply.code() == 421 {
-            round.closing(&data_reply);
-            return Ok(());
-        }
+        let mut replies = replies.into_iter();
+        let (Some(mail_reply), Some(data_reply)) = (replies.next(), replies.next_back()) else {
+            unreachable!("invariant: MAIL and DATA were both sent and answered");
+        };
+        let rcpt_replies: Vec<(usize, Reply)> =
+            rcpts.iter().map(|(i, _)| *i).zip(replies).collect();
         if !mail_reply.is_positive() {
             round.mail_refused(&mail_reply);
             if data_reply.code() == 354 {
