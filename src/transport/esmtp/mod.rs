@@ -60,7 +60,7 @@ use crate::resolve::Resolver;
 use crate::route::{PolicyTable, Route};
 use crate::transport::{Delivery, RecipientReport, Transport};
 
-pub use auth::{Mechanism, base64_encode};
+pub use auth::base64_encode;
 pub use classify::PORT_25_HINT;
 pub use data::{DotStuffer, stuff};
 pub use ehlo::Capabilities;
