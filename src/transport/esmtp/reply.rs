@@ -52,7 +52,7 @@ pub enum ReplyError {
 /// let (reply, used) = parse_reply(b"250-first\r\n250 2.1.0 second\r\nrest")?.unwrap();
 /// assert_eq!(reply.code(), 250);
 /// assert_eq!(reply.text(), "first\n2.1.0 second");
-/// assert_eq!(used, 23);
+/// assert_eq!(used, 29);
 /// # Ok::<(), postrider::transport::esmtp::ReplyError>(())
 /// ```
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {

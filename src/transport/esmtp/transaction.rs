@@ -188,7 +188,11 @@ async fn run(s: &mut Session, d: &Delivery, round: &mut Round<'_>) -> Result<(),
         // Groups bound what is in flight, so neither side can block writing while the other
         // is blocked writing too (RFC 2920 §3.1 on deadlock).
         for group in lines.chunks(PIPELINE_GROUP) {
-            let phase = if replies.is_empty() { Phase::Mail } else { Phase::Rcpt };
+            let phase = if replies.is_empty() {
+                Phase::Mail
+            } else {
+                Phase::Rcpt
+            };
             s.send_lines(group, phase).await?;
             for _ in group {
                 let phase = match replies.len() {
