@@ -610,3 +610,38 @@ async fn local_and_reject_routes_are_not_delivered_over_smtp() {
         .await;
     assert_failed(report(&reports, &m, 0), "5.7.0", "550 5.7.0 not here");
 }
+
+#[tokio::test]
+async fn a_temporary_refusal_of_data_defers_the_accepted_recipients_and_resets() {
+    let peer = ScriptedPeer::start(vec![
+        Script::greet("mx.test", &["PIPELINING"])
+            .expect("MAIL")
+            .expect("RCPT")
+            .expect("DATA")
+            .send("250 Ok\n250 Ok\n451 4.3.0 temporary failure at DATA")
+            .on("RSET", "250 2.0.0 Ok")
+            .expect("MAIL")
+            .expect("RCPT")
+            .expect("DATA")
+            .send("250 Ok\n250 Ok\n354 go")
+            .data()
+            .send("250 2.0.0 queued")
+            .quit(),
+    ])
+    .await;
+    let first = message(&["a@example.org"], &body("first"));
+    let second = message(&["b@example.org"], &body("second"));
+    let reports = plain_transport()
+        .deliver(
+            &literal_route(peer.port()),
+            &[first.clone(), second.clone()],
+        )
+        .await;
+    assert_deferred(
+        report(&reports, &first, 0),
+        "4.3.0",
+        "451 4.3.0 temporary failure at DATA",
+    );
+    assert_delivered(report(&reports, &second, 0));
+    assert_eq!(peer.finish().await[0].error, None);
+}
