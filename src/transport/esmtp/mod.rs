@@ -1,4 +1,215 @@
-//! ESMTP delivery over tokio and rustls.
+//! ESMTP delivery over tokio and rustls: the default [`Transport`].
+//!
+//! [`EsmtpTransport`] takes a [`Route::Relay`] and a batch of messages,
+//! finds the hosts of each next hop (MX records for unbracketed domains, the host itself for
+//! bracketed ones, each address in the resolver's order, then the fallback hops), and carries
+//! every message over one session per host: EHLO, STARTTLS and AUTH per the hop's
+//! [`HopPolicy`](crate::route::HopPolicy), then MAIL, RCPT and DATA, pipelined when the server
+//! allows. Every recipient gets a [`RecipientReport`] with the remote
+//! reply or a local status and words an operator can act on.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use postrider::{Domain, Route, Transport};
+//! use postrider::resolve::StaticResolver;
+//! use postrider::route::PolicyTable;
+//! use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
+//!
+//! # async fn demo(batch: Vec<postrider::Delivery>) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = EsmtpConfig::new(Domain::parse("pbx.example.com")?);
+//! let transport = EsmtpTransport::new(
+//!     config,
+//!     Arc::new(StaticResolver::new()),
+//!     Arc::new(PolicyTable::new()),
+//! );
+//! let reports = transport.deliver(&Route::direct_mx(&Domain::parse("example.org")?), &batch).await;
+//! for r in reports {
+//!     println!("{}: {:?}", r.id, r.outcome);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The SMTP conversation is logged at debug level under the `tracing` target
+//! [`TRANSCRIPT_TARGET`] (`postrider::smtp`), with AUTH secrets redacted.
 
-/// The ESMTP transport (being built).
-pub struct EsmtpTransport;
+mod auth;
+mod classify;
+mod command;
+mod connect;
+mod data;
+mod deliver;
+mod ehlo;
+mod identity;
+mod limits;
+mod reply;
+mod session;
+mod setup;
+mod timeouts;
+mod tls;
+mod transaction;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::address::Domain;
+use crate::resolve::Resolver;
+use crate::route::{PolicyTable, Route};
+use crate::transport::{Delivery, RecipientReport, Transport};
+
+pub use auth::base64_encode;
+pub use classify::PORT_25_HINT;
+pub use data::{DotStuffer, stuff};
+pub use ehlo::Capabilities;
+pub use identity::LocalAddresses;
+pub use reply::{MAX_LINE, MAX_LINES, ReplyError, parse_reply};
+pub use session::TRANSCRIPT_TARGET;
+pub use timeouts::{Phase, Timeouts};
+pub use tls::default_roots;
+
+/// The default per-next-hop connection limit (Postfix's `default_destination_concurrency_limit`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOP: usize = 20;
+
+/// A configuration value the transport cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EsmtpConfigError {
+    /// A trust anchor that is not a usable CA certificate.
+    #[error("trust anchor {what} is not a usable certificate: {reason}")]
+    BadTrustAnchor {
+        /// Which certificate (its position, or the file it came from).
+        what: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// PEM text without any certificate, or with a malformed one.
+    #[error("no certificate could be read from the PEM text {what}: {reason}")]
+    BadPem {
+        /// Where the text came from.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// How an [`EsmtpTransport`] behaves.
+#[derive(Debug, Clone)]
+pub struct EsmtpConfig {
+    /// Our name, sent with EHLO/HELO and compared with the server's name to detect loops.
+    pub hostname: Domain,
+    /// Per-phase time limits.
+    pub timeouts: Timeouts,
+    /// Connections open at once to one next hop, across all `deliver` calls (at least 1).
+    pub max_connections_per_hop: usize,
+    /// Addresses of this machine: an MX host with one of them ends the MX list (RFC 5321 §5.1)
+    /// or, if it is the best MX, fails with 5.3.5.
+    pub local_addresses: LocalAddresses,
+    /// Trust anchors for the `verify` level: webpki-roots unless changed.
+    pub tls_roots: RootCertStore,
+}
+
+impl EsmtpConfig {
+    /// Defaults for everything but the host name: RFC 5321 timeouts, 20 connections per hop,
+    /// no local addresses, the Mozilla roots.
+    pub fn new(hostname: Domain) -> EsmtpConfig {
+        EsmtpConfig {
+            hostname,
+            timeouts: Timeouts::default(),
+            max_connections_per_hop: DEFAULT_MAX_CONNECTIONS_PER_HOP,
+            local_addresses: LocalAddresses::none(),
+            tls_roots: default_roots(),
+        }
+    }
+
+    /// Trusts one more CA (DER), for `verify` hops with a private CA.
+    pub fn add_trust_anchor(&mut self, der: CertificateDer<'_>) -> Result<(), EsmtpConfigError> {
+        self.tls_roots
+            .add(der)
+            .map_err(|e| EsmtpConfigError::BadTrustAnchor {
+                what: format!("#{}", self.tls_roots.len() + 1),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Trusts every CA certificate in PEM text; `what` names the source in errors (a path).
+    /// Returns how many were added.
+    pub fn add_trust_anchors_pem(
+        &mut self,
+        pem: &[u8],
+        what: &str,
+    ) -> Result<usize, EsmtpConfigError> {
+        let mut added = 0;
+        for (n, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+            let cert = cert.map_err(|e| EsmtpConfigError::BadPem {
+                what: what.to_string(),
+                reason: format!("certificate #{}: {e}", n + 1),
+            })?;
+            self.tls_roots
+                .add(cert)
+                .map_err(|e| EsmtpConfigError::BadTrustAnchor {
+                    what: format!("#{} in {what}", n + 1),
+                    reason: e.to_string(),
+                })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(EsmtpConfigError::BadPem {
+                what: what.to_string(),
+                reason: "it contains no CERTIFICATE block".into(),
+            });
+        }
+        Ok(added)
+    }
+}
+
+/// The default transport: ESMTP with STARTTLS or implicit TLS, AUTH and pipelining.
+///
+/// One session carries every message of a `deliver` batch (RSET after an aborted
+/// transaction, QUIT at the end); sessions are not kept between calls.
+pub struct EsmtpTransport {
+    config: EsmtpConfig,
+    resolver: Arc<dyn Resolver>,
+    policy: Arc<PolicyTable>,
+    tls: tls::TlsClient,
+    limits: limits::HopLimits,
+}
+
+impl EsmtpTransport {
+    /// A transport that looks hosts up with `resolver` and takes TLS and credentials per next
+    /// hop from `policy`.
+    pub fn new(
+        config: EsmtpConfig,
+        resolver: Arc<dyn Resolver>,
+        policy: Arc<PolicyTable>,
+    ) -> EsmtpTransport {
+        EsmtpTransport {
+            tls: tls::TlsClient::new(config.tls_roots.clone()),
+            limits: limits::HopLimits::new(config.max_connections_per_hop),
+            config,
+            resolver,
+            policy,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EsmtpConfig {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for EsmtpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EsmtpTransport")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Transport for EsmtpTransport {
+    async fn deliver(&self, route: &Route, batch: &[Delivery]) -> Vec<RecipientReport> {
+        deliver::deliver(self, route, batch).await
+    }
+}

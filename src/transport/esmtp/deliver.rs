@@ -1,0 +1,290 @@
+//! A batch over a route: which hosts to try in which order, which failure moves on to the next
+//! one, and the report for every recipient.
+//!
+//! Failures before any message was sent (no connection, a refusing greeting or EHLO, TLS
+//! required but unavailable) move on to the next address, host and fallback hop. A session
+//! that breaks part-way leaves the message in flight deferred and takes the remaining messages
+//! to the next address. Recipients still pending when every host has been tried share the
+//! verdict of the failures: deferred if any was temporary (with the last temporary one's
+//! words), failed only if all were permanent.
+
+use super::EsmtpTransport;
+use super::classify;
+use super::connect;
+use super::session::{Peer, Session};
+use super::setup::{self, SetupContext, SetupFailure};
+use super::timeouts::Phase;
+use super::transaction;
+use crate::route::{Host, Mailer, NextHop, Route};
+use crate::status::{Diagnostic, EnhancedStatus, Outcome};
+use crate::transport::{Delivery, RecipientReport, RemoteHost};
+
+/// The messages of a batch, the recipients still to settle, and the reports so far.
+struct Batch<'a> {
+    jobs: Vec<Job<'a>>,
+    reports: Vec<RecipientReport>,
+}
+
+struct Job<'a> {
+    delivery: &'a Delivery,
+    pending: Vec<usize>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(batch: &'a [Delivery]) -> Batch<'a> {
+        let mut b = Batch {
+            jobs: Vec::with_capacity(batch.len()),
+            reports: Vec::new(),
+        };
+        for delivery in batch {
+            let mut pending = Vec::with_capacity(delivery.recipients.len());
+            for &i in &delivery.recipients {
+                if pending.contains(&i) {
+                    continue;
+                }
+                if i >= delivery.envelope.recipients.len() {
+                    b.reports.push(RecipientReport {
+                        id: delivery.id,
+                        recipient: i,
+                        outcome: Outcome::deferred(
+                            EnhancedStatus::new(4, 3, 5),
+                            format!(
+                                "recipient index {i} is not in the envelope of {} (engine error)",
+                                delivery.id
+                            ),
+                        ),
+                        remote: None,
+                    });
+                    continue;
+                }
+                pending.push(i);
+            }
+            b.jobs.push(Job { delivery, pending });
+        }
+        b
+    }
+
+    fn pending(&self) -> bool {
+        self.jobs.iter().any(|j| !j.pending.is_empty())
+    }
+
+    fn report(
+        &mut self,
+        job: usize,
+        recipient: usize,
+        outcome: Outcome,
+        remote: Option<RemoteHost>,
+    ) {
+        self.reports.push(RecipientReport {
+            id: self.jobs[job].delivery.id,
+            recipient,
+            outcome,
+            remote,
+        });
+    }
+
+    /// Every pending recipient of every message gets `outcome`.
+    fn settle_all(&mut self, outcome: Outcome, remote: Option<RemoteHost>) {
+        for j in 0..self.jobs.len() {
+            for i in std::mem::take(&mut self.jobs[j].pending) {
+                self.report(j, i, outcome.clone(), remote.clone());
+            }
+        }
+    }
+}
+
+/// The failures met while trying hosts, for the verdict on what is left.
+#[derive(Default)]
+struct Failures {
+    last_temporary: Option<(Diagnostic, Option<RemoteHost>)>,
+    last_permanent: Option<(Diagnostic, Option<RemoteHost>)>,
+}
+
+impl Failures {
+    fn record(&mut self, d: Diagnostic, remote: Option<RemoteHost>) {
+        tracing::debug!(remote = ?remote, status = %d.status, "{}", d.text);
+        if d.status.is_permanent() {
+            self.last_permanent = Some((d, remote));
+        } else {
+            self.last_temporary = Some((d, remote));
+        }
+    }
+
+    fn verdict(self) -> (Outcome, Option<RemoteHost>) {
+        match (self.last_temporary, self.last_permanent) {
+            (Some((d, r)), _) => (Outcome::Deferred(d), r),
+            (None, Some((d, r))) => (Outcome::Failed(d), r),
+            (None, None) => (
+                Outcome::Deferred(classify::misrouted("a relay route without next hops")),
+                None,
+            ),
+        }
+    }
+}
+
+pub(super) async fn deliver(
+    t: &EsmtpTransport,
+    route: &Route,
+    batch: &[Delivery],
+) -> Vec<RecipientReport> {
+    let mut b = Batch::new(batch);
+    match route {
+        Route::Relay { mailer, hops } => relay(t, *mailer, hops, &mut b).await,
+        Route::Local { .. } => b.settle_all(
+            Outcome::Deferred(classify::misrouted("a local route")),
+            None,
+        ),
+        Route::Reject { reply } => {
+            let outcome = if reply.is_transient() || reply.is_permanent() {
+                classify::outcome(Diagnostic::remote(reply.clone()))
+            } else {
+                Outcome::Deferred(classify::misrouted(&format!(
+                    "a reject route with the non-error reply {reply}"
+                )))
+            };
+            b.settle_all(outcome, None);
+        }
+    }
+    b.reports
+}
+
+async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Batch<'_>) {
+    let mut failures = Failures::default();
+    'hops: for hop in hops {
+        if !b.pending() {
+            return;
+        }
+        let policy = t.policy.lookup(hop);
+        let _slot = t.limits.acquire(&hop.to_string()).await;
+        let mx_of = match (&hop.host, hop.mx) {
+            (Host::Name(domain), true) => Some(domain),
+            _ => None,
+        };
+        // SPF pre-flight (the SPF issue): direct-to-MX delivery (`mx_of.is_some()`, never a
+        // smart host or mailertable relay) evaluates each message's sender here, before the
+        // first connection, and settles the messages SPF says not to send.
+        let candidates = match connect::candidates(hop, &*t.resolver).await {
+            Ok(c) => c,
+            Err(d) => {
+                failures.record(d, Some(named(&hop.host.to_string())));
+                continue;
+            }
+        };
+        let ctx = SetupContext {
+            hostname: &t.config.hostname,
+            mailer,
+            policy,
+            tls: &t.tls,
+            timeouts: t.config.timeouts,
+        };
+        let port = hop.port_for(mailer);
+        for candidate in &candidates {
+            let addrs = match connect::addresses(candidate, mx_of, &*t.resolver).await {
+                Ok(a) => a,
+                Err(d) => {
+                    let name = candidate.name.as_ref().map(|n| n.to_string());
+                    failures.record(d, name.map(|n| named(&n)));
+                    continue;
+                }
+            };
+            if let Some(domain) = mx_of
+                && let Some(local) = addrs
+                    .iter()
+                    .find(|a| t.config.local_addresses.contains(**a))
+            {
+                // RFC 5321 §5.1: this machine is an MX of the domain; only better MX hosts
+                // (those already tried) may be used.
+                let host = candidate
+                    .name
+                    .as_ref()
+                    .map_or(String::new(), |n| n.to_string());
+                failures.record(
+                    classify::mail_loop(format!(
+                        "{host} [{local}], an MX host of {domain}, is this machine"
+                    )),
+                    Some(named(&host)),
+                );
+                continue 'hops;
+            }
+            for addr in addrs {
+                if !b.pending() {
+                    return;
+                }
+                let peer = Peer {
+                    name: candidate.name.clone(),
+                    addr,
+                    port,
+                };
+                match setup::open(&ctx, peer.clone()).await {
+                    Err(SetupFailure::Next(d)) => failures.record(d, Some(peer.remote())),
+                    Err(SetupFailure::EndHop(d)) => {
+                        failures.record(d, Some(peer.remote()));
+                        continue 'hops;
+                    }
+                    Err(SetupFailure::EndRoute(d)) => {
+                        b.settle_all(classify::outcome(d), Some(peer.remote()));
+                        return;
+                    }
+                    Ok(mut session) => match run_jobs(&mut session, b).await {
+                        Ok(()) => {
+                            session.quit().await;
+                            return;
+                        }
+                        Err(d) => failures.record(d, Some(peer.remote())),
+                    },
+                }
+            }
+        }
+    }
+    if b.pending() {
+        let (outcome, remote) = failures.verdict();
+        b.settle_all(outcome, remote);
+    }
+}
+
+fn named(name: &str) -> RemoteHost {
+    RemoteHost {
+        name: Some(name.to_string()),
+        addr: None,
+    }
+}
+
+/// Carries every pending message over `s`. An error is why the session broke; the message in
+/// flight has been settled, the rest are still pending.
+async fn run_jobs(s: &mut Session, b: &mut Batch<'_>) -> Result<(), Diagnostic> {
+    let remote = s.peer.remote();
+    let mut needs_rset = false;
+    for j in 0..b.jobs.len() {
+        if b.jobs[j].pending.is_empty() {
+            continue;
+        }
+        if needs_rset {
+            match s.command("RSET", Phase::Rset).await {
+                Ok(r) if r.is_positive() => {}
+                Ok(r) => return Err(classify::session_reply(&s.peer, &r)),
+                Err(e) => return Err(classify::session_error(&e, &s.peer)),
+            }
+        }
+        let pending = std::mem::take(&mut b.jobs[j].pending);
+        let result = transaction::send_message(s, b.jobs[j].delivery, &pending).await;
+        for &i in &pending {
+            let outcome = result
+                .outcomes
+                .iter()
+                .find(|(k, _)| *k == i)
+                .map(|(_, o)| o.clone())
+                .unwrap_or_else(|| {
+                    Outcome::deferred(
+                        EnhancedStatus::new(4, 3, 0),
+                        "internal error: the transaction gave this recipient no outcome",
+                    )
+                });
+            b.report(j, i, outcome, Some(remote.clone()));
+        }
+        needs_rset = result.open;
+        if let Some(d) = result.lost {
+            return Err(d);
+        }
+    }
+    Ok(())
+}
