@@ -268,7 +268,7 @@ impl SpfChecker {
             return (verdict, forever);
         }
 
-        let top = match self.inner.dns.spf_record(domain.as_str()).await {
+        let (spf, top_expires) = match self.inner.dns.spf_record(domain.as_str()).await {
             Fetched::Record { spf, expires } => (spf, expires),
             Fetched::NoRecord { expires } => return (verdict, expires),
             Fetched::Broken { problem, expires } => {
@@ -282,7 +282,6 @@ impl SpfChecker {
                 return (verdict, Instant::now() + self.inner.options.temp_error_ttl);
             }
         };
-        let (spf, top_expires) = top;
 
         let recorder = Recorder::default();
         let seeded = Seeded {
@@ -322,13 +321,13 @@ impl SpfChecker {
         recorder: &Recorder,
     ) -> (SpfVerdict, Instant) {
         verdict.result = output.result().into();
-        verdict.explanation = output.explanation().map(str::to_string);
+        verdict.explanation = output.explanation().map(printable);
         let mut expires = recorder
             .earliest()
             .map_or(top_expires, |e| e.min(top_expires));
         match verdict.result {
             SpfResult::PermError | SpfResult::TempError => {
-                verdict.problem = diagnose::explain(
+                let found = diagnose::explain(
                     &self.inner.dns,
                     verdict.domain.as_str(),
                     spf,
@@ -336,6 +335,18 @@ impl SpfChecker {
                     verdict.ip,
                 )
                 .await;
+                verdict.problem = Some(found.unwrap_or_else(|| {
+                    if verdict.result == SpfResult::TempError {
+                        "a DNS lookup failed temporarily during the evaluation, and answered when \
+                         asked again"
+                            .to_string()
+                    } else {
+                        "the evaluation gave a permanent error that a re-read of the records \
+                         does not explain (an mx term naming more than 10 hosts, or a macro \
+                         that expands to an invalid name?)"
+                            .to_string()
+                    }
+                }));
                 if verdict.result == SpfResult::TempError {
                     expires = Instant::now() + self.inner.options.temp_error_ttl;
                 }
@@ -343,5 +354,32 @@ impl SpfChecker {
             _ => {}
         }
         (verdict, expires)
+    }
+}
+
+/// The domain's `exp=` text, which it controls, made safe for a log line: control
+/// characters become spaces and the length is bounded.
+fn printable(text: &str) -> String {
+    const MAX: usize = 300;
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX)
+        .collect();
+    if text.chars().count() > MAX {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explanation_cannot_break_a_log_line() {
+        assert_eq!(printable("not\r\nours"), "not  ours");
+        let long = printable(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), 303);
     }
 }
