@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod queue_id;
 pub mod resolve;
 pub mod route;
+pub mod spf;
 pub mod spool;
 pub mod status;
 pub mod time;
@@ -28,6 +29,7 @@ pub use envelope::{BodyType, Envelope, EnvelopeError, Notify, OriginalRecipient,
 pub use queue_id::{QueueId, QueueIdError};
 pub use resolve::{MailExchanger, ResolveError, Resolver};
 pub use route::{Host, Mailer, NextHop, Route, RouteError, Router};
+pub use spf::{SpfChecker, SpfDecision, SpfPolicy, SpfVerdict};
 pub use spool::{MessageState, Spool, SpoolError};
 pub use status::{Diagnostic, EnhancedStatus, Outcome, Reply, Severity, StatusError};
 pub use transport::{Delivery, RecipientReport, RemoteHost, Transport};

@@ -423,6 +423,17 @@ impl DnsResolver {
         Err(Miss::worst(misses).into_error(host, what))
     }
 
+    /// Words for a failed lookup, as [`ResolveError::Temporary`] shows them (`SERVFAIL from
+    /// 127.0.0.1:5353`, `no answer from ... within 5s`), for modules that query these name
+    /// servers through hickory themselves (SPF), so every DNS failure reads the same.
+    pub(crate) fn describe_failure(&self, err: &NetError) -> String {
+        match self.miss(err) {
+            Miss::NxDomain => "the name does not exist (NXDOMAIN)".to_string(),
+            Miss::NoData => "the name has no records of that type".to_string(),
+            Miss::Temporary(reason) => reason,
+        }
+    }
+
     fn miss(&self, err: &NetError) -> Miss {
         let servers = ServerList(&self.servers);
         match err {
