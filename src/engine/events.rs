@@ -31,6 +31,9 @@ pub struct DeliveryEvent {
     pub started: SystemTime,
     /// When this attempt ended.
     pub finished: SystemTime,
+    /// A warning about this attempt an operator should act on even if the mail went through
+    /// (SPF would fail for our address; the message was sent through the smart host instead).
+    pub note: Option<String>,
 }
 
 impl DeliveryEvent {
@@ -107,6 +110,7 @@ mod tests {
             arrival,
             started: arrival + Duration::from_secs(2),
             finished: arrival + Duration::from_secs(3),
+            note: None,
         }
     }
 

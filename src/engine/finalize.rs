@@ -29,6 +29,7 @@ pub(crate) struct Report {
     pub mailer: String,
     pub started: SystemTime,
     pub finished: SystemTime,
+    pub note: Option<String>,
 }
 
 impl Report {
@@ -46,6 +47,7 @@ impl Report {
             mailer: mailer.to_string(),
             started: now,
             finished: now,
+            note: None,
         }
     }
 
@@ -65,6 +67,7 @@ impl Report {
             arrival,
             started: self.started,
             finished: self.finished,
+            note: self.note.clone(),
         }
     }
 }
@@ -277,6 +280,7 @@ fn expire(
             arrival: state.arrival,
             started: now,
             finished: now,
+            note: None,
         };
         tracing::debug!(target: "postrider::engine", "{id}: expired after {:?}", age);
         shared.emit(event);

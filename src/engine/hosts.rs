@@ -92,6 +92,7 @@ mod tests {
             recipient: 0,
             outcome,
             remote: None,
+            note: None,
         }
     }
 

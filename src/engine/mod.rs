@@ -208,6 +208,9 @@ impl Shared {
             }
             _ => tracing::warn!(target: "postrider::delivery", "{}", event.log_line()),
         }
+        if let Some(note) = &event.note {
+            tracing::warn!(target: "postrider::delivery", "{}: to=<{}>: {note}", event.id, event.recipient);
+        }
         let _ = self.events.send(event);
     }
 

@@ -617,6 +617,7 @@ impl Scheduler {
                 mailer: mailer.to_string(),
                 started: r.started,
                 finished: r.finished,
+                note: rep.note,
             });
         }
         for id in r.jobs {
@@ -1015,6 +1016,7 @@ async fn deliver(shared: &Shared, route: &Route, jobs: &[Job]) -> DeliveryResult
                     format!("cannot read the message from the spool: {e}"),
                 ),
                 remote: None,
+                note: None,
             })),
         }
     }
@@ -1046,6 +1048,7 @@ async fn deliver(shared: &Shared, route: &Route, jobs: &[Job]) -> DeliveryResult
                     "internal error: the transport gave no report for this recipient",
                 ),
                 remote: None,
+                note: None,
             });
         }
     }
@@ -1066,6 +1069,7 @@ fn missing_reports(jobs: &[Job], status: EnhancedStatus, why: &str) -> Vec<Recip
                 recipient: idx,
                 outcome: Outcome::deferred(status, why),
                 remote: None,
+                note: None,
             })
         })
         .collect()

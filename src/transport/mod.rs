@@ -61,6 +61,27 @@ pub struct RecipientReport {
     pub outcome: Outcome,
     /// The host that gave the outcome, if any host was reached or tried.
     pub remote: Option<RemoteHost>,
+    /// Something about this delivery an operator should know even though it went through,
+    /// e.g. that SPF would fail for the sending address, or that it was rerouted.
+    pub note: Option<String>,
+}
+
+impl RecipientReport {
+    /// A report without a note.
+    pub fn new(
+        id: QueueId,
+        recipient: usize,
+        outcome: Outcome,
+        remote: Option<RemoteHost>,
+    ) -> RecipientReport {
+        RecipientReport {
+            id,
+            recipient,
+            outcome,
+            remote,
+            note: None,
+        }
+    }
 }
 
 /// Delivers batches of messages that share a route.

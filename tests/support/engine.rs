@@ -107,6 +107,7 @@ impl Transport for ScriptedTransport {
                         name: Some("mx.test.example".into()),
                         addr: Some("127.0.0.1".parse().unwrap()),
                     }),
+                    note: None,
                 });
             }
         }

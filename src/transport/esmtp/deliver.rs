@@ -54,6 +54,7 @@ impl<'a> Batch<'a> {
                             ),
                         ),
                         remote: None,
+                        note: None,
                     });
                     continue;
                 }
@@ -80,6 +81,7 @@ impl<'a> Batch<'a> {
             recipient,
             outcome,
             remote,
+            note: None,
         });
     }
 
