@@ -201,6 +201,11 @@ fn parse_port(text: &str) -> Result<u16, HopError> {
 }
 
 fn parse_host(piece: &str) -> Result<NextHop, HopError> {
+    if piece.contains('#') && piece.contains(char::is_whitespace) {
+        return Err(HopError::TrailingComment {
+            text: piece.to_string(),
+        });
+    }
     if let Some(open) = piece.strip_prefix('[') {
         let inner = open
             .strip_suffix(']')
@@ -216,11 +221,6 @@ fn parse_host(piece: &str) -> Result<NextHop, HopError> {
     }
     if piece.contains(['[', ']']) {
         return Err(HopError::MisplacedBracket {
-            text: piece.to_string(),
-        });
-    }
-    if piece.contains('#') && piece.contains(char::is_whitespace) {
-        return Err(HopError::TrailingComment {
             text: piece.to_string(),
         });
     }
