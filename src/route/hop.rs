@@ -85,6 +85,13 @@ pub enum HopError {
         /// The piece concerned.
         text: String,
     },
+    /// A host name made only of digits (perhaps after Unicode normalisation dropped invisible
+    /// characters): it would read back as a port.
+    #[error("host {host:?} is all digits; write an IP address in brackets, or a port after host:")]
+    NumericHost {
+        /// The host as written.
+        host: String,
+    },
     /// Several hosts where one is expected (a policy key).
     #[error("one host expected, found {count}")]
     NotOne {
@@ -228,6 +235,11 @@ fn parse_host(piece: &str) -> Result<NextHop, HopError> {
         host: piece.to_string(),
         reason,
     })?;
+    if domain.as_str().bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HopError::NumericHost {
+            host: piece.to_string(),
+        });
+    }
     Ok(NextHop::mx(domain, None))
 }
 
@@ -238,7 +250,9 @@ fn parse_literal_or_name(inner: &str) -> Result<Host, HopError> {
     let bad_v6 = || HopError::BadIpv6 {
         text: inner.to_string(),
     };
-    if inner.len() >= 5 && inner[..5].eq_ignore_ascii_case("ipv6:") {
+    if let Some(tag) = inner.get(..5)
+        && tag.eq_ignore_ascii_case("ipv6:")
+    {
         let v6: Ipv6Addr = inner[5..].parse().map_err(|_| bad_v6())?;
         return Ok(Host::Ip(IpAddr::V6(v6)));
     }
@@ -339,6 +353,30 @@ mod tests {
         );
         let err = parse_hops("10.0.0.5").unwrap_err();
         assert!(err.to_string().contains("[192.0.2.1]"), "{err}");
+    }
+
+    #[test]
+    fn multibyte_text_in_brackets_is_not_sliced_apart() {
+        // The fifth byte falls inside the euro sign: the IPv6 tag check must not split it.
+        let hop = parse_hop("[abcd\u{20ac}.example]").unwrap();
+        assert_eq!(hop.to_string(), "[xn--abcd-yv7a.example]");
+    }
+
+    /// Inputs the fuzzer found; each must parse back to the same hops from its display form.
+    #[test]
+    fn fuzz_regressions_parse_back_to_the_same_hops() {
+        // A byte-order mark before a digit: IDNA drops the mark and leaves the host "9".
+        let found: &[&[u8]] = &[b"\xef\xbb\xbf9"];
+        for input in found {
+            let text = std::str::from_utf8(input).unwrap();
+            if let Ok(hops) = parse_hops(text) {
+                assert_eq!(parse_hops(&display_hops(&hops)), Ok(hops), "{text:?}");
+            }
+        }
+        assert!(matches!(
+            parse_hops("\u{feff}9"),
+            Err(HopError::NumericHost { .. })
+        ));
     }
 
     #[test]
