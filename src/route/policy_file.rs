@@ -18,6 +18,7 @@
 //!   the level is `encrypt`, so a Postfix `sasl_passwd` line (`[smtp.gmail.com]:587 user:pass`)
 //!   works unchanged and never sends the password in clear text.
 //! - OPTION: `auth-without-tls` allows AUTH on a connection without TLS (needed with `none`).
+//!   LEVEL and options may come in any order; each at most once.
 //! - USER:PASSWORD comes last: the user is everything up to the first `:` (so it cannot contain
 //!   one), the password is the rest of the line (it may contain `:` and spaces; surrounding
 //!   spaces are dropped).
@@ -153,6 +154,7 @@ impl PolicyError {
     }
 }
 
+#[derive(Debug)]
 enum PolicyKey {
     Default,
     Hop(super::NextHop),
@@ -266,9 +268,9 @@ fn parse_line(content: &str) -> Result<(PolicyKey, HopPolicy), PolicyProblem> {
         }
         if word.eq_ignore_ascii_case(OPTION_AUTH_WITHOUT_TLS) {
             policy.auth_without_tls = true;
-        } else if let (2, Some(l)) = (field, level_named(word)) {
+        } else if let (None, Some(l)) = (level, level_named(word)) {
             level = Some(l);
-        } else if let (2, Some(suggestion)) = (field, close_level(word)) {
+        } else if let (None, Some(suggestion)) = (level, close_level(word)) {
             return Err(PolicyProblem::MisspeltLevel {
                 written: word.to_string(),
                 suggestion,
@@ -356,6 +358,16 @@ mod tests {
         assert_eq!(close_level("encrpyt"), Some(TlsLevel::Encrypt));
         assert_eq!(close_level("hunter2"), None);
         assert_eq!(close_level("no"), None, "too short to be a confident guess");
+    }
+
+    #[test]
+    fn level_and_options_come_in_any_order_before_the_credentials() {
+        let (_, p) = parse_line("[a.example] auth-without-tls none u:p").unwrap();
+        assert_eq!((p.tls, p.auth_without_tls), (TlsLevel::None, true));
+        assert_eq!(
+            parse_line("[a.example] may verify").unwrap_err(),
+            PolicyProblem::UnknownField { field: 3 }
+        );
     }
 
     #[test]
