@@ -1,1 +1,275 @@
 //! The TOML configuration file every example reads.
+//!
+//! ```toml
+//! hostname = "sipserver1.ourtest.com"      # default: the system's host name
+//! spool = "/var/spool/postrider"           # the default
+//! smart_host = "[smtp.gmail.com]:587"      # default: none (deliver to each domain's MX)
+//! mailertable = "mailertable"              # default: none
+//! local_host_names = "local-host-names"    # default: none (only hostname and localhost are local)
+//! policy = "tls-policy"                    # default: none (TLS "may", no AUTH, for every hop)
+//! ```
+//!
+//! Relative paths are resolved against the folder of the configuration file. A key postrider
+//! does not know is an error naming the file, the line and the key, so a typo never goes
+//! unnoticed. Later settings are added as fields with a default (a whole section such as
+//! `[retry]` as a field of a `#[serde(default)]` struct type), so existing files stay valid.
+//!
+//! ```
+//! use postrider::config::Config;
+//! let config = Config::parse("smart_host = \"[smtp.gmail.com]:587\"\nmailertable = \"mailertable\"\n",
+//!                            "/etc/postrider/postrider.toml")?;
+//! assert_eq!(config.mailertable.as_deref(), Some(std::path::Path::new("/etc/postrider/mailertable")));
+//! assert_eq!(config.smart_host.unwrap().to_string(), "relay:[smtp.gmail.com]:587");
+//! # Ok::<(), postrider::config::ConfigError>(())
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::address::Domain;
+use crate::route::{
+    LoadError, Mailertable, MailertableBuilder, PolicyError, PolicyTable, SmartHost, Warning,
+};
+use crate::status::Severity;
+
+/// The spool directory when the configuration names none.
+pub const DEFAULT_SPOOL: &str = "/var/spool/postrider";
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Bad TOML, an unknown key, or a bad value.
+    #[error("{}:{line}: {message}", file.display())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The column, from 1.
+        column: usize,
+        /// What is wrong, as the TOML parser or the value's parser says it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Always permanent: an administrator must fix the file (or its permissions).
+    pub fn severity(&self) -> Severity {
+        Severity::Permanent
+    }
+}
+
+/// The configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct Config {
+    /// This host's name: used in EHLO, and implicitly a local domain (like sendmail's `$j`).
+    /// `None` means the system's host name (see [`Config::hostname`]).
+    pub hostname: Option<Domain>,
+    /// The spool directory.
+    pub spool: PathBuf,
+    /// The smart host for mail no mailertable key claims.
+    pub smart_host: Option<SmartHost>,
+    /// The mailertable file.
+    pub mailertable: Option<PathBuf>,
+    /// The local-host-names file.
+    pub local_host_names: Option<PathBuf>,
+    /// The TLS and credentials policy file.
+    pub policy: Option<PathBuf>,
+    #[serde(skip)]
+    file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            hostname: None,
+            spool: PathBuf::from(DEFAULT_SPOOL),
+            smart_host: None,
+            mailertable: None,
+            local_host_names: None,
+            policy: None,
+            file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses a configuration file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` names the file in errors and is the base for relative
+    /// paths.
+    pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+            let before = text.get(..offset).unwrap_or(text);
+            let line = 1 + before.matches('\n').count();
+            let column = 1 + before.rsplit('\n').next().unwrap_or("").chars().count();
+            ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        let base = path.parent();
+        for p in [
+            Some(&mut config.spool),
+            config.mailertable.as_mut(),
+            config.local_host_names.as_mut(),
+            config.policy.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(dir) = base
+                && p.is_relative()
+            {
+                *p = dir.join(&*p);
+            }
+        }
+        config.file = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// The file the configuration was read from.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The host name: the configured one, else the system's (if it is a valid domain name).
+    pub fn hostname(&self) -> Option<Domain> {
+        self.hostname.clone().or_else(system_hostname)
+    }
+
+    /// A router builder reading the configured mailertable and local-host-names, with the
+    /// smart host and host name set; add to it before building if needed.
+    pub fn router_builder(&self) -> MailertableBuilder {
+        let mut builder = Mailertable::builder().smart_host_opt(self.smart_host.clone());
+        if let Some(h) = self.hostname() {
+            builder = builder.hostname(h);
+        }
+        if let Some(p) = &self.mailertable {
+            builder = builder.mailertable_file(p);
+        }
+        if let Some(p) = &self.local_host_names {
+            builder = builder.local_host_names_file(p);
+        }
+        builder
+    }
+
+    /// Builds the router the configuration describes.
+    pub fn build_router(&self) -> Result<(Mailertable, Vec<Warning>), LoadError> {
+        self.router_builder().build()
+    }
+
+    /// Loads the policy file, or an empty policy (TLS `may`, no AUTH) when none is configured.
+    pub fn load_policy(&self) -> Result<(PolicyTable, Vec<Warning>), PolicyError> {
+        match &self.policy {
+            Some(p) => PolicyTable::load(p),
+            None => Ok((PolicyTable::new(), Vec::new())),
+        }
+    }
+}
+
+fn system_hostname() -> Option<Domain> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Domain::parse(std::str::from_utf8(&buf[..end]).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_a_default() {
+        let c = Config::parse("", "/etc/postrider/postrider.toml").unwrap();
+        assert_eq!(c.spool, Path::new(DEFAULT_SPOOL));
+        assert!(c.smart_host.is_none() && c.mailertable.is_none() && c.policy.is_none());
+        assert_eq!(c.file(), Some(Path::new("/etc/postrider/postrider.toml")));
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_file_line_and_key() {
+        let err = Config::parse(
+            "hostname = \"mx.example\"\nsmart_hots = \"[a.example]\"\n",
+            "/etc/postrider.toml",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/etc/postrider.toml:2: unknown field `smart_hots`"),
+            "{msg}"
+        );
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                line: 2,
+                column: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_bad_smart_host_is_an_error_naming_its_line() {
+        let err =
+            Config::parse("\n\nsmart_host = \"[smtp.gmail.com]:99999\"\n", "c.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("c.toml:3: "), "{msg}");
+        assert!(msg.contains("bad port \"99999\""), "{msg}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = Config::parse(
+            "spool = \"queue\"\nmailertable = \"mt\"\nlocal_host_names = \"/abs/lhn\"\npolicy = \"sub/policy\"\n",
+            "/etc/postrider/postrider.toml",
+        )
+        .unwrap();
+        assert_eq!(c.spool, Path::new("/etc/postrider/queue"));
+        assert_eq!(
+            c.mailertable.as_deref(),
+            Some(Path::new("/etc/postrider/mt"))
+        );
+        assert_eq!(c.local_host_names.as_deref(), Some(Path::new("/abs/lhn")));
+        assert_eq!(
+            c.policy.as_deref(),
+            Some(Path::new("/etc/postrider/sub/policy"))
+        );
+    }
+
+    #[test]
+    fn the_system_hostname_is_the_default_hostname() {
+        let c = Config::default();
+        assert_eq!(c.hostname(), system_hostname());
+        let c = Config::parse("hostname = \"MX.Example.\"", "c.toml").unwrap();
+        assert_eq!(c.hostname().unwrap().as_str(), "mx.example");
+    }
+}

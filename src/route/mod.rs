@@ -2,9 +2,23 @@
 //!
 //! The default router is the sendmail-compatible [`Mailertable`] (with a smart host and local
 //! domains); the per-next-hop TLS and credentials policy lives in [`policy`].
+//!
+//! Modules: [`table_file`] (line numbering, origins, warnings), [`hop`] (host lists),
+//! [`value`] (mailertable values), [`table`] (keys and lookup), [`local`] (local-host-names),
+//! [`smart_host`], [`explain`] (`sendmail -bv` lines), [`mailertable`] (the router),
+//! [`policy`] and [`policy_file`] (TLS and credentials per next hop).
 
+pub mod error;
+pub mod explain;
+pub mod hop;
+pub mod local;
 pub mod mailertable;
 pub mod policy;
+pub mod policy_file;
+pub mod smart_host;
+pub mod table;
+pub mod table_file;
+pub mod value;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -15,8 +29,16 @@ use serde::{Deserialize, Serialize};
 use crate::address::{Address, Domain};
 use crate::status::{Reply, Severity};
 
-pub use mailertable::Mailertable;
-pub use policy::{Credentials, HopPolicy, PolicyTable, TlsLevel};
+pub use error::{KeyProblem, LineError, LineProblem, LoadError};
+pub use explain::{Explanation, Rule};
+pub use local::{LocalDomains, LocalSource};
+pub use mailertable::{Mailertable, MailertableBuilder};
+pub use policy::{Credentials, HopPolicy, PolicyTable, Secret, TlsLevel};
+pub use policy_file::{PolicyError, PolicyLineError, PolicyProblem};
+pub use smart_host::{SmartHost, SmartHostError};
+pub use table::{Key, Match, RouteTable};
+pub use table_file::{Origin, ReadError, Warning, WarningKind};
+pub use value::ValueError;
 
 /// The delivery agent named in a mailertable value. All but `smtps` speak ESMTP over plain TCP
 /// with STARTTLS as the policy allows; `smtps` starts TLS at connect (RFC 8314).

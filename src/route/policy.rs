@@ -107,10 +107,14 @@ pub struct HopPolicy {
     pub auth_without_tls: bool,
 }
 
-/// The policy table: one [`HopPolicy`] per next-hop key, and a default for every other hop.
+/// The policy table: one [`HopPolicy`] per next hop, and a default for every other hop.
+///
+/// A lookup tries the next hop exactly as the route names it (host, brackets and port), then
+/// the same host without a port (so `[mail.example.com]` covers every port), then the default.
+/// The file format is in [`policy_file`](super::policy_file).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyTable {
-    entries: HashMap<String, HopPolicy>,
+    entries: HashMap<NextHop, HopPolicy>,
     default: HopPolicy,
 }
 
@@ -120,9 +124,9 @@ impl PolicyTable {
         PolicyTable::default()
     }
 
-    /// Sets the policy for one next hop (keyed by its display form, `[host]:port`).
+    /// Sets the policy for one next hop (written in the file as `[host]:port`).
     pub fn insert(&mut self, hop: &NextHop, policy: HopPolicy) {
-        self.entries.insert(hop.to_string(), policy);
+        self.entries.insert(hop.clone(), policy);
     }
 
     /// Sets the policy for hops without an entry.
@@ -130,15 +134,86 @@ impl PolicyTable {
         self.default = policy;
     }
 
-    /// The policy for a next hop.
+    /// The policy for hops without an entry.
+    pub fn default_policy(&self) -> &HopPolicy {
+        &self.default
+    }
+
+    /// The policy for a next hop: its exact entry, else the entry for the same host without a
+    /// port, else the default.
     pub fn lookup(&self, hop: &NextHop) -> &HopPolicy {
-        self.entries.get(&hop.to_string()).unwrap_or(&self.default)
+        if let Some(p) = self.entries.get(hop) {
+            return p;
+        }
+        if hop.port.is_some() {
+            let any_port = NextHop {
+                port: None,
+                ..hop.clone()
+            };
+            if let Some(p) = self.entries.get(&any_port) {
+                return p;
+            }
+        }
+        &self.default
+    }
+
+    /// The number of entries besides the default.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when only the default applies.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// True when any entry (or the default) holds credentials.
+    pub fn has_credentials(&self) -> bool {
+        self.default.credentials.is_some() || self.entries.values().any(|p| p.credentials.is_some())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::address::Domain;
+    use crate::route::Host;
+
+    fn hop(host: &str, port: Option<u16>) -> NextHop {
+        NextHop::direct(Host::Name(Domain::parse(host).unwrap()), port)
+    }
+
+    #[test]
+    fn lookup_tries_exact_then_any_port_then_the_default() {
+        let mut t = PolicyTable::new();
+        let verify = HopPolicy {
+            tls: TlsLevel::Verify,
+            ..HopPolicy::default()
+        };
+        let encrypt = HopPolicy {
+            tls: TlsLevel::Encrypt,
+            ..HopPolicy::default()
+        };
+        t.insert(&hop("smtp.gmail.com", Some(587)), encrypt.clone());
+        t.insert(&hop("mail.example.com", None), verify.clone());
+        assert_eq!(t.lookup(&hop("smtp.gmail.com", Some(587))), &encrypt);
+        assert_eq!(
+            t.lookup(&hop("smtp.gmail.com", Some(465))),
+            &HopPolicy::default()
+        );
+        assert_eq!(
+            t.lookup(&hop("smtp.gmail.com", None)),
+            &HopPolicy::default()
+        );
+        assert_eq!(t.lookup(&hop("mail.example.com", Some(2525))), &verify);
+        let mx = NextHop::mx(Domain::parse("mail.example.com").unwrap(), None);
+        assert_eq!(
+            t.lookup(&mx),
+            &HopPolicy::default(),
+            "brackets are part of the key"
+        );
+    }
 
     #[test]
     fn credentials_never_show_the_password() {
