@@ -8,13 +8,14 @@
 //! verdict of the failures: deferred if any was temporary (with the last temporary one's
 //! words), failed only if all were permanent.
 
-use super::EsmtpTransport;
 use super::classify;
 use super::connect;
+use super::preflight::{self, Gate};
 use super::session::{Peer, Session};
 use super::setup::{self, SetupContext, SetupFailure};
 use super::timeouts::Phase;
 use super::transaction;
+use super::{EsmtpTransport, SpfConfig};
 use crate::route::{Host, Mailer, NextHop, Route};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome};
 use crate::transport::{Delivery, RecipientReport, RemoteHost};
@@ -23,11 +24,17 @@ use crate::transport::{Delivery, RecipientReport, RemoteHost};
 struct Batch<'a> {
     jobs: Vec<Job<'a>>,
     reports: Vec<RecipientReport>,
+    /// Messages the SPF pre-flight sends through the smart host instead, with the reason.
+    rerouted: Vec<(&'a Delivery, Vec<usize>, String)>,
 }
 
 struct Job<'a> {
     delivery: &'a Delivery,
     pending: Vec<usize>,
+    /// A warning that goes with every report of this message.
+    note: Option<String>,
+    /// The SPF pre-flight has decided this message.
+    gated: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -35,6 +42,7 @@ impl<'a> Batch<'a> {
         let mut b = Batch {
             jobs: Vec::with_capacity(batch.len()),
             reports: Vec::new(),
+            rerouted: Vec::new(),
         };
         for delivery in batch {
             let mut pending = Vec::with_capacity(delivery.recipients.len());
@@ -60,7 +68,12 @@ impl<'a> Batch<'a> {
                 }
                 pending.push(i);
             }
-            b.jobs.push(Job { delivery, pending });
+            b.jobs.push(Job {
+                delivery,
+                pending,
+                note: None,
+                gated: false,
+            });
         }
         b
     }
@@ -81,8 +94,25 @@ impl<'a> Batch<'a> {
             recipient,
             outcome,
             remote,
-            note: None,
+            note: self.jobs[job].note.clone(),
         });
+    }
+
+    /// Applies the SPF pre-flight's answer to job `j`.
+    fn apply_gate(&mut self, j: usize, gate: Gate) {
+        self.jobs[j].gated = true;
+        match gate {
+            Gate::Send(note) => self.jobs[j].note = note,
+            Gate::Reroute(advice) => {
+                let pending = std::mem::take(&mut self.jobs[j].pending);
+                self.rerouted.push((self.jobs[j].delivery, pending, advice));
+            }
+            Gate::Defer(d) => {
+                for i in std::mem::take(&mut self.jobs[j].pending) {
+                    self.report(j, i, Outcome::Deferred(d.clone()), None);
+                }
+            }
+        }
     }
 
     /// Every pending recipient of every message gets `outcome`.
@@ -131,7 +161,12 @@ pub(super) async fn deliver(
 ) -> Vec<RecipientReport> {
     let mut b = Batch::new(batch);
     match route {
-        Route::Relay { mailer, hops } => relay(t, *mailer, hops, &mut b).await,
+        Route::Relay { mailer, hops } => {
+            relay(t, *mailer, hops, &mut b).await;
+            if !b.rerouted.is_empty() {
+                via_smart_host(t, &mut b).await;
+            }
+        }
         Route::Local { .. } => b.settle_all(
             Outcome::Deferred(classify::misrouted("a local route")),
             None,
@@ -162,9 +197,30 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
             (Host::Name(domain), true) => Some(domain),
             _ => None,
         };
-        // SPF pre-flight (the SPF issue): direct-to-MX delivery (`mx_of.is_some()`, never a
-        // smart host or mailertable relay) evaluates each message's sender here, before the
-        // first connection, and settles the messages SPF says not to send.
+        // SPF pre-flight for direct-to-MX delivery. With a configured public address it runs
+        // before connecting, so mail that must go through the smart host never waits on a
+        // blocked port 25; without one it runs in the session, on the local address.
+        let spf_hop = t
+            .config
+            .spf
+            .as_ref()
+            .filter(|_| mx_of.is_some())
+            .map(|spf| (spf, hop));
+        if let Some((spf, egress)) =
+            spf_hop.and_then(|(spf, _)| spf.egress_before_connect().map(|e| (spf, e)))
+        {
+            for j in 0..b.jobs.len() {
+                let job = &b.jobs[j];
+                if job.gated || job.pending.is_empty() || !preflight::applies(hop, job.delivery) {
+                    continue;
+                }
+                let gate = preflight::gate(spf, egress, job.delivery, &t.config.hostname).await;
+                b.apply_gate(j, gate);
+            }
+            if !b.pending() {
+                return;
+            }
+        }
         let candidates = match connect::candidates(hop, &*t.resolver).await {
             Ok(c) => c,
             Err(d) => {
@@ -227,7 +283,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                         b.settle_all(classify::outcome(d), Some(peer.remote()));
                         return;
                     }
-                    Ok(mut session) => match run_jobs(&mut session, b).await {
+                    Ok(mut session) => match run_jobs(t, &mut session, b, spf_hop).await {
                         Ok(()) => {
                             session.quit().await;
                             return;
@@ -244,6 +300,46 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
     }
 }
 
+/// Sends the messages the SPF pre-flight took off the MX route through the smart host.
+async fn via_smart_host(t: &EsmtpTransport, b: &mut Batch<'_>) {
+    let rerouted = std::mem::take(&mut b.rerouted);
+    let smart_host = t
+        .config
+        .spf
+        .as_ref()
+        .and_then(|spf| spf.smart_host.as_ref());
+    let Some(Route::Relay { mailer, hops }) = smart_host else {
+        // `decide` reroutes only when a smart host exists; defer rather than lose the mail.
+        for (delivery, pending, advice) in rerouted {
+            for i in pending {
+                b.reports.push(RecipientReport::new(
+                    delivery.id,
+                    i,
+                    Outcome::deferred(EnhancedStatus::new(4, 7, 23), advice.clone()),
+                    None,
+                ));
+            }
+        }
+        return;
+    };
+    let mut sub = Batch {
+        jobs: Vec::with_capacity(rerouted.len()),
+        reports: Vec::new(),
+        rerouted: Vec::new(),
+    };
+    for (delivery, pending, advice) in rerouted {
+        tracing::info!(target: "postrider::spf", "{}: {advice}; sending through the smart host instead", delivery.id);
+        sub.jobs.push(Job {
+            delivery,
+            pending,
+            note: Some(format!("{advice}; sent through the smart host instead")),
+            gated: true,
+        });
+    }
+    relay(t, *mailer, hops, &mut sub).await;
+    b.reports.append(&mut sub.reports);
+}
+
 fn named(name: &str) -> RemoteHost {
     RemoteHost {
         name: Some(name.to_string()),
@@ -253,10 +349,30 @@ fn named(name: &str) -> RemoteHost {
 
 /// Carries every pending message over `s`. An error is why the session broke; the message in
 /// flight has been settled, the rest are still pending.
-async fn run_jobs(s: &mut Session, b: &mut Batch<'_>) -> Result<(), Diagnostic> {
+async fn run_jobs(
+    t: &EsmtpTransport,
+    s: &mut Session,
+    b: &mut Batch<'_>,
+    spf_hop: Option<(&SpfConfig, &NextHop)>,
+) -> Result<(), Diagnostic> {
     let remote = s.peer.remote();
     let mut needs_rset = false;
     for j in 0..b.jobs.len() {
+        if let Some((spf, hop)) = spf_hop
+            && let Some(local) = s.local
+            && !b.jobs[j].gated
+            && !b.jobs[j].pending.is_empty()
+            && preflight::applies(hop, b.jobs[j].delivery)
+        {
+            let gate = preflight::gate(
+                spf,
+                spf.egress_for(local),
+                b.jobs[j].delivery,
+                &t.config.hostname,
+            )
+            .await;
+            b.apply_gate(j, gate);
+        }
         if b.jobs[j].pending.is_empty() {
             continue;
         }

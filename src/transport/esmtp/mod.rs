@@ -41,6 +41,7 @@ mod deliver;
 mod ehlo;
 mod identity;
 mod limits;
+mod preflight;
 mod reply;
 mod session;
 mod setup;
@@ -48,6 +49,7 @@ mod timeouts;
 mod tls;
 mod transaction;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -58,6 +60,7 @@ use rustls::pki_types::pem::PemObject;
 use crate::address::Domain;
 use crate::resolve::Resolver;
 use crate::route::{PolicyTable, Route};
+use crate::spf::{SpfChecker, SpfPolicy};
 use crate::transport::{Delivery, RecipientReport, Transport};
 
 pub use auth::base64_encode;
@@ -108,6 +111,56 @@ pub struct EsmtpConfig {
     pub local_addresses: LocalAddresses,
     /// Trust anchors for the `verify` level: webpki-roots unless changed.
     pub tls_roots: RootCertStore,
+    /// SPF pre-flight before direct-to-MX delivery; `None` skips it.
+    pub spf: Option<SpfConfig>,
+}
+
+/// SPF pre-flight: before mail goes straight to a recipient domain's MX (never through a smart
+/// host or a mailertable relay), check that SPF for the sender's domain (the HELO name for
+/// `<>`) authorises the address the receiver will see, and act per the policy.
+#[derive(Clone)]
+pub struct SpfConfig {
+    /// Evaluates SPF (with its own cache).
+    pub checker: SpfChecker,
+    /// What to do when SPF would not pass.
+    pub policy: SpfPolicy,
+    /// This site's public address(es), as receivers see them (behind NAT the connection's
+    /// local address is private and means nothing to them). Empty: the connection's local
+    /// address is checked, after connecting.
+    pub public_addresses: Vec<IpAddr>,
+    /// Where the `smart-host` policy sends mail instead (the configured smart host's route).
+    pub smart_host: Option<Route>,
+}
+
+impl SpfConfig {
+    /// The address checked for a connection whose local address is `local`: the configured
+    /// public address of the same family, else `local` itself.
+    pub fn egress_for(&self, local: IpAddr) -> IpAddr {
+        self.public_addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .unwrap_or(local)
+    }
+
+    /// The address checked before connecting, when one is configured (IPv4 first).
+    pub fn egress_before_connect(&self) -> Option<IpAddr> {
+        self.public_addresses
+            .iter()
+            .copied()
+            .find(IpAddr::is_ipv4)
+            .or_else(|| self.public_addresses.first().copied())
+    }
+}
+
+impl std::fmt::Debug for SpfConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpfConfig")
+            .field("policy", &self.policy)
+            .field("public_addresses", &self.public_addresses)
+            .field("smart_host", &self.smart_host)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EsmtpConfig {
@@ -120,6 +173,7 @@ impl EsmtpConfig {
             max_connections_per_hop: DEFAULT_MAX_CONNECTIONS_PER_HOP,
             local_addresses: LocalAddresses::none(),
             tls_roots: default_roots(),
+            spf: None,
         }
     }
 

@@ -148,6 +148,9 @@ pub(crate) struct Session {
     pub caps: Capabilities,
     /// True once TLS is up (STARTTLS or implicit).
     pub tls: bool,
+    /// Our end of the connection: the address the SPF pre-flight checks when no public address
+    /// is configured.
+    pub local: Option<IpAddr>,
 }
 
 impl Session {
@@ -163,7 +166,9 @@ impl Session {
         };
         // Commands are written whole; waiting for more data to fill a segment only adds latency.
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok().map(|a| a.ip());
         Ok(Session {
+            local,
             conn: Conn::Plain(stream),
             rbuf: Vec::with_capacity(1024),
             peer,
