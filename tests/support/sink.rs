@@ -41,6 +41,15 @@ impl Sink {
     /// smtp-sink with extra options (`-p`, `-f RCPT`, ...), dumping each message to a
     /// directory when `dump` is set.
     pub async fn start_with(options: &[&str], dump: bool) -> Sink {
+        Sink::start_at(None, options, dump).await
+    }
+
+    /// smtp-sink on a given port (a peer that "comes back" where mail was deferred).
+    pub async fn start_on(port: u16, options: &[&str], dump: bool) -> Sink {
+        Sink::start_at(Some(port), options, dump).await
+    }
+
+    async fn start_at(fixed: Option<u16>, options: &[&str], dump: bool) -> Sink {
         assert!(
             Path::new(SMTP_SINK).exists(),
             "{SMTP_SINK} is missing: install the Debian package postfix (it provides \
@@ -58,7 +67,7 @@ impl Sink {
         });
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = fixed.unwrap_or_else(free_port);
             let mut cmd = Command::new(SMTP_SINK);
             cmd.args(["-u", "nobody", "-c"]).args(options);
             if let Some(dir) = &dump {
@@ -137,7 +146,7 @@ impl Drop for Sink {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
