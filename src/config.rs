@@ -7,7 +7,27 @@
 //! mailertable = "mailertable"              # default: none
 //! local_host_names = "local-host-names"    # default: none (only hostname and localhost are local)
 //! policy = "tls-policy"                    # default: none (TLS "may", no AUTH, for every hop)
+//!
+//! [retry]                     # when to try again, warn, give up (sendmail's Timeout.queue*)
+//! initial = "5m"              # first retry after (default 5m), doubling up to...
+//! max_interval = "66m"        # ...this (default 66m, Postfix's 4000 s)
+//! warn_after = "4h"           # delay-warning DSN (default 4h; "off" never warns)
+//! max_age = "5d"              # bounce after (default 5d)
+//!
+//! [spf]                       # SPF pre-flight before direct-to-MX delivery
+//! policy = "smart-host"       # off | warn | smart-host | strict (default: smart-host with a
+//!                             #   smart host, else warn)
+//! public_addresses = ["203.0.113.5"]   # what receivers see (behind NAT); default: none
+//! sender_domains = ["ourtest.com"]     # domains you send as, for the doctor's SPF check
+//!
+//! [dns]
+//! name_servers = ["192.168.1.1", "127.0.0.1:5353"]  # default: /etc/resolv.conf
+//! timeout = "5s"              # per try (default 5s)
+//! attempts = 2                # tries per query (default 2)
+//! address_preference = "ipv4-first"     # ipv4-first | ipv6-first | ipv4-only
 //! ```
+//!
+//! Durations are a number with a unit: `ms`, `s`, `m`, `h`, `d` (`90s`, `66m`, `1h30m`).
 //!
 //! Relative paths are resolved against the folder of the configuration file. A key postrider
 //! does not know is an error naming the file, the line and the key, so a typo never goes
@@ -24,14 +44,19 @@
 //! ```
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::address::Domain;
+use crate::engine::RetryPolicy;
+use crate::resolve::{AddressPreference, DnsOptions, DnsResolver, ResolveConfigError};
 use crate::route::{
     LoadError, Mailertable, MailertableBuilder, PolicyError, PolicyTable, SmartHost, Warning,
 };
+use crate::spf::SpfPolicy;
 use crate::status::Severity;
 
 /// The spool directory when the configuration names none.
@@ -87,8 +112,168 @@ pub struct Config {
     pub local_host_names: Option<PathBuf>,
     /// The TLS and credentials policy file.
     pub policy: Option<PathBuf>,
+    /// `[retry]`: the retry schedule and queue lifetimes.
+    pub retry: RetrySection,
+    /// `[spf]`: the SPF pre-flight.
+    pub spf: SpfSection,
+    /// `[dns]`: name servers and lookup settings.
+    pub dns: DnsSection,
     #[serde(skip)]
     file: Option<PathBuf>,
+}
+
+/// `[retry]`: when to try again, warn and give up.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RetrySection {
+    /// Delay before the first retry.
+    #[serde(deserialize_with = "de_duration")]
+    pub initial: Duration,
+    /// The longest delay between attempts.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_interval: Duration,
+    /// When to send the delay warning; `None` (`"off"`) never does.
+    #[serde(deserialize_with = "de_duration_or_off")]
+    pub warn_after: Option<Duration>,
+    /// When to give up and bounce.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_age: Duration,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        let p = RetryPolicy::default();
+        RetrySection {
+            initial: p.initial,
+            max_interval: p.max_interval,
+            warn_after: p.warn_after,
+            max_age: p.max_age,
+        }
+    }
+}
+
+/// `[spf]`: the SPF pre-flight before direct-to-MX delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct SpfSection {
+    /// `off | warn | smart-host | strict`; `None`: smart-host when a smart host is configured,
+    /// else warn.
+    pub policy: Option<SpfPolicy>,
+    /// This site's public addresses as receivers see them.
+    pub public_addresses: Vec<IpAddr>,
+    /// The domains this site sends as (checked by the doctor).
+    pub sender_domains: Vec<Domain>,
+}
+
+/// `[dns]`: how names are looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct DnsSection {
+    /// Name servers (`IP` or `IP:port`); empty: the system's (`/etc/resolv.conf`).
+    #[serde(deserialize_with = "de_name_servers")]
+    pub name_servers: Vec<SocketAddr>,
+    /// How long to wait for one answer.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Tries per query.
+    pub attempts: u32,
+    /// `ipv4-first`, `ipv6-first` or `ipv4-only`.
+    #[serde(deserialize_with = "de_address_preference")]
+    pub address_preference: AddressPreference,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        let o = DnsOptions::default();
+        DnsSection {
+            name_servers: Vec::new(),
+            timeout: o.timeout,
+            attempts: o.attempts,
+            address_preference: o.address_preference,
+        }
+    }
+}
+
+/// Parses `90s`, `66m`, `1h30m`, `500ms`, `5d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("{text:?} is not a duration (a number with a unit: ms, s, m, h, d, e.g. \"66m\")")
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_duration_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if matches!(s.as_str(), "off" | "never" | "none") {
+        return Ok(None);
+    }
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn de_name_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "name server {s:?} is not an IP address or IP:port (e.g. \"192.168.1.1\", \"[::1]:5353\")"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn de_address_preference<'de, D: Deserializer<'de>>(d: D) -> Result<AddressPreference, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "ipv4-first" => Ok(AddressPreference::Ipv4First),
+        "ipv6-first" => Ok(AddressPreference::Ipv6First),
+        "ipv4-only" => Ok(AddressPreference::Ipv4Only),
+        _ => Err(serde::de::Error::custom(format!(
+            "address_preference {s:?} is not one of ipv4-first, ipv6-first, ipv4-only"
+        ))),
+    }
 }
 
 impl Default for Config {
@@ -100,6 +285,9 @@ impl Default for Config {
             mailertable: None,
             local_host_names: None,
             policy: None,
+            retry: RetrySection::default(),
+            spf: SpfSection::default(),
+            dns: DnsSection::default(),
             file: None,
         }
     }
@@ -183,6 +371,43 @@ impl Config {
         self.router_builder().build()
     }
 
+    /// The retry schedule of `[retry]` (with the default ±10 % jitter).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: self.retry.initial,
+            max_interval: self.retry.max_interval,
+            warn_after: self.retry.warn_after,
+            max_age: self.retry.max_age,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The SPF policy: as configured, else `smart-host` when a smart host is set, else `warn`.
+    pub fn spf_policy(&self) -> SpfPolicy {
+        self.spf
+            .policy
+            .unwrap_or_else(|| SpfPolicy::default_for(self.smart_host.is_some()))
+    }
+
+    /// The DNS settings of `[dns]`.
+    pub fn dns_options(&self) -> DnsOptions {
+        DnsOptions {
+            timeout: self.dns.timeout,
+            attempts: self.dns.attempts,
+            address_preference: self.dns.address_preference,
+            ..DnsOptions::default()
+        }
+    }
+
+    /// A resolver on the configured name servers, else on the system's configuration.
+    pub fn dns_resolver(&self) -> Result<DnsResolver, ResolveConfigError> {
+        if self.dns.name_servers.is_empty() {
+            DnsResolver::from_resolv_conf(Path::new("/etc/resolv.conf"), self.dns_options())
+        } else {
+            DnsResolver::with_name_servers(&self.dns.name_servers, self.dns_options())
+        }
+    }
+
     /// Loads the policy file, or an empty policy (TLS `may`, no AUTH) when none is configured.
     pub fn load_policy(&self) -> Result<(PolicyTable, Vec<Warning>), PolicyError> {
         match &self.policy {
@@ -263,6 +488,69 @@ mod tests {
             c.policy.as_deref(),
             Some(Path::new("/etc/postrider/sub/policy"))
         );
+    }
+
+    #[test]
+    fn retry_spf_and_dns_sections_parse_with_units() {
+        let c = Config::parse(
+            "smart_host = \"[smtp.gmail.com]:587\"\n\
+             [retry]\ninitial = \"1m\"\nmax_interval = \"1h30m\"\nwarn_after = \"off\"\nmax_age = \"2d\"\n\
+             [spf]\npublic_addresses = [\"203.0.113.5\"]\nsender_domains = [\"OurTest.com\"]\n\
+             [dns]\nname_servers = [\"127.0.0.1\", \"[::1]:5353\"]\ntimeout = \"500ms\"\naddress_preference = \"ipv4-only\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        let r = c.retry_policy();
+        assert_eq!(r.initial, Duration::from_secs(60));
+        assert_eq!(r.max_interval, Duration::from_secs(5400));
+        assert_eq!(r.warn_after, None);
+        assert_eq!(r.max_age, Duration::from_secs(2 * 86_400));
+        assert_eq!(
+            c.spf_policy(),
+            SpfPolicy::SmartHost,
+            "the default with a smart host"
+        );
+        assert_eq!(c.spf.sender_domains[0].as_str(), "ourtest.com");
+        assert_eq!(
+            c.dns.name_servers,
+            [
+                "127.0.0.1:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.dns_options().timeout, Duration::from_millis(500));
+        assert_eq!(
+            c.dns_options().address_preference,
+            AddressPreference::Ipv4Only
+        );
+    }
+
+    #[test]
+    fn the_sections_default_to_the_mta_defaults() {
+        let c = Config::parse("", "c.toml").unwrap();
+        assert_eq!(c.retry_policy(), RetryPolicy::default());
+        assert_eq!(c.spf_policy(), SpfPolicy::Warn, "no smart host: warn");
+        assert_eq!(c.dns_options(), DnsOptions::default());
+    }
+
+    #[test]
+    fn bad_durations_and_policies_name_the_line() {
+        let err = Config::parse("[retry]\n\ninitial = \"5 minutes\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:3: "), "{err}");
+        assert!(err.to_string().contains("is not a duration"), "{err}");
+        let err = Config::parse("[spf]\npolicy = \"loose\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:2: "), "{err}");
+        let err = Config::parse("[dns]\nname_servers = [\"ns1.example\"]\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("is not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn durations_accept_compound_units() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "5", "m5", "5 m", "5w", "-5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
