@@ -387,6 +387,29 @@ async fn notify_never_suppresses_the_bounce_and_notify_success_reports_delivery(
 }
 
 #[tokio::test(start_paused = true)]
+async fn success_notices_are_left_to_a_next_hop_that_took_the_dsn_parameters() {
+    let mut h = harness(Box::new(|_| ok()), exact_retry(), Limits::default()).await;
+    h.transport
+        .dsn_capable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut env = Envelope::new(
+        ReversePath::parse("pbx@sender.example").unwrap(),
+        [Address::parse("alice@remote.example").unwrap()],
+    );
+    env.recipients[0].notify = Some("SUCCESS".parse().unwrap());
+    h.engine.submit(env, "x\r\n").await.unwrap();
+    let e = h.next_event().await;
+    assert!(matches!(e.outcome, Outcome::Delivered { .. }));
+    settle().await;
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    settle().await;
+    assert!(
+        h.transport.calls_for("pbx@sender.example").is_empty(),
+        "no \"relayed\" DSN: the next hop reports success itself"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn flush_tries_a_deferred_message_before_its_retry_time() {
     let mut h = harness(Box::new(|_| temp()), exact_retry(), Limits::default()).await;
     h.submit("pbx@sender.example", &["bob@remote.example"], "x\r\n")

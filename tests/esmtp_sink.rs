@@ -147,3 +147,17 @@ async fn a_message_with_hundreds_of_recipients_is_pipelined_in_groups() {
     let dumped = sink.dumped();
     assert_eq!(dumped[0].matches("X-Rcpt-Args: ").count(), 250);
 }
+
+#[tokio::test]
+async fn a_dsn_capable_server_takes_over_the_dsn_duty_and_one_without_dsn_does_not() {
+    for (options, expected) in [(&[][..], true), (&["-N"][..], false)] {
+        let sink = Sink::start_with(options, false).await;
+        let m = message(&["alice@example.org"], "Subject: x\r\n\r\nx\r\n");
+        let reports = plain_transport()
+            .deliver(&literal_route(sink.port()), std::slice::from_ref(&m))
+            .await;
+        let r = report(&reports, &m, 0);
+        assert!(matches!(r.outcome, Outcome::Delivered { .. }), "{r:?}");
+        assert_eq!(r.dsn_passed_on, expected, "smtp-sink {options:?}");
+    }
+}

@@ -30,6 +30,7 @@ pub(crate) struct Report {
     pub started: SystemTime,
     pub finished: SystemTime,
     pub note: Option<String>,
+    pub dsn_passed_on: bool,
 }
 
 impl Report {
@@ -48,6 +49,7 @@ impl Report {
             started: now,
             finished: now,
             note: None,
+            dsn_passed_on: false,
         }
     }
 
@@ -121,7 +123,9 @@ pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
             Outcome::Delivered { .. } => {
                 rs.status = RecipientStatus::Delivered;
                 rs.last = None;
-                delivered.push((r.recipient, r.mailer == "local"));
+                if !r.dsn_passed_on {
+                    delivered.push((r.recipient, r.mailer == "local"));
+                }
             }
             Outcome::Deferred(d) => rs.last = Some(d.clone()),
             Outcome::Failed(d) => {

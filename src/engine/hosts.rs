@@ -93,6 +93,7 @@ mod tests {
             outcome,
             remote: None,
             note: None,
+            dsn_passed_on: false,
         }
     }
 

@@ -3,15 +3,19 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use postrider::engine::Engine;
+//! use postrider::resolve::DnsResolver;
+//! use postrider::route::Mailertable;
 //! use postrider::spool::FsSpool;
 //! use postrider::{Address, Envelope, ReversePath};
-//! # async fn run(router: Arc<dyn postrider::Router>, transport: Arc<dyn postrider::Transport>)
-//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (router, _warnings) = Mailertable::builder()
+//!     .smart_host("[smtp.gmail.com]:587".parse()?)
+//!     .build()?;
 //! let engine = Engine::builder()
 //!     .hostname("pbx.example.com".parse()?)
 //!     .spool(Arc::new(FsSpool::open("/var/spool/postrider")?))
-//!     .router(router)
-//!     .transport(transport)
+//!     .router(Arc::new(router))
+//!     .resolver(Arc::new(DnsResolver::from_system()?))
 //!     .start()
 //!     .await?;
 //! let envelope = Envelope::new(
@@ -46,10 +50,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::address::Domain;
 use crate::envelope::{BodyType, Envelope, EnvelopeError};
 use crate::queue_id::QueueId;
-use crate::route::Router;
+use crate::resolve::Resolver;
+use crate::route::{PolicyTable, Router};
 use crate::spool::{MessageState, Quarantined, Spool, SpoolError};
 use crate::status::Severity;
 use crate::transport::Transport;
+use crate::transport::esmtp::{EsmtpConfig, EsmtpTransport};
 
 pub use admin::{FlushFilter, FlushSummary, QueueEntry, RecipientEntry};
 pub use clock::Clock;
@@ -260,13 +266,16 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Builds an [`Engine`]: the spool, router and transport are required, so is the hostname
-/// (the name used in EHLO, `Received:` and DSNs).
+/// Builds an [`Engine`] from the four parts — a [`Spool`], a [`Router`], a [`Resolver`] and a
+/// [`Transport`] (or only the resolver, and the engine builds the default [`EsmtpTransport`]) —
+/// and this host's name (used in EHLO and DSNs).
 #[derive(Default)]
 pub struct EngineBuilder {
     spool: Option<Arc<dyn Spool>>,
     router: Option<Arc<dyn Router>>,
     transport: Option<Arc<dyn Transport>>,
+    resolver: Option<Arc<dyn Resolver>>,
+    policy: Option<Arc<PolicyTable>>,
     local: Option<Arc<dyn Transport>>,
     hostname: Option<Domain>,
     retry: RetryPolicy,
@@ -287,9 +296,23 @@ impl EngineBuilder {
         self
     }
 
-    /// How `Route::Relay` mail is delivered (normally the ESMTP transport).
+    /// How `Route::Relay` mail is delivered. Without one, the engine builds the default
+    /// [`EsmtpTransport`] from the [`resolver`](Self::resolver) and [`policy`](Self::policy).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
+        self
+    }
+
+    /// How MX and address lookups are done, for the default ESMTP transport.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// The per-next-hop TLS and credentials policy for the default ESMTP transport
+    /// (default: opportunistic TLS, no AUTH).
+    pub fn policy(mut self, policy: Arc<PolicyTable>) -> Self {
+        self.policy = Some(policy);
         self
     }
 
@@ -329,8 +352,16 @@ impl EngineBuilder {
         let missing = |what: &str| EngineError::Config(format!("no {what} given to the builder"));
         let spool = self.spool.ok_or_else(|| missing("spool"))?;
         let router = self.router.ok_or_else(|| missing("router"))?;
-        let transport = self.transport.ok_or_else(|| missing("transport"))?;
         let hostname = self.hostname.ok_or_else(|| missing("hostname"))?;
+        let transport = match (self.transport, self.resolver) {
+            (Some(t), _) => t,
+            (None, Some(resolver)) => Arc::new(EsmtpTransport::new(
+                EsmtpConfig::new(hostname.clone()),
+                resolver,
+                self.policy.unwrap_or_default(),
+            )),
+            (None, None) => return Err(missing("transport (or resolver for the ESMTP transport)")),
+        };
         let scan = spool.scan().await?;
         for q in &scan.quarantined {
             tracing::error!(

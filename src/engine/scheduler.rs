@@ -618,6 +618,7 @@ impl Scheduler {
                 started: r.started,
                 finished: r.finished,
                 note: rep.note,
+                dsn_passed_on: rep.dsn_passed_on,
             });
         }
         for id in r.jobs {
@@ -1017,6 +1018,7 @@ async fn deliver(shared: &Shared, route: &Route, jobs: &[Job]) -> DeliveryResult
                 ),
                 remote: None,
                 note: None,
+                dsn_passed_on: false,
             })),
         }
     }
@@ -1049,6 +1051,7 @@ async fn deliver(shared: &Shared, route: &Route, jobs: &[Job]) -> DeliveryResult
                 ),
                 remote: None,
                 note: None,
+                dsn_passed_on: false,
             });
         }
     }
@@ -1070,6 +1073,7 @@ fn missing_reports(jobs: &[Job], status: EnhancedStatus, why: &str) -> Vec<Recip
                 outcome: Outcome::deferred(status, why),
                 remote: None,
                 note: None,
+                dsn_passed_on: false,
             })
         })
         .collect()

@@ -64,6 +64,9 @@ pub struct RecipientReport {
     /// Something about this delivery an operator should know even though it went through,
     /// e.g. that SPF would fail for the sending address, or that it was rerouted.
     pub note: Option<String>,
+    /// The next hop took this recipient's DSN parameters (it advertised DSN, RFC 3461): from
+    /// now on success and delay notices are its job, so the engine sends no "relayed" DSN.
+    pub dsn_passed_on: bool,
 }
 
 impl RecipientReport {
@@ -80,6 +83,7 @@ impl RecipientReport {
             outcome,
             remote,
             note: None,
+            dsn_passed_on: false,
         }
     }
 }

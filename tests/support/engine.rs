@@ -34,6 +34,8 @@ pub struct ScriptedTransport {
     pub latency: Mutex<Duration>,
     running: AtomicUsize,
     pub max_running: AtomicUsize,
+    /// Answer like a next hop that advertised DSN (it takes over success/delay notices).
+    pub dsn_capable: std::sync::atomic::AtomicBool,
 }
 
 impl ScriptedTransport {
@@ -45,6 +47,7 @@ impl ScriptedTransport {
             latency: Mutex::new(Duration::ZERO),
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
+            dsn_capable: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -99,6 +102,8 @@ impl Transport for ScriptedTransport {
         for d in batch {
             for &i in &d.recipients {
                 let outcome = (self.rule.lock().unwrap())(&d.envelope.recipients[i].address);
+                let dsn_passed_on = matches!(outcome, Outcome::Delivered { .. })
+                    && self.dsn_capable.load(Ordering::SeqCst);
                 out.push(RecipientReport {
                     id: d.id,
                     recipient: i,
@@ -108,6 +113,7 @@ impl Transport for ScriptedTransport {
                         addr: Some("127.0.0.1".parse().unwrap()),
                     }),
                     note: None,
+                    dsn_passed_on,
                 });
             }
         }

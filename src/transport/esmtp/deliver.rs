@@ -63,6 +63,7 @@ impl<'a> Batch<'a> {
                         ),
                         remote: None,
                         note: None,
+                        dsn_passed_on: false,
                     });
                     continue;
                 }
@@ -95,6 +96,7 @@ impl<'a> Batch<'a> {
             outcome,
             remote,
             note: self.jobs[job].note.clone(),
+            dsn_passed_on: false,
         });
     }
 
@@ -397,7 +399,14 @@ async fn run_jobs(
                         "internal error: the transaction gave this recipient no outcome",
                     )
                 });
+            let delivered = matches!(outcome, Outcome::Delivered { .. });
             b.report(j, i, outcome, Some(remote.clone()));
+            if delivered && s.caps.dsn {
+                // RCPT carried NOTIFY/ORCPT to a DSN-capable server: it reports from here on.
+                if let Some(r) = b.reports.last_mut() {
+                    r.dsn_passed_on = true;
+                }
+            }
         }
         needs_rset = result.open;
         if let Some(d) = result.lost {
