@@ -137,23 +137,25 @@ impl FsSpool {
 }
 
 fn make_dir(path: &Path, root: &Path) -> Result<(), SpoolError> {
+    let not_a_dir = || SpoolError::Config {
+        path: root.to_path_buf(),
+        reason: format!("{} exists and is not a directory", path.display()),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => return Err(not_a_dir()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SpoolError::io("inspect spool directory", path, e)),
+    }
     match DirBuilder::new()
         .recursive(true)
         .mode(files::DIR_MODE)
         .create(path)
     {
-        Ok(()) => {}
-        Err(e) => return Err(SpoolError::io("create spool directory", path, e)),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(not_a_dir()),
+        Err(e) => Err(SpoolError::io("create spool directory", path, e)),
     }
-    let meta =
-        std::fs::metadata(path).map_err(|e| SpoolError::io("inspect spool directory", path, e))?;
-    if !meta.is_dir() {
-        return Err(SpoolError::Config {
-            path: root.to_path_buf(),
-            reason: format!("{} exists and is not a directory", path.display()),
-        });
-    }
-    Ok(())
 }
 
 fn probe_writable(layout: &Layout) -> Result<(), SpoolError> {
