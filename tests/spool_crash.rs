@@ -131,43 +131,42 @@ fn insert_forever(dir: &Path) {
     runtime().block_on(async {
         let spool = FsSpool::open(dir).unwrap();
         let tasks: Vec<_> = (0..INSERTERS)
-            .map(|_| {
-                let spool = spool.clone();
-                tokio::spawn(async move {
-                    loop {
-                        let (seed, len, roll) = {
-                            let mut rng = rand::rng();
-                            // Mostly small, sometimes large enough that the kill lands mid-write.
-                            let len = if rng.random_bool(0.2) {
-                                rng.random_range(0..256 * 1024)
-                            } else {
-                                rng.random_range(0..8 * 1024)
-                            };
-                            (rng.random::<u64>() >> 1, len, rng.random_range(0..10u8))
-                        };
-                        let id = spool
-                            .insert(&envelope_for(seed, len), Bytes::from(body_for(seed, len)))
-                            .await
-                            .unwrap();
-                        say(&format!("inserted {id}"));
-                        if roll < 3 {
-                            let mut state = spool.load(&id).await.unwrap().state;
-                            state.attempts = 1;
-                            spool.save_state(&id, &state).await.unwrap();
-                            say(&format!("saved {id}"));
-                        } else if roll < 5 {
-                            say(&format!("removing {id}"));
-                            spool.remove(&id).await.unwrap();
-                            say(&format!("removed {id}"));
-                        }
-                    }
-                })
-            })
+            .map(|_| tokio::spawn(insert_loop(spool.clone())))
             .collect();
         for t in tasks {
             t.await.unwrap();
         }
     });
+}
+
+async fn insert_loop(spool: FsSpool) {
+    loop {
+        let (seed, len, roll) = {
+            let mut rng = rand::rng();
+            // Mostly small, sometimes large enough that the kill lands mid-write.
+            let len = if rng.random_bool(0.2) {
+                rng.random_range(0..256 * 1024)
+            } else {
+                rng.random_range(0..8 * 1024)
+            };
+            (rng.random::<u64>() >> 1, len, rng.random_range(0..10u8))
+        };
+        let id = spool
+            .insert(&envelope_for(seed, len), Bytes::from(body_for(seed, len)))
+            .await
+            .unwrap();
+        say(&format!("inserted {id}"));
+        if roll < 3 {
+            let mut state = spool.load(&id).await.unwrap().state;
+            state.attempts = 1;
+            spool.save_state(&id, &state).await.unwrap();
+            say(&format!("saved {id}"));
+        } else if roll < 5 {
+            say(&format!("removing {id}"));
+            spool.remove(&id).await.unwrap();
+            say(&format!("removed {id}"));
+        }
+    }
 }
 
 #[test]

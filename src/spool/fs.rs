@@ -33,7 +33,7 @@ use super::record::{self, SpoolRecord};
 use super::{Claim, MessageState, QueuedMessage, ScanReport, Spool, SpoolError};
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
-use files::Created;
+use files::{Created, Locked};
 use group_commit::DirSync;
 use layout::Layout;
 
@@ -202,7 +202,7 @@ impl Inner {
         let mut undo = Undo {
             paths: vec![body_path.clone()],
         };
-        files::write_durably(&mut body_file, &body)
+        files::write_durably(&mut body_file.0, &body)
             .map_err(|e| SpoolError::io("write body", &body_path, e))?;
 
         let state = MessageState::new(&envelope, body.len() as u64, SystemTime::now());
@@ -233,7 +233,7 @@ impl Inner {
     }
 
     /// Creates and locks the body file of a new id.
-    fn create_body(&self) -> Result<(QueueId, PathBuf, File), SpoolError> {
+    fn create_body(&self) -> Result<(QueueId, PathBuf, Locked), SpoolError> {
         let mut last = None;
         for _ in 0..CREATE_ATTEMPTS {
             let id = QueueId::generate();
@@ -254,12 +254,16 @@ impl Inner {
     }
 
     /// Writes `bytes` durably to a new, locked temporary record for `id`.
-    fn write_tmp_record(&self, id: &QueueId, bytes: &[u8]) -> Result<(PathBuf, File), SpoolError> {
+    fn write_tmp_record(
+        &self,
+        id: &QueueId,
+        bytes: &[u8],
+    ) -> Result<(PathBuf, Locked), SpoolError> {
         for _ in 0..CREATE_ATTEMPTS {
             let path = self.layout.tmp_record(id);
             match files::create_locked(&path) {
                 Ok(Created::File(mut f)) => {
-                    if let Err(e) = files::write_durably(&mut f, bytes) {
+                    if let Err(e) = files::write_durably(&mut f.0, bytes) {
                         let _ = files::remove_if_exists(&path);
                         return Err(SpoolError::io("write record", &path, e));
                     }
@@ -360,14 +364,15 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpoolError::NotFound(*id)),
             Err(e) => return Err(SpoolError::io("open body", &body_path, e)),
         };
-        match file.try_lock() {
-            Ok(()) => {}
+        let locked = match file.try_lock() {
+            Ok(()) => Locked(file),
             Err(TryLockError::WouldBlock) => return Ok(None),
             Err(TryLockError::Error(e)) => return Err(SpoolError::io("lock body", &body_path, e)),
-        }
+        };
         // Locked; now make sure it is still a message: not removed since we opened it, and
         // committed (an insert in flight holds the lock until its record is durable).
-        let linked = file
+        let linked = locked
+            .0
             .metadata()
             .map_err(|e| SpoolError::io("inspect body", &body_path, e))?
             .nlink()
@@ -378,7 +383,7 @@ impl Inner {
         if !(linked && committed) {
             return Err(SpoolError::NotFound(*id));
         }
-        Ok(Some(Claim::new(file)))
+        Ok(Some(Claim::new(locked)))
     }
 }
 

@@ -11,10 +11,24 @@ pub(crate) const FILE_MODE: u32 = 0o600;
 /// Mode of every directory the spool creates.
 pub(crate) const DIR_MODE: u32 = 0o700;
 
+/// A file this process holds `flock`ed, unlocked explicitly when dropped.
+///
+/// Closing our descriptor is not enough: a child process forked meanwhile (to run `mount`, a
+/// local mailer, ...) holds a copy of it until it execs, and the lock belongs to the open file
+/// description, so it would outlive our drop for that long.
+#[derive(Debug)]
+pub(crate) struct Locked(pub(crate) File);
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// What [`create_locked`] found.
 pub(crate) enum Created {
     /// A new, empty file that this open file description holds `flock`ed.
-    File(File),
+    File(Locked),
     /// The name is taken.
     Exists,
     /// A scan removed the file between its creation and our lock (it looked like a leftover of
@@ -45,7 +59,7 @@ pub(crate) fn create_locked(path: &Path) -> io::Result<Created> {
     if file.metadata()?.nlink() == 0 {
         return Ok(Created::Unlinked);
     }
-    Ok(Created::File(file))
+    Ok(Created::File(Locked(file)))
 }
 
 /// Writes all of `bytes` and makes them durable.
@@ -155,7 +169,10 @@ mod tests {
         let Created::File(file) = create_locked(&path).unwrap() else {
             panic!("expected a new file");
         };
-        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            file.0.metadata().unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let other = File::open(&path).unwrap();
         assert!(matches!(
             other.try_lock(),

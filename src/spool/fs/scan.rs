@@ -18,7 +18,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::files;
+use super::files::{self, Locked};
 use super::group_commit::DirSync;
 use super::layout::{Layout, QueueFile};
 use crate::queue_id::QueueId;
@@ -199,7 +199,7 @@ fn remove_orphan_body(layout: &Layout, id: &QueueId) -> bool {
         };
         // Locked: no insert is between creating this body and committing its record. Check
         // again that it did not commit before we took the lock.
-        if file.metadata()?.nlink() == 0 || files::exists(&record_path)? {
+        if file.0.metadata()?.nlink() == 0 || files::exists(&record_path)? {
             return Ok(false);
         }
         fs::remove_file(&body_path).map(|()| true)
@@ -217,7 +217,7 @@ fn remove_orphan_tmp_files(layout: &Layout) -> Result<usize, SpoolError> {
     for name in list(&layout.tmp)? {
         let path: PathBuf = layout.tmp.join(&name);
         let result = lock_unheld(&path).and_then(|file| match file {
-            Some(f) if f.metadata()?.is_file() => match fs::remove_file(&path) {
+            Some(f) if f.0.metadata()?.is_file() => match fs::remove_file(&path) {
                 Ok(()) => Ok(true),
                 // Committed by its writer between our open and our lock.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -236,14 +236,14 @@ fn remove_orphan_tmp_files(layout: &Layout) -> Result<usize, SpoolError> {
 }
 
 /// Opens `path` and takes its lock if nobody holds it. `None` when it is gone or held.
-fn lock_unheld(path: &Path) -> io::Result<Option<File>> {
+fn lock_unheld(path: &Path) -> io::Result<Option<Locked>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
+        Ok(()) => Ok(Some(Locked(file))),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(e),
     }
