@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::MessageState;
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
+use crate::status::Severity;
 
 /// The record version this release writes and reads.
 pub const RECORD_VERSION: u64 = 1;
@@ -86,6 +87,13 @@ pub enum RecordError {
     /// The fields parse but contradict each other.
     #[error("the record is inconsistent: {0}")]
     Inconsistent(String),
+}
+
+impl RecordError {
+    /// Always permanent: the same bytes give the same error however often they are read.
+    pub fn severity(&self) -> Severity {
+        Severity::Permanent
+    }
 }
 
 /// The on-disk shape of version 1, borrowed for writing.

@@ -79,15 +79,24 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         match renameat2_noreplace(from, to) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-                // The file system has no RENAME_NOREPLACE: link() refuses an existing target
-                // just the same.
-            }
+            // The file system or kernel has no RENAME_NOREPLACE.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {}
             other => return other,
         }
     }
+    link_noreplace(from, to)
+}
+
+/// `rename_noreplace` for file systems without `RENAME_NOREPLACE`: `link` refuses an existing
+/// target just the same.
+fn link_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     fs::hard_link(from, to)?;
-    remove_if_exists(from)
+    // The link committed the rename; a failure to drop the old name leaves a spare link in
+    // `tmp/`, which the next scan removes, and must not be reported as a failed commit.
+    if let Err(e) = remove_if_exists(from) {
+        tracing::warn!(path = %from.display(), error = %e, "could not remove a temporary name");
+    }
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -203,6 +212,21 @@ mod tests {
         assert_eq!(fs::read(&b).unwrap(), b"old");
         fs::remove_file(&b).unwrap();
         rename_noreplace(&a, &b).unwrap();
+        assert!(!exists(&a).unwrap());
+        assert_eq!(fs::read(&b).unwrap(), b"new");
+    }
+
+    #[test]
+    fn the_link_fallback_refuses_to_overwrite_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"new").unwrap();
+        fs::write(&b, b"old").unwrap();
+        let err = link_noreplace(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"old");
+        fs::remove_file(&b).unwrap();
+        link_noreplace(&a, &b).unwrap();
         assert!(!exists(&a).unwrap());
         assert_eq!(fs::read(&b).unwrap(), b"new");
     }
