@@ -1,1 +1,337 @@
-fn main() {}
+//! Durable inserts per second into `FsSpool` with 1, 8 and 64 concurrent submitters, beside the
+//! raw rate of the same directory: write a 4 KiB file in `tmp/`, fsync it, rename it into
+//! `queue/`, fsync `queue/`, one at a time. The target is 64 submitters at 2x that raw rate.
+//!
+//! The spool lives under `POSTRIDER_BENCH_DIR` if set, else under cargo's target tmp dir (a
+//! real disk; on tmpfs fsync is free and the figures mean nothing). Results: `benches/README.md`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use postrider::spool::{FsSpool, Spool};
+use postrider::{Address, Envelope, ReversePath};
+
+const BODY_LEN: usize = 4096;
+/// Back-to-back measurements of raw and 64 submitters, and how long each runs.
+const PAIRS: usize = 8;
+const PAIR_TIME: Duration = Duration::from_millis(400);
+const BASELINE_BEFORE: &str = "raw write_fsync_rename_fsyncdir/before";
+const BASELINE_AFTER: &str = "raw write_fsync_rename_fsyncdir/after";
+
+/// Every measured batch, kept to print the ratio to the target at the end.
+static TOTALS: Mutex<BTreeMap<String, (u64, Duration)>> = Mutex::new(BTreeMap::new());
+
+fn note(name: &str, n: u64, elapsed: Duration) {
+    let mut totals = TOTALS.lock().unwrap();
+    let t = totals.entry(name.to_string()).or_default();
+    t.0 += n;
+    t.1 += elapsed;
+}
+
+fn bench_root() -> PathBuf {
+    let base = std::env::var_os("POSTRIDER_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    base.join(format!("spool-bench-{}", std::process::id()))
+}
+
+fn envelope() -> Envelope {
+    Envelope::new(
+        ReversePath::parse("pbx@example.com").unwrap(),
+        [Address::parse("alice@example.org").unwrap()],
+    )
+}
+
+/// The raw cost the spool is measured against, in the spool's own directories.
+struct Raw {
+    tmp: PathBuf,
+    queue: PathBuf,
+    queue_dir: File,
+    next: AtomicU64,
+}
+
+impl Raw {
+    fn new(spool: &Path) -> Raw {
+        let queue = spool.join("queue");
+        Raw {
+            tmp: spool.join("tmp"),
+            queue_dir: File::open(&queue).unwrap(),
+            queue,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn one(&self, body: &[u8], sync_dir: bool) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.tmp.join(format!("raw-{n}"));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .unwrap();
+        f.write_all(body).unwrap();
+        f.sync_all().unwrap();
+        fs::rename(&tmp, self.queue.join(format!("raw-{n}"))).unwrap();
+        if sync_dir {
+            self.queue_dir.sync_all().unwrap();
+        }
+    }
+}
+
+/// The raw rates; `full` adds the rate without the directory fsync and the 64-thread rate,
+/// which are context rather than the target's baseline.
+fn raw(c: &mut Criterion, raw: &Arc<Raw>, label: &str, full: bool) {
+    let body = vec![b'x'; BODY_LEN];
+    let mut group = c.benchmark_group("spool_raw");
+    group.throughput(Throughput::Elements(1));
+    let variants: &[(&str, bool)] = if full {
+        &[
+            ("write_fsync_rename", false),
+            ("write_fsync_rename_fsyncdir", true),
+        ]
+    } else {
+        &[("write_fsync_rename_fsyncdir", true)]
+    };
+    for &(name, sync_dir) in variants {
+        let id = format!("{name}/{label}");
+        group.bench_function(BenchmarkId::from_parameter(&id), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    raw.one(&body, sync_dir);
+                }
+                let elapsed = start.elapsed();
+                note(&format!("raw {id}"), iters, elapsed);
+                elapsed
+            })
+        });
+    }
+    if !full {
+        group.finish();
+        return;
+    }
+    // The same, from 64 threads: what the disk and kernel allow at all.
+    let id = format!("write_fsync_rename_fsyncdir_64_threads/{label}");
+    group.bench_function(BenchmarkId::from_parameter(&id), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..64 {
+                    let (raw, body) = (Arc::clone(raw), &body);
+                    s.spawn(move || {
+                        for _ in (t..iters).step_by(64) {
+                            raw.one(body, true);
+                        }
+                    });
+                }
+            });
+            let elapsed = start.elapsed();
+            note(&format!("raw {id}"), iters, elapsed);
+            elapsed
+        })
+    });
+    group.finish();
+}
+
+fn inserts(c: &mut Criterion, spool: &FsSpool, rt: &tokio::runtime::Runtime) {
+    let body = Bytes::from(vec![b'x'; BODY_LEN]);
+    let envelope = Arc::new(envelope());
+    let mut group = c.benchmark_group("spool_insert");
+    group.throughput(Throughput::Elements(1));
+    for submitters in [1u64, 8, 64] {
+        group.bench_function(BenchmarkId::from_parameter(submitters), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let (spool, body, envelope) = (spool.clone(), body.clone(), Arc::clone(&envelope));
+                async move {
+                    let start = Instant::now();
+                    let tasks: Vec<_> = (0..submitters)
+                        .map(|t| {
+                            let (spool, body, envelope) =
+                                (spool.clone(), body.clone(), Arc::clone(&envelope));
+                            tokio::spawn(async move {
+                                for _ in (t..iters).step_by(submitters as usize) {
+                                    spool
+                                        .insert(
+                                            &envelope,
+                                            body.clone(),
+                                            std::time::SystemTime::now(),
+                                        )
+                                        .await
+                                        .unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    let elapsed = start.elapsed();
+                    note(&format!("insert {submitters}"), iters, elapsed);
+                    elapsed
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Raw one-at-a-time and 64 submitters measured back to back, several times, order
+/// alternating. On a shared machine the raw rate swings by 10x within a minute (other
+/// processes' writes delay every flush; on ext4 without a journal, files deleted in the last
+/// minutes slow every create), so only a ratio of neighbours in time is meaningful.
+fn paired(spool: &FsSpool, raw: &Raw, rt: &tokio::runtime::Runtime) -> Vec<(f64, f64)> {
+    let body = vec![b'x'; BODY_LEN];
+    let envelope = Arc::new(envelope());
+    let raw_rate = || {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < PAIR_TIME {
+            raw.one(&body, true);
+            n += 1;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let insert_rate = || {
+        rt.block_on(async {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let (spool, envelope) = (spool.clone(), Arc::clone(&envelope));
+                    let body = Bytes::from(vec![b'x'; BODY_LEN]);
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        while start.elapsed() < PAIR_TIME {
+                            spool
+                                .insert(&envelope, body.clone(), std::time::SystemTime::now())
+                                .await
+                                .unwrap();
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let mut n = 0;
+            for t in tasks {
+                n += t.await.unwrap();
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        })
+    };
+    (0..PAIRS)
+        .map(|i| {
+            if i % 2 == 0 {
+                let r = raw_rate();
+                (r, insert_rate())
+            } else {
+                let s = insert_rate();
+                (raw_rate(), s)
+            }
+        })
+        .collect()
+}
+
+fn rate(name: &str) -> Option<f64> {
+    let totals = TOTALS.lock().unwrap();
+    totals
+        .get(name)
+        .map(|(n, d)| *n as f64 / d.as_secs_f64().max(f64::EPSILON))
+}
+
+fn summarize(pairs: &[(f64, f64)]) {
+    let baseline = [BASELINE_BEFORE, BASELINE_AFTER]
+        .iter()
+        .filter_map(|n| rate(n))
+        .fold(f64::NAN, f64::max);
+    eprintln!("\nspool summary (mean over every batch criterion ran, warm-up included):");
+    for (name, (n, d)) in TOTALS.lock().unwrap().iter() {
+        eprintln!(
+            "  {name:<55} {:>8.0}/s",
+            *n as f64 / d.as_secs_f64().max(f64::EPSILON)
+        );
+    }
+    if let Some(r64) = rate("insert 64") {
+        eprintln!(
+            "  64 submitters / one-at-a-time raw (best of before/after): {:.2}x (target >= 2x)",
+            r64 / baseline
+        );
+    }
+    if pairs.len() < 2 {
+        return;
+    }
+    eprintln!(
+        "\nback-to-back pairs, {PAIR_TIME:?} each (raw one-at-a-time with dir fsync | 64 submitters):"
+    );
+    let mut ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(raw, ins)| {
+            eprintln!("  {raw:>8.0}/s | {ins:>8.0}/s   {:.2}x", ins / raw);
+            ins / raw
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    eprintln!(
+        "  median ratio {:.2}x, range {:.2}x..{:.2}x (target >= 2x)",
+        (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0,
+        ratios[0],
+        ratios[n - 1]
+    );
+}
+
+fn spool_benches(c: &mut Criterion) {
+    let root = bench_root();
+    let spool = FsSpool::open(&root).unwrap();
+    let raw_files = Arc::new(Raw::new(&root));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    eprintln!("spool bench directory: {}", root.display());
+
+    // Raw before and after, so drift during the run (other load, a filling disk) shows.
+    raw(c, &raw_files, "before", true);
+    inserts(c, &spool, &rt);
+    raw(c, &raw_files, "after", false);
+    // Only when both sides ran (a `--bench` filter may have selected one).
+    let pairs = if rate("insert 64").is_some() && rate(BASELINE_BEFORE).is_some() {
+        paired(&spool, &raw_files, &rt)
+    } else {
+        Vec::new()
+    };
+
+    summarize(&pairs);
+    drop(spool);
+    // Deleting ~100k files can take a minute on a disk mounted with `discard`; let `rm` do it
+    // after the bench has reported.
+    match std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&root)
+        .spawn()
+    {
+        Ok(child) => eprintln!(
+            "removing {} in the background (rm, pid {})",
+            root.display(),
+            child.id()
+        ),
+        Err(e) => eprintln!("could not start rm for {}: {e}", root.display()),
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = spool_benches
+}
+criterion_main!(benches);

@@ -215,6 +215,15 @@ pub enum SpoolError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A caller asked to save a state that does not fit the message, e.g. with a different
+    /// number of recipients than its envelope; saving it would make the record unreadable.
+    #[error("refusing to save the state of {id}: {reason}")]
+    InvalidState {
+        /// The message.
+        id: QueueId,
+        /// What does not fit.
+        reason: String,
+    },
     /// The spool configuration is unusable (a path that is not a directory, ...).
     #[error("spool at {path}: {reason}")]
     Config {
@@ -246,9 +255,10 @@ impl SpoolError {
             SpoolError::NoSpace { .. } | SpoolError::NotWritable { .. } | SpoolError::Io { .. } => {
                 Severity::Temporary
             }
-            SpoolError::NotFound(_) | SpoolError::Corrupt { .. } | SpoolError::Config { .. } => {
-                Severity::Permanent
-            }
+            SpoolError::NotFound(_)
+            | SpoolError::Corrupt { .. }
+            | SpoolError::InvalidState { .. }
+            | SpoolError::Config { .. } => Severity::Permanent,
         }
     }
 
