@@ -6,7 +6,7 @@
 //! mailertable, smart host, local domains), delivers it over ESMTP with TLS and AUTH, retries
 //! what is deferred, and bounces what fails with an RFC 3464 report.
 //!
-//! Four traits compose into the queue [`Engine`]: [`Spool`] (storage), [`Router`] (where a
+//! Four traits compose into the queue [`Engine`](engine::Engine): [`Spool`] (storage), [`Router`] (where a
 //! recipient goes), [`Resolver`] (MX and address lookups) and [`Transport`] (delivery).
 //! Each has a default implementation that a real deployment uses.
 #![warn(missing_docs)]
