@@ -854,3 +854,75 @@ async fn the_doctor_example_exits_78_when_the_configuration_cannot_be_read() {
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("cannot read"), "{out}");
 }
+
+#[tokio::test]
+async fn a_smart_host_that_asks_for_auth_without_configured_credentials_is_a_warning() {
+    let server = dns().await;
+    let dir = ConfigDir::new();
+    let hosts = hosts(&dir, "");
+    let ca = TestCa::new("test CA");
+    let peer = ScriptedPeer::start_with_tls(
+        vec![
+            Script::greet("smtp.test", &["STARTTLS"])
+                .on("STARTTLS", "220 2.0.0 go ahead")
+                .starttls()
+                .on("EHLO ", &ehlo_reply("smtp.test", &["AUTH PLAIN LOGIN"]))
+                .quit(),
+        ],
+        Some(ca.server_config(&["smtp.test"], Validity::Current)),
+    )
+    .await;
+    let port = peer.port();
+    let c = config(
+        &dir,
+        &server,
+        &format!("smart_host = \"[smtp.test]:{port}\"\n"),
+    );
+    let d = doctor(c, &server, &hosts, options(None, 25)).with_tls_roots(trusting(&ca));
+    let findings = d.check_smart_host().await;
+    assert_eq!(only(&findings, Check::SmartHostTls).verdict, Verdict::Pass);
+    assert_finding(
+        &only(&findings, Check::SmartHostAuth),
+        Verdict::Warn,
+        &format!(
+            "offers AUTH (PLAIN LOGIN), but the policy has no credentials for [smtp.test]:{port}"
+        ),
+        Some(&format!(
+            "create a policy file with the line \"[smtp.test]:{port} encrypt USER:PASSWORD\""
+        )),
+    );
+    assert_eq!(peer.finish().await[0].error, None);
+}
+
+#[tokio::test]
+async fn a_full_run_checks_spf_for_the_address_of_the_port_25_connection() {
+    let server = dns().await;
+    let dir = ConfigDir::new();
+    let hosts = hosts(&dir, "");
+    let mx = ScriptedPeer::start(vec![
+        Script::new()
+            .send("220 mx.probe.test ESMTP")
+            .on("QUIT", "221 bye")
+            .close(),
+    ])
+    .await;
+    let c = config(
+        &dir,
+        &server,
+        "hostname = \"mta.good.test\"\n[spf]\nsender_domains = [\"good.test\"]\n",
+    );
+    let d = doctor(c, &server, &hosts, options(Some("probe.test"), mx.port()));
+    let findings = d.run().await;
+    assert_finding(
+        &only(&findings, Check::Spf),
+        Verdict::Warn,
+        &format!(
+            "not checked: 127.0.0.1 (this host's address on the connection to mx.probe.test \
+             [127.0.0.1]:{}) is a private address",
+            mx.port()
+        ),
+        Some("configure the public address"),
+    );
+    assert_eq!(only(&findings, Check::Port25).verdict, Verdict::Pass);
+    mx.finish().await;
+}
