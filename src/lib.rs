@@ -6,13 +6,15 @@
 //! mailertable, smart host, local domains), delivers it over ESMTP with TLS and AUTH, retries
 //! what is deferred, and bounces what fails with an RFC 3464 report.
 //!
-//! Four traits compose into the queue [`Engine`](engine::Engine): [`Spool`] (storage), [`Router`] (where a
-//! recipient goes), [`Resolver`] (MX and address lookups) and [`Transport`] (delivery).
-//! Each has a default implementation that a real deployment uses.
+//! Four traits compose into the queue [`Engine`](engine::Engine): [`Spool`] (storage),
+//! [`Router`] (where a recipient goes), [`Resolver`] (MX and address lookups) and
+//! [`Transport`] (delivery). Each has a default implementation that a real deployment uses.
+//! When mail does not go out, the [`doctor`] says why and what to fix.
 #![warn(missing_docs)]
 
 pub mod address;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod envelope;
 pub mod queue_id;
