@@ -124,6 +124,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == "-h" || a == "--help")
+    {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
