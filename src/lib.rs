@@ -15,6 +15,7 @@ pub mod address;
 pub mod config;
 pub mod engine;
 pub mod envelope;
+pub mod message;
 pub mod queue_id;
 pub mod resolve;
 pub mod route;
