@@ -522,7 +522,9 @@ async fn print_queue(config: &Config) -> u8 {
         );
     }
     let entries: Vec<QueueEntry> = report.messages.iter().map(entry).collect();
-    print!("{}", render_mailq(&config.spool, &entries, ctime16));
+    // sendmail names its queue directory by its full path.
+    let dir = std::fs::canonicalize(&config.spool).unwrap_or_else(|_| config.spool.clone());
+    print!("{}", render_mailq(&dir, &entries, ctime16));
     0
 }
 

@@ -235,7 +235,7 @@ async fn a_deferred_message_is_listed_in_the_mailq_layout_and_a_queue_run_delive
              \t\t\t\t\t <a@x.example>\n\
              \t\t\t\t\t <b@y.example>\n\
              \t\tTotal requests: 1\n",
-            spool = site.spool().display(),
+            spool = site.spool().canonicalize().unwrap().display(),
             date = ctime16_utc(arrival),
             pad = " ".repeat(17),
         )
@@ -259,7 +259,7 @@ async fn a_deferred_message_is_listed_in_the_mailq_layout_and_a_queue_run_delive
         stdout(&out),
         format!(
             "{} is empty\n\t\tTotal requests: 0\n",
-            site.spool().display()
+            site.spool().canonicalize().unwrap().display()
         )
     );
     let out = sendmail(&site, &["-q"], "");
