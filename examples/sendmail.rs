@@ -736,6 +736,12 @@ async fn submit(args: &Args, config: &Config) -> u8 {
             }
         }
     }
+    if let Some(envid) = &args.envid
+        && let Err(e) = Envelope::new(ReversePath::Null, Vec::<Address>::new()).set_envid(envid)
+    {
+        eprintln!("sendmail: -V {envid}: {e}");
+        return EX_USAGE;
+    }
     let delivery = args.delivery.unwrap_or(if args.verbose {
         DeliveryMode::Interactive
     } else {
@@ -814,12 +820,8 @@ async fn submit(args: &Args, config: &Config) -> u8 {
         }),
     );
     envelope.ret = args.ret;
-    if let Some(envid) = &args.envid
-        && let Err(e) = envelope.set_envid(envid)
-    {
-        eprintln!("sendmail: -V {envid}: {e}");
-        return EX_USAGE;
-    }
+    // Checked before the message was read.
+    envelope.envid = args.envid.clone();
 
     let engine = match configured.builder.start().await {
         Ok(e) => e,

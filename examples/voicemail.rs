@@ -15,7 +15,9 @@
 //! loopback SMTP sink (a few lines of tokio below, accepting everything), queues in a
 //! temporary spool, uses the sink as the smart host, and prints what the sink received, read
 //! back with mail-parser. Without `--demo`, the engine is the one `postrider.toml` describes
-//! (default `/etc/postrider/postrider.toml`), usually with a smart host.
+//! (default `/etc/postrider/postrider.toml`), usually with a smart host. A real voicemail
+//! server keeps one engine running for its whole life; this command starts one per message,
+//! over the whole spool, so it also retries whatever earlier runs left queued.
 //!
 //! Exit status: 0 when every recipient was delivered (and, in the demo, the sink holds the
 //! recording intact); 75 when a recipient was deferred (the message stays queued and a queue

@@ -155,6 +155,40 @@ async fn dash_t_takes_recipients_from_the_header_and_removes_bcc() {
 }
 
 #[tokio::test]
+async fn dsn_flags_become_the_envelope_parameters() {
+    let sink = Sink::start_with(&[], true).await;
+    let site = Site::new(sink.port());
+    let out = sendmail(
+        &site,
+        &[
+            "-odi",
+            "-N",
+            "success,failure",
+            "-R",
+            "hdrs",
+            "-V",
+            "vm-0001",
+            "a@x.example",
+        ],
+        "Subject: dsn\n\nx\n",
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let dump = &sink.dumped()[0];
+    let mail = header_value(dump, "X-Mail-Args")[0];
+    assert!(
+        mail.contains("RET=HDRS") && mail.contains("ENVID=vm-0001"),
+        "{mail}"
+    );
+    let rcpt = header_value(dump, "X-Rcpt-Args")[0];
+    assert!(rcpt.contains("NOTIFY=SUCCESS,FAILURE"), "{rcpt}");
+    for bad in [["-N", "sometimes"], ["-R", "body"], ["-V", "vm\u{e9}"]] {
+        let out = sendmail(&site, &["-odq", bad[0], bad[1], "a@x.example"], "x\n");
+        assert_eq!(code(&out), Some(64), "{bad:?}: {}", stderr(&out));
+    }
+    assert!(site.queued().is_empty());
+}
+
+#[tokio::test]
 async fn a_lone_dot_ends_the_message_unless_dash_i_is_given() {
     let sink = Sink::start_with(&[], true).await;
     let site = Site::new(sink.port());

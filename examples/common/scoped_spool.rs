@@ -95,6 +95,17 @@ impl Spool for ScopedSpool {
     async fn scan(&self) -> Result<ScanReport, SpoolError> {
         match &self.scope {
             Scope::Everything => self.inner.scan().await,
+            // One message (`-qI`, and every background delivery after a submission): read
+            // its record instead of the whole queue.
+            Scope::Matching(FlushFilter::Id(id)) => {
+                let mut report = ScanReport::default();
+                match self.inner.load(id).await {
+                    Ok(m) => report.messages.push(m),
+                    Err(SpoolError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(report)
+            }
             Scope::Matching(filter) => {
                 let mut report = self.inner.scan().await?;
                 report
