@@ -58,8 +58,7 @@ impl MessageError {
 pub struct Extracted {
     /// Every address of the recipient fields, in order, each once.
     pub recipients: Vec<Address>,
-    /// The message without its `Bcc:` (and `Resent-Bcc:`) fields; every other byte as given
-    /// (a leading mbox `From ` line is dropped).
+    /// The message without its `Bcc:` (and `Resent-Bcc:`) fields; every other byte as given.
     pub message: Vec<u8>,
 }
 
@@ -108,7 +107,10 @@ pub fn extract_recipients(
         }
     }
     let mut out = Vec::with_capacity(message.len());
-    let mut pos = section.fields_start();
+    // A leading mbox `From ` line stays: read again (by complete_headers), the message must
+    // split the same way, and without it a body line starting with "From " would be taken
+    // for one (a fuzzer found this).
+    let mut pos = 0;
     for field in section
         .fields()
         .iter()
@@ -426,6 +428,27 @@ mod tests {
                 "root@sipserver1.ourtest.com",
                 "postmaster@sipserver1.ourtest.com"
             ]
+        );
+    }
+
+    #[test]
+    fn an_mbox_line_is_kept_so_a_body_line_starting_with_from_survives_completion() {
+        let msg =
+            "From a@b.example Mon Apr 12 11:21:36 2016\nFrom bob, a body line\nTo: x@y.example\n";
+        let (rcpts, out) = extract(msg).unwrap();
+        assert!(rcpts.is_empty(), "the header ended at line 2");
+        assert_eq!(out, msg);
+        let sender = ReversePath::Null;
+        let h = host();
+        let done = complete_headers(out.as_bytes(), &submission(&sender, &h, None));
+        let done = String::from_utf8(done).unwrap();
+        assert!(
+            done.ends_with(">\n\nFrom bob, a body line\nTo: x@y.example\n"),
+            "{done}"
+        );
+        assert!(
+            !done.contains("Mon Apr 12 11:21:36 2016"),
+            "the mbox line is dropped once"
         );
     }
 
