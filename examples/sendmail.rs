@@ -9,7 +9,7 @@
 //! ```
 //!
 //! **Submitting.** The message comes on standard input; a line holding only `.` ends it unless
-//! `-i` (or `-oi`) is given. Recipients are the arguments (each may be an address list:
+//! `-i` (or `-oi`) is given, and a leading mbox `From ` line is dropped. Recipients are the arguments (each may be an address list:
 //! `"Ann <ann@x.example>, bob"`), plus with `-t` those of the `To:`, `Cc:` and `Bcc:` fields
 //! (`Resent-*` when present, as sendmail does); every `Bcc:` field is removed. Addresses
 //! without a domain get `@hostname`. The envelope sender is `-f`/`-r`, else the invoking
@@ -78,7 +78,7 @@ use postrider::config::Config;
 use postrider::engine::{DeliveryEvent, Engine, FlushFilter, QueueEntry, RecipientEntry};
 use postrider::message::{
     HeaderEnd, HeaderSection, LocalSubmission, complete_headers, extract_recipients,
-    parse_address_list, truncate_at_lone_dot,
+    parse_address_list, strip_mbox_from_line, truncate_at_lone_dot,
 };
 use postrider::spool::{FsSpool, QueuedMessage, RecipientStatus};
 use postrider::{
@@ -782,6 +782,7 @@ async fn submit(args: &Args, config: &Config) -> u8 {
     } else {
         truncate_at_lone_dot(&raw)
     };
+    let input = strip_mbox_from_line(input);
     let mut message = input.to_vec();
     if args.extract {
         match extract_recipients(input, &hostname) {

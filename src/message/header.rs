@@ -112,7 +112,7 @@ pub enum HeaderEnd {
 /// A message split into its header fields and its body.
 ///
 /// Parsing never fails: every input has a (possibly empty) header section and a (possibly
-/// empty) body. A leading mbox `From ` line is skipped, as sendmail skips it.
+/// empty) body. An mbox `From ` line is not a field (see [`strip_mbox_from_line`]).
 ///
 /// ```
 /// use postrider::message::{HeaderEnd, HeaderSection};
@@ -126,8 +126,6 @@ pub enum HeaderEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderSection {
     fields: Vec<HeaderField>,
-    /// Where the header fields begin (after a skipped mbox `From ` line).
-    fields_start: usize,
     /// Where the header fields end: the empty line, the first body line, or the end.
     fields_end: usize,
     body_start: usize,
@@ -141,11 +139,6 @@ impl HeaderSection {
         let newline = Newline::detect(message);
         let mut pos = 0;
         let mut line_no = 1;
-        if is_mbox_from_line(message) {
-            pos = line_end(message, 0);
-            line_no = 2;
-        }
-        let fields_start = pos;
         let mut fields: Vec<HeaderField> = Vec::new();
         let (fields_end, body_start, end) = loop {
             if pos >= message.len() {
@@ -187,7 +180,6 @@ impl HeaderSection {
         };
         HeaderSection {
             fields,
-            fields_start,
             fields_end,
             body_start,
             end,
@@ -208,11 +200,6 @@ impl HeaderSection {
     /// True when a field named `name` is present.
     pub fn has(&self, name: &str) -> bool {
         self.named(name).next().is_some()
-    }
-
-    /// Where the header fields begin (0, or after a skipped mbox `From ` line).
-    pub fn fields_start(&self) -> usize {
-        self.fields_start
     }
 
     /// Where the header fields end: at the empty line, at the first body line, or at the end
@@ -268,17 +255,29 @@ fn field_name(content: &[u8]) -> Option<(String, usize)> {
     Some((String::from_utf8_lossy(name).into_owned(), colon))
 }
 
-/// The mbox separator `From sender date` (not the field `From:`, nor obsolete `From :`).
-fn is_mbox_from_line(message: &[u8]) -> bool {
+/// Drops a leading mbox separator line (`From sender date`, not the field `From:` nor the
+/// obsolete `From :`), as sendmail does with its input. Only a submission agent's input can
+/// start with one; the header functions do not look for it, so a body line that comes first
+/// once a `Bcc:` field is gone is never mistaken for one.
+///
+/// ```
+/// use postrider::message::strip_mbox_from_line;
+/// assert_eq!(strip_mbox_from_line(b"From a@b Mon Apr 12 11:21:36 2016\nSubject: x\n"), b"Subject: x\n");
+/// assert_eq!(strip_mbox_from_line(b"From : a@b\n"), b"From : a@b\n");
+/// ```
+pub fn strip_mbox_from_line(message: &[u8]) -> &[u8] {
     let Some(rest) = message.strip_prefix(b"From ") else {
-        return false;
+        return message;
     };
     let first_line = &rest[..rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len())];
     let after_space = first_line
         .iter()
         .position(|b| !is_wsp(*b))
         .map(|i| first_line[i]);
-    !matches!(after_space, Some(b':'))
+    if after_space == Some(b':') {
+        return message;
+    }
+    &message[line_end(message, 0)..]
 }
 
 #[cfg(test)]
@@ -353,18 +352,19 @@ mod tests {
     }
 
     #[test]
-    fn an_mbox_from_line_is_skipped_but_an_obsolete_from_field_is_not() {
+    fn an_mbox_from_line_is_stripped_only_on_request_and_an_obsolete_from_field_never() {
         let msg = b"From alice@example.com Mon Apr 12 11:21:36 2016\nFrom: alice@example.com\n\n";
         let h = HeaderSection::parse(msg);
-        assert_eq!(names(&h), ["From"]);
-        assert_eq!(h.fields()[0].line(), 2);
-        assert_eq!(
-            h.fields_start(),
-            msg.iter().position(|&b| b == b'\n').unwrap() + 1
+        assert!(
+            h.fields().is_empty(),
+            "not a field: the header ends at line 1"
         );
-        let h = HeaderSection::parse(b"From : alice@example.com\n\n");
-        assert_eq!(names(&h), ["From"]);
-        assert_eq!(h.fields_start(), 0);
+        let stripped = strip_mbox_from_line(msg);
+        assert_eq!(stripped, b"From: alice@example.com\n\n");
+        assert_eq!(names(&HeaderSection::parse(stripped)), ["From"]);
+        let obsolete = b"From : alice@example.com\n\n";
+        assert_eq!(strip_mbox_from_line(obsolete), obsolete);
+        assert_eq!(names(&HeaderSection::parse(obsolete)), ["From"]);
     }
 
     #[test]

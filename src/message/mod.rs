@@ -32,7 +32,7 @@ mod header;
 mod submission;
 
 pub use address_list::{AddressListError, parse_address_list};
-pub use header::{HeaderEnd, HeaderField, HeaderSection, Newline};
+pub use header::{HeaderEnd, HeaderField, HeaderSection, Newline, strip_mbox_from_line};
 pub use submission::{
     Extracted, LocalSubmission, MessageError, complete_headers, display_name, extract_recipients,
     field_addresses, truncate_at_lone_dot,
@@ -58,6 +58,7 @@ mod proptests {
             Just(b"cc :".to_vec()),
             Just(b"Resent-To: ".to_vec()),
             Just(b"From ".to_vec()),
+            Just(b"From a@b.example Mon\n".to_vec()),
             Just(b"\r\n".to_vec()),
             Just(b"\n".to_vec()),
             Just(b"\n\t".to_vec()),
@@ -84,6 +85,7 @@ mod proptests {
             }
             let _ = extract_recipients(&msg, &host());
             let _ = truncate_at_lone_dot(&msg);
+            let _ = strip_mbox_from_line(&msg);
             let sender = ReversePath::Null;
             let d = host();
             let _ = complete_headers(&msg, &LocalSubmission {

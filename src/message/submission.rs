@@ -107,9 +107,6 @@ pub fn extract_recipients(
         }
     }
     let mut out = Vec::with_capacity(message.len());
-    // A leading mbox `From ` line stays: read again (by complete_headers), the message must
-    // split the same way, and without it a body line starting with "From " would be taken
-    // for one (a fuzzer found this).
     let mut pos = 0;
     for field in section
         .fields()
@@ -180,9 +177,9 @@ pub struct LocalSubmission<'a> {
 }
 
 /// Adds a `Received:` trace field at the top, and `From:`, `Date:` and `Message-ID:` at the end
-/// of the header section when they are missing; every other byte stays as given (a leading
-/// mbox `From ` line is dropped). A message whose body was not separated from the header by
-/// an empty line gets one. New lines use the message's line endings.
+/// of the header section when they are missing; every other byte stays as given. A message
+/// whose body was not separated from the header by an empty line gets one. New lines use the
+/// message's line endings.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -227,9 +224,9 @@ pub fn complete_headers(message: &[u8], submission: &LocalSubmission<'_>) -> Vec
             String::from_utf8_lossy(nl)
         ),
     );
-    let (start, end) = (section.fields_start(), section.fields_end());
-    out.extend_from_slice(&message[start..end]);
-    if end > start && message[end - 1] != b'\n' {
+    let end = section.fields_end();
+    out.extend_from_slice(&message[..end]);
+    if end > 0 && message[end - 1] != b'\n' {
         out.extend_from_slice(nl);
     }
     if !section.has("From") {
@@ -431,25 +428,27 @@ mod tests {
         );
     }
 
+    /// Fuzz findings: once a `Bcc:` field is gone, a body line starting with `From ` may come
+    /// first; it must stay a body line, not be taken for an mbox separator and dropped.
     #[test]
-    fn an_mbox_line_is_kept_so_a_body_line_starting_with_from_survives_completion() {
-        let msg =
-            "From a@b.example Mon Apr 12 11:21:36 2016\nFrom bob, a body line\nTo: x@y.example\n";
-        let (rcpts, out) = extract(msg).unwrap();
-        assert!(rcpts.is_empty(), "the header ended at line 2");
-        assert_eq!(out, msg);
-        let sender = ReversePath::Null;
-        let h = host();
-        let done = complete_headers(out.as_bytes(), &submission(&sender, &h, None));
-        let done = String::from_utf8(done).unwrap();
-        assert!(
-            done.ends_with(">\n\nFrom bob, a body line\nTo: x@y.example\n"),
-            "{done}"
-        );
-        assert!(
-            !done.contains("Mon Apr 12 11:21:36 2016"),
-            "the mbox line is dropped once"
-        );
+    fn a_body_line_starting_with_from_survives_bcc_removal_and_completion() {
+        for msg in [
+            "bCc: a@x.example\nFrom r, a body line\n,,:Frm\n",
+            "From a@b.example Mon Apr 12 11:21:36 2016\nFrom bob, a body line\nTo: x@y.example\n",
+        ] {
+            let x = extract_recipients(msg.as_bytes(), &host()).unwrap();
+            let again = HeaderSection::parse(&x.message);
+            assert!(again.fields().is_empty(), "{msg:?}");
+            let sender = ReversePath::Null;
+            let h = host();
+            let done = complete_headers(&x.message, &submission(&sender, &h, None));
+            let done = String::from_utf8(done).unwrap();
+            let body = msg
+                .split_once('\n')
+                .filter(|_| msg.starts_with("bCc"))
+                .map_or(msg, |(_, b)| b);
+            assert!(done.ends_with(&format!(">\n\n{body}")), "{done}");
+        }
     }
 
     #[test]
