@@ -9,8 +9,9 @@
 //! ```
 //!
 //! **Submitting.** The message comes on standard input; a line holding only `.` ends it unless
-//! `-i` (or `-oi`) is given, and a leading mbox `From ` line is dropped. Recipients are the arguments (each may be an address list:
-//! `"Ann <ann@x.example>, bob"`), plus with `-t` those of the `To:`, `Cc:` and `Bcc:` fields
+//! `-i` (or `-oi`) is given, and a leading mbox `From ` line is dropped. Recipients are the
+//! arguments (each may be an address list: `"Ann <ann@x.example>, bob"`), plus with `-t`
+//! those of the `To:`, `Cc:` and `Bcc:` fields
 //! (`Resent-*` when present, as sendmail does); every `Bcc:` field is removed. Addresses
 //! without a domain get `@hostname`. The envelope sender is `-f`/`-r`, else the invoking
 //! user's login name (from the password database, not the environment) at the host name;
