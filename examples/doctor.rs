@@ -124,10 +124,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if std::env::args()
-        .skip(1)
-        .any(|a| a == "-h" || a == "--help")
-    {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
