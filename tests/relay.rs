@@ -3,6 +3,10 @@
 
 #[path = "support/relay.rs"]
 mod relay;
+// The relay's pure SMTP parsing, with its unit tests.
+#[path = "../examples/relay/protocol.rs"]
+#[allow(dead_code)]
+mod relay_protocol;
 #[path = "support/sink.rs"]
 mod sink;
 

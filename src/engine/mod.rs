@@ -227,12 +227,16 @@ impl Shared {
         body: Bytes,
     ) -> Result<QueueId, SpoolError> {
         let arrival = self.clock.now();
-        let id = self.spool.insert(&envelope, body.clone(), arrival).await?;
+        let (id, claim) = self
+            .spool
+            .insert_claimed(&envelope, body.clone(), arrival)
+            .await?;
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         self.send(Command::Submitted {
             id,
             envelope,
             state,
+            fresh: claim.map(|claim| scheduler::Fresh { claim, body }),
         });
         Ok(id)
     }

@@ -30,7 +30,11 @@ pub fn relay_example() -> PathBuf {
                `cargo test --test relay` does not)";
     let built =
         modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
-    let mut inputs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/relay.rs")];
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut inputs = vec![
+        manifest.join("examples/relay.rs"),
+        manifest.join("examples/relay/protocol.rs"),
+    ];
     if let Ok(entries) = std::fs::read_dir(deps) {
         inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
             p.file_name()
