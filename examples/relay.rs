@@ -640,7 +640,7 @@ async fn read_line<R: tokio::io::AsyncRead + Unpin>(
         if buf.is_empty() {
             return Ok(None);
         }
-        let (take, end) = match buf.iter().position(|&b| b == b'\n') {
+        let (take, end) = match memchr::memchr(b'\n', buf) {
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };

@@ -90,7 +90,7 @@ impl DataReader {
             match self.state {
                 DataState::Mid => {
                     // The common case: copy up to the next CR in one go.
-                    match input[i..].iter().position(|&c| c == b'\r') {
+                    match memchr::memchr(b'\r', &input[i..]) {
                         Some(n) => {
                             self.push(&input[i..=i + n]);
                             i += n + 1;

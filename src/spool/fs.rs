@@ -224,12 +224,16 @@ impl Inner {
         body: Bytes,
         arrival: SystemTime,
     ) -> Result<(QueueId, Locked), SpoolError> {
-        let (id, body_path, mut body_file) = self.create_body()?;
+        let (id, body_path, mut body_file, recycled) = self.create_body()?;
         let mut undo = Undo {
             paths: vec![body_path.clone()],
         };
-        spares::overwrite_durably(&mut body_file.0, &body)
-            .map_err(|e| SpoolError::io("write body", &body_path, e))?;
+        let written = if recycled {
+            spares::overwrite_durably(&mut body_file.0, &body)
+        } else {
+            files::write_durably(&mut body_file.0, &body)
+        };
+        written.map_err(|e| SpoolError::io("write body", &body_path, e))?;
 
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         let record = record::render(&SpoolRecord {
@@ -259,15 +263,15 @@ impl Inner {
         Ok((id, body_file))
     }
 
-    /// Creates (or takes from the spares) and locks the body file of a new id.
-    fn create_body(&self) -> Result<(QueueId, PathBuf, Locked), SpoolError> {
+    /// Creates (or takes from the spares: `true`) and locks the body file of a new id.
+    fn create_body(&self) -> Result<(QueueId, PathBuf, Locked, bool), SpoolError> {
         if let Some((spare, locked)) = self.spares.take() {
             for _ in 0..CREATE_ATTEMPTS {
                 let id = QueueId::generate();
                 let path = self.layout.body(&id);
                 // Locked all along, so a scan leaves it alone in `queue/` as in `tmp/`.
                 match files::rename_noreplace(&spare, &path) {
-                    Ok(()) => return Ok((id, path, locked)),
+                    Ok(()) => return Ok((id, path, locked, true)),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                     Err(_) => break,
                 }
@@ -280,7 +284,7 @@ impl Inner {
             let id = QueueId::generate();
             let path = self.layout.body(&id);
             match files::create_locked(&path) {
-                Ok(Created::File(f)) => return Ok((id, path, f)),
+                Ok(Created::File(f)) => return Ok((id, path, f, false)),
                 Ok(Created::Exists) => last = Some(path),
                 Ok(Created::Unlinked) => last = Some(path),
                 Err(e) => return Err(SpoolError::io("create body", &path, e)),
