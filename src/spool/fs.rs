@@ -406,14 +406,14 @@ impl Inner {
         self.sync_queue()?;
         // Reused only now: overwritten before the removal was durable, a crash could bring it
         // back under this message's name with another message's record in it.
-        if let Some(spare) = record_spare {
-            self.spares.keep(spare);
+        if let Some((spare, size)) = record_spare {
+            self.spares.keep(spare, size);
         }
         // Not synced: if a crash brings the body back, the next scan removes it as an orphan
         // (whatever it holds by then: without its record it is never delivered).
         let body_path = self.layout.body(id);
         match self.spares.retire(&body_path) {
-            Ok(Some(spare)) => self.spares.keep(spare),
+            Ok(Some((spare, size))) => self.spares.keep(spare, size),
             Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(SpoolError::io("remove body", &body_path, e)),

@@ -23,10 +23,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::files::{self, Locked};
 
-/// The most spares kept.
-const MAX_SPARES: usize = 64;
+/// The most spares kept: enough for the removals of a few delivered batches at once (a batch
+/// is up to 50 messages, two files each), which later inserts then consume.
+const MAX_SPARES: usize = 512;
 /// Files larger than this are unlinked, not kept: a spare keeps its blocks.
 const MAX_SPARE_SIZE: u64 = 256 * 1024;
+/// The most bytes all spares may hold.
+const MAX_SPARE_BYTES: u64 = 32 << 20;
 /// Spares looked at per `take` before giving up (some may be gone or still locked).
 const TAKE_ATTEMPTS: usize = 4;
 /// How spare names begin (`tmp/spare.PID.N`).
@@ -35,20 +38,44 @@ pub(crate) const SPARE_PREFIX: &str = "spare.";
 /// The spares of one spool handle.
 pub(crate) struct Spares {
     tmp: PathBuf,
-    pool: Mutex<VecDeque<PathBuf>>,
+    pool: Mutex<Pool>,
     next: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pool {
+    /// Spare names with their sizes, the oldest first (the likeliest to be unlocked).
+    files: VecDeque<(PathBuf, u64)>,
+    bytes: u64,
+}
+
+impl Pool {
+    fn has_room(&self, size: u64) -> bool {
+        self.files.len() < MAX_SPARES && self.bytes + size <= MAX_SPARE_BYTES
+    }
+
+    fn push(&mut self, path: PathBuf, size: u64) {
+        self.bytes += size;
+        self.files.push_back((path, size));
+    }
+
+    fn pop(&mut self) -> Option<(PathBuf, u64)> {
+        let (path, size) = self.files.pop_front()?;
+        self.bytes -= size;
+        Some((path, size))
+    }
 }
 
 impl Spares {
     pub(crate) fn new(tmp: &Path) -> Spares {
         Spares {
             tmp: tmp.to_path_buf(),
-            pool: Mutex::new(VecDeque::new()),
+            pool: Mutex::new(Pool::default()),
             next: AtomicU64::new(0),
         }
     }
 
-    fn pool(&self) -> MutexGuard<'_, VecDeque<PathBuf>> {
+    fn pool(&self) -> MutexGuard<'_, Pool> {
         // Each update is one push or pop: a panic elsewhere cannot leave it inconsistent.
         self.pool
             .lock()
@@ -59,7 +86,7 @@ impl Spares {
     /// is none to take. Its old contents are still there: overwrite and truncate it.
     pub(crate) fn take(&self) -> Option<(PathBuf, Locked)> {
         for _ in 0..TAKE_ATTEMPTS {
-            let path = self.pool().pop_front()?;
+            let (path, size) = self.pool().pop()?;
             let Ok(file) = OpenOptions::new().write(true).open(&path) else {
                 continue; // removed by a scan
             };
@@ -68,7 +95,7 @@ impl Spares {
                 // Still locked (the claim of the message it belonged to, not yet released):
                 // it will be free later.
                 Err(TryLockError::WouldBlock) => {
-                    self.keep(path);
+                    self.keep(path, size);
                     continue;
                 }
                 Err(TryLockError::Error(_)) => continue,
@@ -85,17 +112,18 @@ impl Spares {
     }
 
     /// Takes `path` out of its directory: renamed to a spare name in `tmp/` when it is small
-    /// and the pool has room (`Some(spare)`: hand it to [`Spares::keep`] once the removal is
-    /// durable), else unlinked (`None`). A missing `path` is `NotFound`, as for an unlink.
-    pub(crate) fn retire(&self, path: &Path) -> io::Result<Option<PathBuf>> {
-        let small = std::fs::symlink_metadata(path)?.len() <= MAX_SPARE_SIZE;
-        if small && self.pool().len() < MAX_SPARES {
+    /// and the pool has room (`Some((spare, size))`: hand it to [`Spares::keep`] once the
+    /// removal is durable), else unlinked (`None`). A missing `path` is `NotFound`, as for an
+    /// unlink.
+    pub(crate) fn retire(&self, path: &Path) -> io::Result<Option<(PathBuf, u64)>> {
+        let size = std::fs::symlink_metadata(path)?.len();
+        if size <= MAX_SPARE_SIZE && self.pool().has_room(size) {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let spare = self
                 .tmp
                 .join(format!("{SPARE_PREFIX}{}.{n}", std::process::id()));
             match files::rename_noreplace(path, &spare) {
-                Ok(()) => return Ok(Some(spare)),
+                Ok(()) => return Ok(Some((spare, size))),
                 // A name left by a dead process with our pid: unlink instead.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
@@ -105,10 +133,10 @@ impl Spares {
     }
 
     /// Puts a spare into the pool (or unlinks it when the pool is full).
-    pub(crate) fn keep(&self, spare: PathBuf) {
+    pub(crate) fn keep(&self, spare: PathBuf, size: u64) {
         let mut pool = self.pool();
-        if pool.len() < MAX_SPARES {
-            pool.push_back(spare);
+        if pool.has_room(size) {
+            pool.push(spare, size);
         } else {
             drop(pool);
             let _ = files::remove_if_exists(&spare);
@@ -118,7 +146,11 @@ impl Spares {
     /// Unlinks every spare: gives their space back (a full disk) or tidies up (the spool is
     /// closed).
     pub(crate) fn clear(&self) {
-        let spares: Vec<PathBuf> = self.pool().drain(..).collect();
+        let spares: Vec<PathBuf> = {
+            let mut pool = self.pool();
+            pool.bytes = 0;
+            pool.files.drain(..).map(|(path, _)| path).collect()
+        };
         for spare in spares {
             // Never one a writer holds: we hold none of the pool's locks, and a taken spare
             // has left the pool.
@@ -154,9 +186,9 @@ mod tests {
         let old = dir.path().join("old");
         std::fs::write(&old, b"a much longer old message").unwrap();
         let ino = std::fs::metadata(&old).unwrap().ino();
-        let spare = spares.retire(&old).unwrap().expect("kept as a spare");
+        let (spare, size) = spares.retire(&old).unwrap().expect("kept as a spare");
         assert!(!old.exists());
-        spares.keep(spare);
+        spares.keep(spare, size);
         let (path, mut locked) = spares.take().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
         overwrite_durably(&mut locked.0, b"new").unwrap();
@@ -182,12 +214,12 @@ mod tests {
         for name in ["a", "b"] {
             let p = dir.path().join(name);
             std::fs::write(&p, b"x").unwrap();
-            let spare = spares.retire(&p).unwrap().unwrap();
-            spares.keep(spare);
+            let (spare, size) = spares.retire(&p).unwrap().unwrap();
+            spares.keep(spare, size);
         }
-        let first = spares.pool().front().cloned().unwrap();
+        let first = spares.pool().files.front().cloned().unwrap().0;
         std::fs::remove_file(&first).unwrap();
-        let second = spares.pool().back().cloned().unwrap();
+        let second = spares.pool().files.back().cloned().unwrap().0;
         let holder = File::open(&second).unwrap();
         holder.lock().unwrap();
         assert!(spares.take().is_none());
@@ -209,8 +241,8 @@ mod tests {
         let spares = Spares::new(dir.path());
         let p = dir.path().join("a");
         std::fs::write(&p, b"x").unwrap();
-        let spare = spares.retire(&p).unwrap().unwrap();
-        spares.keep(spare);
+        let (spare, size) = spares.retire(&p).unwrap().unwrap();
+        spares.keep(spare, size);
         drop(spares);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
