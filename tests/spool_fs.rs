@@ -581,3 +581,97 @@ async fn a_read_only_spool_refuses_the_insert_as_not_writable_but_still_lists() 
     ));
     drop(spool);
 }
+
+#[tokio::test]
+async fn a_message_inserted_claimed_is_durable_and_nobody_else_can_claim_it_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let other_handle = FsSpool::open(dir.path()).unwrap();
+    let (id, claim) = spool
+        .insert_claimed(
+            &envelope(),
+            Bytes::from_static(b"hi\r\n"),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert!(claim.is_some());
+    // Committed: listed by a scan in full, and its files are in place.
+    let scan = other_handle.scan().await.unwrap();
+    assert_eq!(scan.messages.len(), 1);
+    assert_eq!(scan.orphans_removed, 0);
+    assert!(record_path(&spool, &id).exists() && body_path(&spool, &id).exists());
+    // Claimed from the start.
+    assert!(spool.claim(&id).await.unwrap().is_none());
+    assert!(other_handle.claim(&id).await.unwrap().is_none());
+    drop(claim);
+    assert!(other_handle.claim(&id).await.unwrap().is_some());
+    assert_eq!(
+        spool.body(&id).await.unwrap(),
+        Bytes::from_static(b"hi\r\n")
+    );
+}
+
+#[tokio::test]
+async fn the_files_of_a_removed_message_are_reused_by_the_next_insert() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let now = std::time::SystemTime::now();
+    let a = spool
+        .insert(&envelope_for(1, 3000), Bytes::from(body_for(1, 3000)), now)
+        .await
+        .unwrap();
+    let inodes = [
+        fs::metadata(body_path(&spool, &a)).unwrap().ino(),
+        fs::metadata(record_path(&spool, &a)).unwrap().ino(),
+    ];
+    spool.remove(&a).await.unwrap();
+    assert!(names(&queue(&spool)).is_empty());
+
+    // A shorter message in the recycled files: nothing of the old one shows through.
+    let b = spool
+        .insert(&envelope_for(2, 100), Bytes::from(body_for(2, 100)), now)
+        .await
+        .unwrap();
+    for path in [body_path(&spool, &b), record_path(&spool, &b)] {
+        assert!(
+            inodes.contains(&fs::metadata(&path).unwrap().ino()),
+            "{path:?}"
+        );
+    }
+    assert_eq!(spool.body(&b).await.unwrap(), body_for(2, 100));
+    assert_eq!(spool.load(&b).await.unwrap().envelope, envelope_for(2, 100));
+    assert!(names(&spool.path().join("tmp")).is_empty());
+    let scan = spool.scan().await.unwrap();
+    assert_eq!(scan.messages.len(), 1);
+    assert!(scan.quarantined.is_empty());
+    assert_eq!(scan.orphans_removed, 0);
+}
+
+#[tokio::test]
+async fn spares_are_cleaned_up_by_a_scan_without_counting_as_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let now = std::time::SystemTime::now();
+    let a = spool
+        .insert(&envelope(), Bytes::from_static(b"x\r\n"), now)
+        .await
+        .unwrap();
+    spool.remove(&a).await.unwrap();
+    assert_eq!(names(&spool.path().join("tmp")).len(), 2);
+    // Another process's scan (or this one's) finds them unlocked: they go, silently.
+    let other = FsSpool::open(dir.path()).unwrap();
+    let scan = other.scan().await.unwrap();
+    assert_eq!(scan.orphans_removed, 0);
+    assert!(names(&spool.path().join("tmp")).is_empty());
+    // The pool's names are gone: the next insert creates files as usual.
+    let b = spool
+        .insert(&envelope(), Bytes::from_static(b"y\r\n"), now)
+        .await
+        .unwrap();
+    assert_eq!(spool.body(&b).await.unwrap(), Bytes::from_static(b"y\r\n"));
+    // Closing the spool leaves no spare behind.
+    spool.remove(&b).await.unwrap();
+    drop(spool);
+    assert!(names(&dir.path().join("tmp")).is_empty());
+}

@@ -55,7 +55,7 @@ use crate::route::{PolicyTable, Router};
 use crate::spool::{MessageState, Quarantined, Spool, SpoolError};
 use crate::status::Severity;
 use crate::transport::Transport;
-use crate::transport::esmtp::{EsmtpConfig, EsmtpTransport};
+use crate::transport::esmtp::{DEFAULT_CONNECTION_CACHE_TIME, EsmtpConfig, EsmtpTransport};
 
 pub use admin::{FlushFilter, FlushSummary, QueueEntry, RecipientEntry};
 pub use clock::Clock;
@@ -227,12 +227,16 @@ impl Shared {
         body: Bytes,
     ) -> Result<QueueId, SpoolError> {
         let arrival = self.clock.now();
-        let id = self.spool.insert(&envelope, body.clone(), arrival).await?;
+        let (id, claim) = self
+            .spool
+            .insert_claimed(&envelope, body.clone(), arrival)
+            .await?;
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         self.send(Command::Submitted {
             id,
             envelope,
             state,
+            fresh: claim.map(|claim| scheduler::Fresh { claim, body }),
         });
         Ok(id)
     }
@@ -297,7 +301,8 @@ impl EngineBuilder {
     }
 
     /// How `Route::Relay` mail is delivered. Without one, the engine builds the default
-    /// [`EsmtpTransport`] from the [`resolver`](Self::resolver) and [`policy`](Self::policy).
+    /// [`EsmtpTransport`] from the [`resolver`](Self::resolver) and [`policy`](Self::policy),
+    /// keeping idle sessions for [`DEFAULT_CONNECTION_CACHE_TIME`].
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
@@ -356,7 +361,10 @@ impl EngineBuilder {
         let transport = match (self.transport, self.resolver) {
             (Some(t), _) => t,
             (None, Some(resolver)) => Arc::new(EsmtpTransport::new(
-                EsmtpConfig::new(hostname.clone()),
+                EsmtpConfig {
+                    connection_cache: Some(DEFAULT_CONNECTION_CACHE_TIME),
+                    ..EsmtpConfig::new(hostname.clone())
+                },
                 resolver,
                 self.policy.unwrap_or_default(),
             )),

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -29,6 +30,10 @@ use crate::transport::{Delivery, RecipientReport};
 /// How long to wait before looking again at a message another process is delivering.
 const BUSY_RETRY: Duration = Duration::from_secs(60);
 
+/// The most body bytes kept in memory for messages on their first attempt (see [`Fresh`]);
+/// past it, deliveries read bodies from the spool as for any queued message.
+const FRESH_BODY_BUDGET: usize = 64 << 20;
+
 /// An administrator's change to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AdminOp {
@@ -39,12 +44,22 @@ pub(crate) enum AdminOp {
 
 type Reply<T> = oneshot::Sender<T>;
 
+/// A message just submitted, still claimed by the spool insert that stored it: its first
+/// attempt needs no claim, no re-read of its record and no read of its body.
+pub(crate) struct Fresh {
+    pub claim: Claim,
+    pub body: Bytes,
+}
+
 /// Everything the scheduler is told, by the engine handle and by its own tasks.
 pub(crate) enum Command {
     Submitted {
         id: QueueId,
         envelope: Envelope,
         state: MessageState,
+        /// `None` when the spool could not hand over a claim: the message is scheduled as if
+        /// found by a scan.
+        fresh: Option<Fresh>,
     },
     List(Reply<Vec<QueueEntry>>),
     Flush(FlushFilter, Reply<FlushSummary>),
@@ -69,7 +84,7 @@ pub(crate) enum Command {
 pub(crate) enum Prepared {
     Ready {
         claim: Claim,
-        envelope: Envelope,
+        envelope: Arc<Envelope>,
         state: MessageState,
         routes: Vec<(usize, Result<Route, RouteError>)>,
     },
@@ -90,6 +105,8 @@ pub(crate) struct Job {
     envelope: Arc<Envelope>,
     recipients: Vec<usize>,
     forced: bool,
+    /// The body, when still in memory from the submission.
+    body: Option<Bytes>,
 }
 
 /// What a delivery task reports.
@@ -127,6 +144,8 @@ struct Entry {
     requested: Option<AdminOp>,
     /// The scan generation at which the index learned of this message.
     generation: u64,
+    /// The body, kept from the submission for the first attempt (counted in `fresh_bytes`).
+    body: Option<Bytes>,
 }
 
 #[derive(Default)]
@@ -155,6 +174,8 @@ pub(crate) struct Scheduler {
     generation: u64,
     flushes: Vec<FlushWaiter>,
     draining: Option<Draining>,
+    /// Bytes of the bodies kept in `Entry::body`.
+    fresh_bytes: usize,
 }
 
 struct Draining {
@@ -183,6 +204,7 @@ impl Scheduler {
             generation: 0,
             flushes: Vec::new(),
             draining: None,
+            fresh_bytes: 0,
         };
         for m in recovered {
             s.learn(m.id, m.envelope, m.state);
@@ -239,9 +261,28 @@ impl Scheduler {
                 id,
                 envelope,
                 state,
+                fresh,
             } => {
-                if !self.messages.contains_key(&id) {
-                    self.learn(id, envelope, state);
+                let startable = fresh.is_some()
+                    && self.draining.is_none()
+                    && self.active_messages < self.shared.limits.max_active_messages;
+                let mut forced = false;
+                if let Some(e) = self.messages.get(&id) {
+                    // A rescan listed it first. Idle, it is taken over (its attempt would only
+                    // find it claimed); otherwise the claim goes and the attempt under way wins.
+                    if !(startable && matches!(e.phase, Phase::Idle)) {
+                        return;
+                    }
+                    forced = e.forced;
+                    self.unschedule(id);
+                    self.messages.remove(&id);
+                }
+                match fresh {
+                    Some(fresh) if startable => {
+                        self.start_fresh(id, envelope, state, fresh, forced)
+                    }
+                    // Dropping the claim lets the normal path (or another process) take it.
+                    _ => self.learn(id, envelope, state),
                 }
             }
             Command::List(reply) => {
@@ -270,9 +311,57 @@ impl Scheduler {
             forced: false,
             requested: None,
             generation: self.generation,
+            body: None,
         };
         self.messages.insert(id, entry);
         self.schedule(id);
+    }
+
+    /// Starts the first attempt of a message submitted through this engine at once: it is
+    /// claimed already and its state is the one just written, so only routing remains.
+    fn start_fresh(
+        &mut self,
+        id: QueueId,
+        envelope: Envelope,
+        state: MessageState,
+        fresh: Fresh,
+        forced: bool,
+    ) {
+        let Fresh { claim, body } = fresh;
+        let body = (self.fresh_bytes + body.len() <= FRESH_BODY_BUDGET).then_some(body);
+        self.fresh_bytes += body.as_ref().map_or(0, Bytes::len);
+        let envelope = Arc::new(envelope);
+        self.messages.insert(
+            id,
+            Entry {
+                envelope: envelope.clone(),
+                state: state.clone(),
+                phase: Phase::Preparing,
+                forced,
+                requested: None,
+                generation: self.generation,
+                body,
+            },
+        );
+        self.active_messages += 1;
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let routes = route_pending(&shared, &envelope, &state).await;
+            let ready = Prepared::Ready {
+                claim,
+                envelope,
+                state,
+                routes,
+            };
+            shared.send(Command::Prepared(id, ready));
+        });
+    }
+
+    /// Forgets the body kept for the attempt that is ending.
+    fn drop_body(&mut self, id: QueueId) {
+        if let Some(body) = self.messages.get_mut(&id).and_then(|e| e.body.take()) {
+            self.fresh_bytes -= body.len();
+        }
     }
 
     /// Puts an idle, unheld message into the due index at its `next_attempt`.
@@ -346,6 +435,7 @@ impl Scheduler {
                 self.resolve_flush(id, |s| s.busy += 1);
             }
             Prepared::Gone => {
+                self.drop_body(id);
                 self.messages.remove(&id);
                 self.active_messages -= 1;
                 self.resolve_flush(id, |s| s.completed += 1);
@@ -367,7 +457,7 @@ impl Scheduler {
                 state,
                 routes,
             } => {
-                e.envelope = Arc::new(envelope);
+                e.envelope = envelope;
                 e.state = state;
                 if self.draining.is_some() {
                     drop(claim);
@@ -376,18 +466,20 @@ impl Scheduler {
                 }
                 let envelope = e.envelope.clone();
                 let forced = e.forced;
+                let body = e.body.clone();
                 e.phase = Phase::Active(Active {
                     claim,
                     pending_jobs: 0,
                     reports: Vec::new(),
                 });
-                self.route_recipients(id, envelope, forced, routes, now);
+                self.route_recipients(id, envelope, forced, body, routes, now);
             }
         }
     }
 
     /// Ends an attempt that did not happen: back to the index, no longer active.
     fn back_to_idle(&mut self, id: QueueId) {
+        self.drop_body(id);
         if let Some(e) = self.messages.get_mut(&id) {
             e.phase = Phase::Idle;
             e.forced = false;
@@ -401,6 +493,7 @@ impl Scheduler {
         id: QueueId,
         envelope: Arc<Envelope>,
         forced: bool,
+        body: Option<Bytes>,
         routes: Vec<(usize, Result<Route, RouteError>)>,
         now: SystemTime,
     ) {
@@ -471,6 +564,7 @@ impl Scheduler {
                 envelope: envelope.clone(),
                 recipients,
                 forced,
+                body: body.clone(),
             });
         }
     }
@@ -655,6 +749,7 @@ impl Scheduler {
     // ---- finalizing --------------------------------------------------------------------
 
     fn start_finalize(&mut self, id: QueueId) {
+        self.drop_body(id);
         let Some(e) = self.messages.get_mut(&id) else {
             return;
         };
@@ -975,24 +1070,33 @@ async fn prepare(shared: &Shared, id: QueueId) -> Prepared {
     if msg.state.held {
         return Prepared::Held(msg.state);
     }
+    let routes = route_pending(shared, &msg.envelope, &msg.state).await;
+    Prepared::Ready {
+        claim,
+        envelope: Arc::new(msg.envelope),
+        state: msg.state,
+        routes,
+    }
+}
+
+/// The route of every recipient still pending.
+async fn route_pending(
+    shared: &Shared,
+    envelope: &Envelope,
+    state: &MessageState,
+) -> Vec<(usize, Result<Route, RouteError>)> {
     let mut routes = Vec::new();
-    for (idx, (r, s)) in msg
-        .envelope
+    for (idx, (r, s)) in envelope
         .recipients
         .iter()
-        .zip(&msg.state.recipients)
+        .zip(&state.recipients)
         .enumerate()
     {
         if s.status == crate::spool::RecipientStatus::Pending {
             routes.push((idx, shared.router.route(&r.address).await));
         }
     }
-    Prepared::Ready {
-        claim,
-        envelope: msg.envelope,
-        state: msg.state,
-        routes,
-    }
+    routes
 }
 
 /// Loads the bodies and hands one batch to the transport; makes sure every recipient gets
@@ -1002,7 +1106,11 @@ async fn deliver(shared: &Shared, route: &Route, jobs: &[Job]) -> DeliveryResult
     let mut batch = Vec::with_capacity(jobs.len());
     let mut reports = Vec::new();
     for job in jobs {
-        match shared.spool.body(&job.id).await {
+        let body = match &job.body {
+            Some(body) => Ok(body.clone()),
+            None => shared.spool.body(&job.id).await,
+        };
+        match body {
             Ok(body) => batch.push(Delivery {
                 id: job.id,
                 envelope: job.envelope.clone(),

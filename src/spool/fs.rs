@@ -9,7 +9,8 @@
 //!   `queue/` (shared with concurrent inserts, see `group_commit`). Only then return the id.
 //! - **save_state**: write a new record in `tmp/`, `fdatasync`, rename over the old one,
 //!   `fsync` `queue/`. A reader sees the old state or the new one.
-//! - **remove**: unlink the record, `fsync` `queue/`, unlink the body.
+//! - **remove**: move the record out of `queue/`, `fsync` `queue/`, move the body out; both
+//!   become spares that later inserts overwrite instead of creating files (see `spares`).
 //! - **claim**: `flock` on the body, whose inode never changes while the message lives.
 //! - **scan**: list every record; quarantine unreadable ones to `corrupt/`; delete leftovers of
 //!   writers that died (see `scan`).
@@ -18,6 +19,7 @@ mod files;
 mod group_commit;
 mod layout;
 mod scan;
+mod spares;
 
 use std::fs::{DirBuilder, File, TryLockError};
 use std::io;
@@ -36,6 +38,7 @@ use crate::queue_id::QueueId;
 use files::{Created, Locked};
 use group_commit::DirSync;
 use layout::Layout;
+use spares::Spares;
 
 /// How many fresh ids an insert tries before giving up: each retry means another process
 /// generated the same id in the same microsecond, or a scan raced the creation.
@@ -73,6 +76,8 @@ struct Inner {
     layout: Layout,
     /// Group commit of `queue/`, where every commit (rename or unlink) happens.
     queue_sync: DirSync,
+    /// Files of removed messages, for new ones to reuse.
+    spares: Spares,
 }
 
 impl std::fmt::Debug for FsSpool {
@@ -106,6 +111,7 @@ impl FsSpool {
             .map_err(|e| SpoolError::io("fsync spool directory", &layout.root, e))?;
         Ok(FsSpool {
             inner: Arc::new(Inner {
+                spares: Spares::new(&layout.tmp),
                 layout,
                 queue_sync: DirSync::new(queue),
             }),
@@ -197,18 +203,37 @@ impl Drop for Undo {
 }
 
 impl Inner {
+    /// Inserts a message; returns its id with the body still locked, i.e. claimed.
     fn insert(
         &self,
         envelope: Envelope,
         body: Bytes,
         arrival: SystemTime,
-    ) -> Result<QueueId, SpoolError> {
-        let (id, body_path, mut body_file) = self.create_body()?;
+    ) -> Result<(QueueId, Locked), SpoolError> {
+        let result = self.insert_files(envelope, body, arrival);
+        if let Err(SpoolError::NoSpace { .. }) = result {
+            // Give back the space the spares hold, so the sender's retry can succeed.
+            self.spares.clear();
+        }
+        result
+    }
+
+    fn insert_files(
+        &self,
+        envelope: Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+    ) -> Result<(QueueId, Locked), SpoolError> {
+        let (id, body_path, mut body_file, recycled) = self.create_body()?;
         let mut undo = Undo {
             paths: vec![body_path.clone()],
         };
-        files::write_durably(&mut body_file.0, &body)
-            .map_err(|e| SpoolError::io("write body", &body_path, e))?;
+        let written = if recycled {
+            spares::overwrite_durably(&mut body_file.0, &body)
+        } else {
+            files::write_durably(&mut body_file.0, &body)
+        };
+        written.map_err(|e| SpoolError::io("write body", &body_path, e))?;
 
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         let record = record::render(&SpoolRecord {
@@ -233,18 +258,33 @@ impl Inner {
         self.sync_queue()?;
         undo.disarm();
         drop(tmp_file);
-        drop(body_file);
-        Ok(id)
+        // The lock taken at creation is what `claim` takes: holding it on makes the caller
+        // the message's claimant from the first instant, with nobody else in between.
+        Ok((id, body_file))
     }
 
-    /// Creates and locks the body file of a new id.
-    fn create_body(&self) -> Result<(QueueId, PathBuf, Locked), SpoolError> {
+    /// Creates (or takes from the spares: `true`) and locks the body file of a new id.
+    fn create_body(&self) -> Result<(QueueId, PathBuf, Locked, bool), SpoolError> {
+        if let Some((spare, locked)) = self.spares.take() {
+            for _ in 0..CREATE_ATTEMPTS {
+                let id = QueueId::generate();
+                let path = self.layout.body(&id);
+                // Locked all along, so a scan leaves it alone in `queue/` as in `tmp/`.
+                match files::rename_noreplace(&spare, &path) {
+                    Ok(()) => return Ok((id, path, locked, true)),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(_) => break,
+                }
+            }
+            // Unusable: a scan may delete it once our lock goes.
+            drop(locked);
+        }
         let mut last = None;
         for _ in 0..CREATE_ATTEMPTS {
             let id = QueueId::generate();
             let path = self.layout.body(&id);
             match files::create_locked(&path) {
-                Ok(Created::File(f)) => return Ok((id, path, f)),
+                Ok(Created::File(f)) => return Ok((id, path, f, false)),
                 Ok(Created::Exists) => last = Some(path),
                 Ok(Created::Unlinked) => last = Some(path),
                 Err(e) => return Err(SpoolError::io("create body", &path, e)),
@@ -264,6 +304,14 @@ impl Inner {
         id: &QueueId,
         bytes: &[u8],
     ) -> Result<(PathBuf, Locked), SpoolError> {
+        // A spare is already a locked file in `tmp/`: its name serves as the temporary one.
+        if let Some((path, mut f)) = self.spares.take() {
+            if let Err(e) = spares::overwrite_durably(&mut f.0, bytes) {
+                let _ = files::remove_if_exists(&path);
+                return Err(SpoolError::io("write record", &path, e));
+            }
+            return Ok((path, f));
+        }
         for _ in 0..CREATE_ATTEMPTS {
             let path = self.layout.tmp_record(id);
             match files::create_locked(&path) {
@@ -348,18 +396,29 @@ impl Inner {
 
     fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
         let record_path = self.layout.record(id);
-        match std::fs::remove_file(&record_path) {
-            Ok(()) => {}
+        let record_spare = match self.spares.retire(&record_path) {
+            Ok(spare) => spare,
             // Without a record there is no message; a body alone may be an insert in flight,
             // which only a scan may judge.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpoolError::NotFound(*id)),
             Err(e) => return Err(SpoolError::io("remove record", &record_path, e)),
-        }
+        };
         self.sync_queue()?;
-        // Not synced: if a crash brings the body back, the next scan removes it as an orphan.
+        // Reused only now: overwritten before the removal was durable, a crash could bring it
+        // back under this message's name with another message's record in it.
+        if let Some((spare, size)) = record_spare {
+            self.spares.keep(spare, size);
+        }
+        // Not synced: if a crash brings the body back, the next scan removes it as an orphan
+        // (whatever it holds by then: without its record it is never delivered).
         let body_path = self.layout.body(id);
-        files::remove_if_exists(&body_path)
-            .map_err(|e| SpoolError::io("remove body", &body_path, e))
+        match self.spares.retire(&body_path) {
+            Ok(Some((spare, size))) => self.spares.keep(spare, size),
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("remove body", &body_path, e)),
+        }
+        Ok(())
     }
 
     fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError> {
@@ -401,8 +460,23 @@ impl Spool for FsSpool {
         arrival: SystemTime,
     ) -> Result<QueueId, SpoolError> {
         let envelope = envelope.clone();
-        self.blocking(move |inner| inner.insert(envelope, body, arrival))
+        self.blocking(move |inner| inner.insert(envelope, body, arrival).map(|(id, _)| id))
             .await
+    }
+
+    async fn insert_claimed(
+        &self,
+        envelope: &Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+    ) -> Result<(QueueId, Option<Claim>), SpoolError> {
+        let envelope = envelope.clone();
+        self.blocking(move |inner| {
+            inner
+                .insert(envelope, body, arrival)
+                .map(|(id, locked)| (id, Some(Claim::new(locked))))
+        })
+        .await
     }
 
     async fn body(&self, id: &QueueId) -> Result<Bytes, SpoolError> {

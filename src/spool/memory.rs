@@ -76,6 +76,24 @@ impl Spool for MemorySpool {
         Ok(id)
     }
 
+    async fn insert_claimed(
+        &self,
+        envelope: &Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+    ) -> Result<(QueueId, Option<Claim>), SpoolError> {
+        let id = QueueId::generate();
+        let state = MessageState::new(envelope, body.len() as u64, arrival);
+        let mut inner = self.lock();
+        inner.messages.insert(id, (envelope.clone(), state, body));
+        inner.claimed.insert(id);
+        let claim = Claim::new(MemoryClaim {
+            spool: self.clone(),
+            id,
+        });
+        Ok((id, Some(claim)))
+    }
+
     async fn body(&self, id: &QueueId) -> Result<Bytes, SpoolError> {
         self.lock()
             .messages
@@ -185,6 +203,19 @@ mod tests {
             spool.body(&id).await,
             Err(SpoolError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_message_inserted_claimed_cannot_be_claimed_until_released() {
+        let spool = MemorySpool::new();
+        let (id, claim) = spool
+            .insert_claimed(&envelope(), Bytes::new(), SystemTime::now())
+            .await
+            .unwrap();
+        assert!(claim.is_some());
+        assert!(spool.claim(&id).await.unwrap().is_none());
+        drop(claim);
+        assert!(spool.claim(&id).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -285,6 +285,20 @@ pub trait Spool: Send + Sync + 'static {
         arrival: SystemTime,
     ) -> Result<QueueId, SpoolError>;
 
+    /// Stores a new message like [`Spool::insert`] and hands it back already claimed, so that
+    /// no other engine or process can touch it between its arrival and the caller's first
+    /// attempt; the caller then needs neither [`Spool::claim`] nor [`Spool::load`] before it.
+    /// The claim is `None` when the spool cannot do both in one step (the default, which only
+    /// inserts): the caller then claims and loads as for any queued message.
+    async fn insert_claimed(
+        &self,
+        envelope: &Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+    ) -> Result<(QueueId, Option<Claim>), SpoolError> {
+        Ok((self.insert(envelope, body, arrival).await?, None))
+    }
+
     /// The message body as it was inserted.
     async fn body(&self, id: &QueueId) -> Result<Bytes, SpoolError>;
 

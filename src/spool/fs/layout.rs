@@ -4,6 +4,7 @@
 //! SPOOL/queue/ID.df      the body, written once (its inode carries the claim lock)
 //! SPOOL/queue/ID.qf      the record (envelope + state), replaced atomically on every change
 //! SPOOL/tmp/ID.P.N.tmp   a record being written by process P; renamed into queue/ when durable
+//! SPOOL/tmp/spare.P.N    a removed message's file, kept by process P to write a new one into
 //! SPOOL/corrupt/         records that did not parse, with their bodies, for the administrator
 //! ```
 //!

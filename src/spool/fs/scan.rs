@@ -226,6 +226,11 @@ fn remove_orphan_tmp_files(layout: &Layout) -> Result<usize, SpoolError> {
             _ => Ok(false),
         });
         match result {
+            // A spare of a spool handle (see `spares`): not the leftover of a failed insert.
+            Ok(true)
+                if name
+                    .to_string_lossy()
+                    .starts_with(super::spares::SPARE_PREFIX) => {}
             Ok(true) => removed += 1,
             Ok(false) => {}
             Err(e) => tracing::warn!(file = %path.display(), error = %e,

@@ -55,10 +55,7 @@ impl DotStuffer {
                     }
                     self.at_line_start = false;
                     // Copy the run of ordinary bytes up to the next line end in one go.
-                    let run = rest
-                        .iter()
-                        .position(|&b| b == b'\r' || b == b'\n')
-                        .unwrap_or(rest.len());
+                    let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     out.extend_from_slice(&rest[..run]);
                     rest = &rest[run..];
                 }

@@ -223,6 +223,22 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                 return;
             }
         }
+        // A session parked by an earlier call to this hop skips DNS, connect, EHLO, TLS, AUTH.
+        let key = format!("{mailer}:{hop}");
+        if let Some(cache) = &t.cache
+            && let Some(mut session) = cache.take(&key)
+        {
+            match run_jobs(t, &mut session, b, spf_hop).await {
+                Ok(clean) => {
+                    finish(t, &key, session, clean).await;
+                    return;
+                }
+                Err(d) => failures.record(d, Some(session.peer.remote())),
+            }
+            if !b.pending() {
+                return;
+            }
+        }
         let candidates = match connect::candidates(hop, &*t.resolver).await {
             Ok(c) => c,
             Err(d) => {
@@ -287,8 +303,8 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                         return;
                     }
                     Ok(mut session) => match run_jobs(t, &mut session, b, spf_hop).await {
-                        Ok(()) => {
-                            session.quit().await;
+                        Ok(clean) => {
+                            finish(t, &key, session, clean).await;
                             return;
                         }
                         Err(d) => failures.record(d, Some(peer.remote())),
@@ -300,6 +316,15 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
     if b.pending() {
         let (outcome, remote) = failures.verdict();
         b.settle_all(outcome, remote);
+    }
+}
+
+/// Ends a session whose messages are all settled: parks it for the next call when the
+/// transport keeps sessions and no transaction is open, else QUITs it.
+async fn finish(t: &EsmtpTransport, key: &str, session: Session, clean: bool) {
+    match &t.cache {
+        Some(cache) if clean => cache.park(key, session).await,
+        _ => session.quit().await,
     }
 }
 
@@ -350,14 +375,15 @@ fn named(name: &str) -> RemoteHost {
     }
 }
 
-/// Carries every pending message over `s`. An error is why the session broke; the message in
-/// flight has been settled, the rest are still pending.
+/// Carries every pending message over `s`; `Ok(true)` when it ends with no transaction open
+/// (the session can carry more). An error is why the session broke; the message in flight has
+/// been settled, the rest are still pending.
 async fn run_jobs(
     t: &EsmtpTransport,
     s: &mut Session,
     b: &mut Batch<'_>,
     spf_hop: Option<(&SpfConfig, &NextHop)>,
-) -> Result<(), Diagnostic> {
+) -> Result<bool, Diagnostic> {
     let remote = s.peer.remote();
     let mut needs_rset = false;
     for j in 0..b.jobs.len() {
@@ -414,5 +440,5 @@ async fn run_jobs(
             return Err(d);
         }
     }
-    Ok(())
+    Ok(!needs_rset)
 }

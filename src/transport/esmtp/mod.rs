@@ -33,6 +33,7 @@
 //! [`TRANSCRIPT_TARGET`] (`postrider::smtp`), with AUTH secrets redacted.
 
 mod auth;
+mod cache;
 mod classify;
 mod command;
 mod connect;
@@ -52,6 +53,7 @@ mod transaction;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rustls::RootCertStore;
@@ -77,6 +79,10 @@ pub use tls::default_roots;
 
 /// The default per-next-hop connection limit (Postfix's `default_destination_concurrency_limit`).
 pub const DEFAULT_MAX_CONNECTIONS_PER_HOP: usize = 20;
+
+/// How long the engine's default transport keeps an idle session for the next delivery to the
+/// same next hop (Postfix's `smtp_connection_cache_time_limit`).
+pub const DEFAULT_CONNECTION_CACHE_TIME: Duration = Duration::from_secs(2);
 
 /// A configuration value the transport cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +121,12 @@ pub struct EsmtpConfig {
     pub tls_roots: RootCertStore,
     /// SPF pre-flight before direct-to-MX delivery; `None` skips it.
     pub spf: Option<SpfConfig>,
+    /// Keep a session open this long after a `deliver` call, for the next call to the same
+    /// next hop (Postfix's connection cache): under a steady stream of mail each message then
+    /// costs a transaction, not a connection, greeting, EHLO, TLS handshake and AUTH. `None`
+    /// (the default of [`EsmtpConfig::new`]) ends each call's session with QUIT; the engine's
+    /// default transport uses [`DEFAULT_CONNECTION_CACHE_TIME`].
+    pub connection_cache: Option<Duration>,
 }
 
 /// SPF pre-flight: before mail goes straight to a recipient domain's MX (never through a smart
@@ -176,6 +188,7 @@ impl EsmtpConfig {
             local_addresses: LocalAddresses::none(),
             tls_roots: default_roots(),
             spf: None,
+            connection_cache: None,
         }
     }
 
@@ -223,13 +236,15 @@ impl EsmtpConfig {
 /// The default transport: ESMTP with STARTTLS or implicit TLS, AUTH and pipelining.
 ///
 /// One session carries every message of a `deliver` batch (RSET after an aborted
-/// transaction, QUIT at the end); sessions are not kept between calls.
+/// transaction, QUIT at the end), and with [`EsmtpConfig::connection_cache`] it is kept for
+/// the next call to the same next hop.
 pub struct EsmtpTransport {
     config: EsmtpConfig,
     resolver: Arc<dyn Resolver>,
     policy: Arc<PolicyTable>,
     tls: tls::TlsClient,
     limits: limits::HopLimits,
+    cache: Option<cache::SessionCache>,
 }
 
 impl EsmtpTransport {
@@ -243,6 +258,7 @@ impl EsmtpTransport {
         EsmtpTransport {
             tls: tls::TlsClient::new(config.tls_roots.clone()),
             limits: limits::HopLimits::new(config.max_connections_per_hop),
+            cache: config.connection_cache.map(cache::SessionCache::new),
             config,
             resolver,
             policy,

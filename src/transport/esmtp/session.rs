@@ -153,6 +153,8 @@ pub(crate) struct Session {
     /// Our end of the connection: the address the SPF pre-flight checks when no public address
     /// is configured.
     pub local: Option<IpAddr>,
+    /// When the connection was made.
+    opened: Instant,
 }
 
 impl Session {
@@ -178,7 +180,41 @@ impl Session {
             caps: Capabilities::default(),
             tls: false,
             tls_protocol: None,
+            opened: Instant::now(),
         })
+    }
+
+    /// How long the connection has been open.
+    pub(crate) fn age(&self) -> std::time::Duration {
+        self.opened.elapsed()
+    }
+
+    /// True when the server has neither closed the connection nor sent anything since its last
+    /// reply, i.e. a parked session can carry another transaction. Checked without blocking,
+    /// by a peek at the socket itself (not at tokio's readiness, which may not know yet).
+    pub(crate) fn is_idle_and_open(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let tcp = match &self.conn {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref().0,
+            Conn::Upgrading => return false,
+        };
+        let mut byte = 0u8;
+        // SAFETY: the descriptor is the open socket `tcp` owns, and the one-byte buffer
+        // outlives the call; MSG_PEEK leaves any data where it is.
+        let n = unsafe {
+            libc::recv(
+                tcp.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        // 0: the server closed it; > 0: it said something unasked (a 421 before closing).
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
 
     /// Runs the TLS handshake on the connection (after a 220 to STARTTLS, or at once for

@@ -1,0 +1,109 @@
+//! EsmtpTransport's connection cache (`EsmtpConfig::connection_cache`) against Postfix's
+//! smtp-sink: sessions carried over from one `deliver` call to the next, closed with QUIT when
+//! idle, and never reused once the server has hung up.
+
+#[path = "support/esmtp.rs"]
+mod esmtp;
+#[path = "support/sink.rs"]
+mod sink;
+
+use std::time::Duration;
+
+use esmtp::*;
+use postrider::{Outcome, Transport};
+use sink::Sink;
+
+const IDLE: Duration = Duration::from_millis(300);
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn caching_transport(idle: Duration) -> postrider::transport::esmtp::EsmtpTransport {
+    let mut c = config();
+    c.connection_cache = Some(idle);
+    transport(
+        c,
+        postrider::resolve::StaticResolver::new(),
+        postrider::route::PolicyTable::new(),
+    )
+}
+
+fn assert_delivered(reports: &[postrider::RecipientReport]) {
+    assert!(
+        reports
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Delivered { .. })),
+        "{reports:#?}"
+    );
+}
+
+#[tokio::test]
+async fn consecutive_calls_share_one_session_which_is_quit_once_idle() {
+    let sink = Sink::start().await;
+    let t = caching_transport(IDLE);
+    let route = literal_route(sink.port());
+    for n in 0..5 {
+        let m = message(&["a@example.org"], &body(&format!("call {n}")));
+        assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    }
+    let c = sink.wait_for(5, 0, LIMIT).await;
+    assert_eq!(c.messages, 5);
+    assert_eq!(c.sessions, 0, "the session is still open, waiting: {c:?}");
+    // Nobody takes it: it is closed properly once the idle time is over.
+    let c = sink.wait_for(5, 1, LIMIT).await;
+    assert_eq!((c.messages, c.sessions, c.quits), (5, 1, 1));
+}
+
+#[tokio::test]
+async fn a_session_the_server_closed_is_not_reused_and_costs_no_deferral() {
+    let sink = Sink::start().await;
+    let port = sink.port();
+    let t = caching_transport(Duration::from_secs(60));
+    let route = literal_route(port);
+    let m = message(&["a@example.org"], &body("first"));
+    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_eq!(sink.wait_for(1, 0, LIMIT).await.messages, 1);
+    // The server goes away (closing the parked connection) and a new one takes the port.
+    drop(sink);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sink = Sink::start_on(port, &[], false).await;
+    let m = message(&["a@example.org"], &body("second"));
+    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_eq!(sink.wait_for(1, 0, LIMIT).await.messages, 1);
+}
+
+#[tokio::test]
+async fn without_a_cache_every_call_ends_with_quit() {
+    let sink = Sink::start().await;
+    let t = plain_transport();
+    let route = literal_route(sink.port());
+    for n in 0..3 {
+        let m = message(&["a@example.org"], &body(&format!("call {n}")));
+        assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    }
+    let c = sink.wait_for(3, 3, LIMIT).await;
+    assert_eq!((c.messages, c.sessions, c.quits), (3, 3, 3));
+}
+
+#[tokio::test]
+async fn concurrent_calls_open_their_own_sessions_and_park_them_all() {
+    let sink = Sink::start().await;
+    let t = std::sync::Arc::new(caching_transport(IDLE));
+    let route = literal_route(sink.port());
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let (t, route) = (t.clone(), route.clone());
+        tasks.push(tokio::spawn(async move {
+            let m = message(&["a@example.org"], &body(&format!("call {n}")));
+            t.deliver(&route, std::slice::from_ref(&m)).await
+        }));
+    }
+    for task in tasks {
+        assert_delivered(&task.await.unwrap());
+    }
+    let c = sink.wait_for(4, 1, LIMIT).await;
+    assert_eq!(c.messages, 4);
+    // However many were opened, each is eventually quit, none is dropped without QUIT.
+    tokio::time::sleep(IDLE * 3).await;
+    let c = sink.counts();
+    assert_eq!(c.sessions, c.quits, "{c:?}");
+    assert!(c.sessions >= 1 && c.sessions <= 4, "{c:?}");
+}

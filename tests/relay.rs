@@ -1,0 +1,305 @@
+//! `examples/relay.rs` as a real process between real peers: Postfix's `smtp-source` (and a raw
+//! client for the protocol details) in front, Postfix's `smtp-sink` as its smart host behind.
+
+#[path = "support/relay.rs"]
+mod relay;
+// The relay's pure SMTP parsing, with its unit tests.
+#[path = "../examples/relay/protocol.rs"]
+#[allow(dead_code)]
+mod relay_protocol;
+#[path = "support/sink.rs"]
+mod sink;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use postrider::QueueId;
+use postrider::spool::{FsSpool, Spool};
+use relay::{Client, HOSTNAME, Relay};
+use sink::Sink;
+
+const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The queue id in `250 2.0.0 OK queued as ID`.
+fn queued_id(reply: &str) -> QueueId {
+    let id = reply
+        .strip_prefix("250 2.0.0 OK queued as ")
+        .unwrap_or_else(|| panic!("not a queued reply: {reply}"));
+    id.parse().unwrap()
+}
+
+#[tokio::test]
+async fn every_message_from_smtp_source_reaches_the_smart_host() {
+    assert!(
+        Path::new(SMTP_SOURCE).exists(),
+        "{SMTP_SOURCE} is missing: install the Debian package postfix"
+    );
+    let sink = Sink::start_with(&[], true).await;
+    let relay = Relay::start(sink.port(), "");
+    let port = relay.port();
+    // 5 parallel sessions, one message per connection, as in the Postfix comparison.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(SMTP_SOURCE)
+            .args(["-s", "5", "-m", "60", "-l", "3000"])
+            .args(["-f", "source@example.test", "-t", "rcpt@example.org"])
+            .arg(format!("127.0.0.1:{port}"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "smtp-source: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = sink.wait_for(60, 0, LIMIT).await;
+    assert_eq!(counts.messages, 60, "{counts:?}");
+    let dumped = sink.dumped();
+    assert_eq!(dumped.len(), 60);
+    for m in &dumped {
+        assert!(m.contains("X-Mail-Args: <source@example.test>"), "{m}");
+        assert!(m.contains("X-Rcpt-Args: <rcpt@example.org>"), "{m}");
+        assert!(
+            m.contains(&format!("\tby {HOSTNAME} (postrider relay) with SMTP;")),
+            "{m}"
+        );
+    }
+    // Delivered mail leaves the spool.
+    let spool = FsSpool::open(relay.spool()).unwrap();
+    for _ in 0..500 {
+        if spool.scan().await.unwrap().messages.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("delivered messages are still in the relay's spool");
+}
+
+#[tokio::test]
+async fn a_pipelined_esmtp_transaction_is_unstuffed_and_relayed_intact() {
+    let sink = Sink::start_with(&[], true).await;
+    let relay = Relay::start(sink.port(), "");
+    let (mut c, greeting) = Client::connect(relay.port()).await;
+    assert_eq!(greeting, format!("220 {HOSTNAME} ESMTP postrider relay"));
+    let ehlo = c.command("EHLO client.example").await;
+    for line in [
+        "250-PIPELINING",
+        "250-SIZE 10240000",
+        "250-8BITMIME",
+        "250 ENHANCEDSTATUSCODES",
+    ] {
+        assert!(ehlo.lines().any(|l| l == line), "{ehlo}");
+    }
+    // MAIL, two RCPTs and DATA in one write, as a pipelining client sends them.
+    c.send(
+        "MAIL FROM:<a@example.test> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<b@example.org>\r\n\
+         RCPT TO:<c@example.org>\r\nDATA\r\n",
+    )
+    .await;
+    assert_eq!(c.reply().await, "250 2.1.0 OK");
+    assert_eq!(c.reply().await, "250 2.1.5 OK");
+    assert_eq!(c.reply().await, "250 2.1.5 OK");
+    assert!(c.reply().await.starts_with("354 "));
+    let reply = c
+        .command(
+            "Subject: dots\r\n\r\n..leading dot\r\n..\r\nmiddle\r\n...two dots\r\ncaf\u{e9}\r\n.",
+        )
+        .await;
+    let id = queued_id(&reply);
+    assert_eq!(c.command("QUIT").await, "221 2.0.0 Bye");
+    let counts = sink.wait_for(1, 0, LIMIT).await;
+    assert_eq!(counts.messages, 1);
+    let m = sink.dumped().remove(0).replace("\r\n", "\n");
+    assert!(m.contains("X-Rcpt-Args: <b@example.org>"), "{m}");
+    assert!(m.contains("X-Rcpt-Args: <c@example.org>"), "{m}");
+    assert!(m.contains("BODY=8BITMIME"), "{m}");
+    assert!(
+        m.contains("\n.leading dot\n.\nmiddle\n..two dots\ncaf\u{e9}\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Received: from client.example ([127.0.0.1])\n\tby relay.test.example (postrider relay) with ESMTP;"),
+        "{m}"
+    );
+    assert!(!id.to_string().is_empty());
+}
+
+#[tokio::test]
+async fn the_250_comes_only_once_the_message_is_in_the_spool() {
+    // The smart host does not answer: the message stays queued. Kill the relay without a
+    // shutdown right after the 250: the message must be on disk under the id it named.
+    let dead_port = relay::free_port();
+    let relay = Relay::start(dead_port, "");
+    let (mut c, _) = Client::connect(relay.port()).await;
+    c.command("HELO client.example").await;
+    assert_eq!(
+        c.command("MAIL FROM:<a@example.test>").await,
+        "250 2.1.0 OK"
+    );
+    assert_eq!(c.command("RCPT TO:<b@example.org>").await, "250 2.1.5 OK");
+    assert!(c.command("DATA").await.starts_with("354 "));
+    let id = queued_id(&c.command("Subject: keep me\r\n\r\nhello\r\n.").await);
+    let spool_dir = relay.spool();
+    let dir = relay.kill();
+    let spool = FsSpool::open(&spool_dir).unwrap();
+    let found = spool.scan().await.unwrap();
+    let m = found
+        .messages
+        .iter()
+        .find(|m| m.id == id)
+        .unwrap_or_else(|| panic!("{id} is not in the spool after the 250"));
+    assert_eq!(
+        m.envelope.recipients[0].address.to_string(),
+        "b@example.org"
+    );
+    let body = spool.body(&id).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).ends_with("Subject: keep me\r\n\r\nhello\r\n"));
+    drop(dir);
+}
+
+#[tokio::test]
+async fn commands_out_of_order_or_not_offered_get_the_right_codes() {
+    let sink = Sink::start().await;
+    let relay = Relay::start_with(
+        sink.port(),
+        "mailertable = \"mailertable\"\n",
+        &[(
+            "mailertable",
+            "refused.example  error:5.7.0:550 mail to this domain is not accepted\n",
+        )],
+    );
+    let (mut c, _) = Client::connect(relay.port()).await;
+    let code = |r: String| r.chars().take(9).collect::<String>();
+    assert_eq!(
+        code(c.command("MAIL FROM:<a@example.test>").await),
+        "503 5.5.1"
+    );
+    assert_eq!(code(c.command("EHLO").await), "501 5.5.4");
+    assert_eq!(code(c.command("HELO client.example").await), "250 relay");
+    // ESMTP parameters need EHLO.
+    assert_eq!(
+        code(c.command("MAIL FROM:<a@example.test> SIZE=10").await),
+        "555 5.5.4"
+    );
+    c.command("EHLO client.example").await;
+    assert_eq!(
+        code(c.command("RCPT TO:<b@example.org>").await),
+        "503 5.5.1"
+    );
+    assert_eq!(code(c.command("DATA").await), "503 5.5.1");
+    assert_eq!(code(c.command("STARTTLS").await), "502 5.5.1");
+    assert_eq!(code(c.command("AUTH PLAIN AGFAYg==").await), "502 5.5.1");
+    assert_eq!(code(c.command("BDAT 10 LAST").await), "502 5.5.1");
+    assert_eq!(code(c.command("FROB").await), "500 5.5.2");
+    assert_eq!(
+        code(c.command("MAIL FROM:a@example.test").await),
+        "501 5.5.4"
+    );
+    assert_eq!(
+        code(c.command("MAIL FROM:<a@example.test> SIZE=99999999").await),
+        "552 5.3.4"
+    );
+    assert_eq!(
+        code(c.command("MAIL FROM:<a@example.test> RET=HDRS").await),
+        "555 5.5.4"
+    );
+    assert_eq!(
+        code(c.command("MAIL FROM:<a@@example.test>").await),
+        "553 5.1.7"
+    );
+    assert_eq!(code(c.command("MAIL FROM:<>").await), "250 2.1.0");
+    assert_eq!(code(c.command("MAIL FROM:<>").await), "503 5.5.1");
+    assert_eq!(code(c.command("DATA").await), "554 5.5.1");
+    assert_eq!(
+        code(c.command("RCPT TO:<b@example.org> NOTIFY=NEVER").await),
+        "555 5.5.4"
+    );
+    assert_eq!(code(c.command("RCPT TO:<nobody>").await), "553 5.1.3");
+    // The mailertable's error: entry answers at RCPT time.
+    assert_eq!(
+        code(c.command("RCPT TO:<x@refused.example>").await),
+        "550 5.7.0"
+    );
+    assert_eq!(code(c.command("NOOP").await), "250 2.0.0");
+    assert_eq!(code(c.command("VRFY x").await), "252 2.5.2");
+    assert_eq!(code(c.command("RSET").await), "250 2.0.0");
+    assert_eq!(
+        code(c.command("RCPT TO:<b@example.org>").await),
+        "503 5.5.1"
+    );
+    let long = format!("NOOP {}", "x".repeat(5000));
+    assert_eq!(code(c.command(&long).await), "500 5.5.6");
+    assert_eq!(code(c.command("QUIT").await), "221 2.0.0");
+    assert!(c.closed().await);
+    assert_eq!(sink.counts().messages, 0);
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_after_its_data_and_the_session_goes_on() {
+    let sink = Sink::start_with(&[], true).await;
+    let relay = Relay::start(sink.port(), "");
+    let (mut c, _) = Client::connect(relay.port()).await;
+    c.command("EHLO client.example").await;
+    c.command("MAIL FROM:<a@example.test>").await;
+    c.command("RCPT TO:<b@example.org>").await;
+    assert!(c.command("DATA").await.starts_with("354 "));
+    let line = format!("{}\r\n", "x".repeat(998));
+    let big = line.repeat(10_240_000 / line.len() + 2);
+    c.send(&big).await;
+    assert!(c.command(".").await.starts_with("552 5.3.4 "));
+    // The transaction is over; a new one works.
+    assert_eq!(
+        c.command("MAIL FROM:<a@example.test>").await,
+        "250 2.1.0 OK"
+    );
+    c.command("RCPT TO:<b@example.org>").await;
+    c.command("DATA").await;
+    queued_id(&c.command("Subject: small\r\n\r\nok\r\n.").await);
+    assert_eq!(sink.wait_for(1, 0, LIMIT).await.messages, 1);
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_making_mistakes_is_disconnected() {
+    let sink = Sink::start().await;
+    let relay = Relay::start(sink.port(), "");
+    let (mut c, _) = Client::connect(relay.port()).await;
+    for _ in 0..20 {
+        assert!(c.command("FROB").await.starts_with("500 "));
+    }
+    assert!(c.command("FROB").await.starts_with("500 "));
+    assert!(c.command("NOOP").await.starts_with("421 4.7.0 "));
+    assert!(c.closed().await);
+}
+
+#[test]
+fn listening_on_a_public_address_is_refused() {
+    let out = Command::new(relay::relay_example())
+        .args(["-C", "/nonexistent.toml", "--listen", "0.0.0.0:2525"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("open relay"), "{err}");
+}
+
+#[test]
+fn a_broken_configuration_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "hostname = \"relay.test.example\"\nsmart_hots = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(relay::relay_example())
+        .arg("-C")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("relay.toml:2"), "{err}");
+}

@@ -1,0 +1,223 @@
+//! `examples/relay.rs` as a real process: its configuration folder and spool, a free loopback
+//! port, and a raw SMTP client to talk to it line by line.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The host name the relay is configured with.
+pub const HOSTNAME: &str = "relay.test.example";
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The `relay` example that `cargo test` builds next to the test binaries. Panics with
+/// instructions when it is missing or older than the library or its source.
+pub fn relay_example() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe
+        .parent()
+        .expect("the test binary lives in target/<profile>/deps");
+    let profile = deps.parent().expect("deps lives in target/<profile>");
+    let binary = profile.join("examples").join("relay");
+    let how = "build it with `cargo build --examples` (a plain `cargo test` builds it too; \
+               `cargo test --test relay` does not)";
+    let built =
+        modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut inputs = vec![
+        manifest.join("examples/relay.rs"),
+        manifest.join("examples/relay/protocol.rs"),
+    ];
+    if let Ok(entries) = std::fs::read_dir(deps) {
+        inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libpostrider-") && n.ends_with(".rlib"))
+        }));
+    }
+    for input in inputs {
+        if modified(&input).is_some_and(|t| t > built) {
+            panic!(
+                "{} is older than {}: {how}",
+                binary.display(),
+                input.display()
+            );
+        }
+    }
+    binary
+}
+
+/// A running relay; killed on drop.
+pub struct Relay {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// Starts the relay with a smart host on `127.0.0.1:smart_host_port` and `extra` lines of
+    /// configuration.
+    pub fn start(smart_host_port: u16, extra: &str) -> Relay {
+        Relay::start_with(smart_host_port, extra, &[])
+    }
+
+    /// Like [`Relay::start`], with more files (name, contents) in the configuration folder.
+    pub fn start_with(smart_host_port: u16, extra: &str, files: &[(&str, &str)]) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let config = format!(
+            "hostname = \"{HOSTNAME}\"\nspool = \"spool\"\nsmart_host = \"[127.0.0.1]:{smart_host_port}\"\n{extra}"
+        );
+        std::fs::write(dir.path().join("relay.toml"), config).unwrap();
+        Relay::start_in(dir)
+    }
+
+    /// Starts the relay again on the configuration and spool of `dir`.
+    pub fn start_in(dir: tempfile::TempDir) -> Relay {
+        let binary = relay_example();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&binary)
+                .arg("-C")
+                .arg(dir.path().join("relay.toml"))
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            if wait_listening(port, &mut child) {
+                // Keep stderr drained so the relay never blocks on a full pipe.
+                if let Some(mut err) = child.stderr.take() {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut err, &mut std::io::stderr());
+                    });
+                }
+                return Relay { child, port, dir };
+            }
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("the relay did not start listening: {last}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    /// Kills the relay at once (SIGKILL: no shutdown) and hands back its folder.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the process listens on `port` (looking at /proc/net/tcp, so no probe session).
+fn wait_listening(port: u16, child: &mut Child) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    for _ in 0..500 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        if table.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == local && f[3] == "0A"
+        }) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A raw SMTP client: sends exactly the bytes given, reads whole (multi-line) replies.
+pub struct Client {
+    read: BufReader<OwnedReadHalf>,
+    write: OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connects and returns the greeting too.
+    pub async fn connect(port: u16) -> (Client, String) {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (read, write) = stream.into_split();
+        let mut c = Client {
+            read: BufReader::new(read),
+            write,
+        };
+        let greeting = c.reply().await;
+        (c, greeting)
+    }
+
+    /// The next reply, all its lines joined with `\n`, without line endings.
+    pub async fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(30), self.read.read_line(&mut line))
+                .await
+                .expect("a reply within 30 s")
+                .unwrap();
+            assert!(n > 0, "connection closed; replies so far: {lines:?}");
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines.join("\n");
+            }
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &str) {
+        self.write.write_all(bytes.as_bytes()).await.unwrap();
+    }
+
+    /// Sends one command line and returns its reply.
+    pub async fn command(&mut self, line: &str) -> String {
+        self.send(&format!("{line}\r\n")).await;
+        self.reply().await
+    }
+
+    /// True once the server has closed the connection (reads until end of input).
+    pub async fn closed(&mut self) -> bool {
+        let mut rest = String::new();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.read.read_line(&mut rest)).await,
+            Ok(Ok(0))
+        )
+    }
+}
