@@ -1,108 +1,405 @@
-//! A sendmail-compatible command line on postrider's public API.
+//! A sendmail-compatible command on postrider's public API: submit a message, show and run
+//! the queue, and explain routes, reading `postrider.toml`.
 //!
 //! ```text
+//! sendmail [-C CONFIG] [-t] [-i] [-f SENDER] [-F NAME] [-v] [-odb|-odi|-odq] [ADDRESS...] < message
+//! sendmail [-C CONFIG] -bp                         # mailq
+//! sendmail [-C CONFIG] [-v] -q[RDOMAIN|IQUEUEID|SSENDER]
 //! sendmail [-C CONFIG] -bv ADDRESS...
 //! ```
 //!
-//! `-bv` prints, for each address, one line saying how it routes and which rule decided:
+//! **Submitting.** The message comes on standard input; a line holding only `.` ends it unless
+//! `-i` (or `-oi`) is given, and a leading mbox `From ` line is dropped. Recipients are the
+//! arguments (each may be an address list: `"Ann <ann@x.example>, bob"`), plus with `-t`
+//! those of the `To:`, `Cc:` and `Bcc:` fields
+//! (`Resent-*` when present, as sendmail does); every `Bcc:` field is removed. Addresses
+//! without a domain get `@hostname`. The envelope sender is `-f`/`-r`, else the invoking
+//! user's login name (from the password database, not the environment) at the host name;
+//! `-N`, `-R` and `-V` set the DSN parameters. A `Received:` line is added, and `From:` (with
+//! `-F`, `$NAME` or the password entry's full name), `Date:` and `Message-ID:` when missing.
+//!
+//! The command returns once the message is durable in the spool (exit 0; the queue id is
+//! printed with `-v`). Delivery is then tried at once, as `-od` says:
+//! - `-odb` (the default, sendmail's and dma's behaviour): a detached `sendmail -qI<id>`
+//!   process makes the attempt, and this one exits at once;
+//! - `-odi` (implied by `-v`): this process makes the attempt, shows it with `-v`, reports a
+//!   permanent failure on stderr, and waits at most five minutes for it;
+//! - `-odq`: queue only; the next `sendmail -q` delivers it.
+//!
+//! In every case a deferred or failed delivery still exits 0: the message is queued, and a
+//! later queue run delivers it or the sender gets a DSN.
+//!
+//! **The queue.** `-bp` lists it in sendmail's `mailq` layout. `-q` runs it once, now,
+//! ignoring retry times and host status (`sendmail -OTimeout.hoststatus=0m -q`): every
+//! message, or with `-qR example.com` those with a pending recipient in that domain or below,
+//! `-qI ID` one message, `-qS text` those whose sender contains the text. With `-v` the SMTP
+//! conversation and the log line of each attempt go to stderr and a summary to stdout;
+//! without it a queue run prints nothing unless something is broken, so cron stays quiet.
+//! Any number of submissions and queue runs may run at once: a message is claimed (a lock
+//! on its spool file) while it is attempted, so it is never delivered twice.
+//!
+//! **Routes.** `-bv` prints, for each address, one line saying how it routes and which rule
+//! decided:
 //!
 //! ```text
 //! user@gmail.com: mailer=esmtp host=[smtp.gmail.com] port=587 mx=no rule=mailertable:gmail.com (line 3)
 //! aaa@ourtest.com: mailer=local user=aaa rule=local-host-names
 //! ```
 //!
-//! An address without `@` is qualified with the host name, as sendmail does. Exit status
-//! (sysexits.h): 0 when every address routes; 67 (EX_NOUSER) when an address gets an error
-//! route; 65 (EX_DATAERR) for a malformed address (the first failing address decides); 64
-//! (EX_USAGE) for bad arguments; 78 (EX_CONFIG) when the configuration, the mailertable,
-//! local-host-names or the policy file has an error.
+//! **Options** sendmail knows but postrider does not need (`-B`, `-e*`, `-oe*`, `-om`, `-G`,
+//! `-U`, `-h`, `-L`, `-m`, `-n`, `-OTimeout.*`) are accepted; others under `-o`/`-O` are
+//! ignored with a warning, as sendmail does; `-bd`, `-bs` and `-bt` are not available.
 //!
-//! The configuration defaults to `/etc/postrider/postrider.toml`. More modes (`-t`, `-f`, `-bp`,
-//! `-q`, `-qR...`) come with the engine; the argument parser below is shaped for them.
+//! **Exit status** (sysexits.h): 0 done (submitted, listed, queue run); 64 EX_USAGE bad
+//! arguments; 65 EX_DATAERR a malformed address or header, no recipients; 67 EX_NOUSER (`-bv`)
+//! an address routed to an error; 69 EX_UNAVAILABLE a mode postrider does not have; 74
+//! EX_IOERR standard input unreadable; 75 EX_TEMPFAIL the message could not be queued (the
+//! caller keeps it and tries again later) or the queue could not be read; 78 EX_CONFIG the
+//! configuration, mailertable, local-host-names or policy file has an error.
+//!
+//! The configuration defaults to `/etc/postrider/postrider.toml`.
 
-use std::path::PathBuf;
+#[path = "common/config_engine.rs"]
+mod config_engine;
+#[path = "common/scoped_spool.rs"]
+mod scoped_spool;
+#[path = "common/transcript.rs"]
+mod transcript;
+
+use std::collections::BTreeSet;
+use std::ffi::CStr;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postrider::Address;
 use postrider::config::Config;
+use postrider::engine::{DeliveryEvent, Engine, FlushFilter, QueueEntry, RecipientEntry};
+use postrider::message::{
+    HeaderEnd, HeaderSection, LocalSubmission, complete_headers, extract_recipients,
+    parse_address_list, strip_mbox_from_line, truncate_at_lone_dot,
+};
+use postrider::spool::{FsSpool, QueuedMessage, RecipientStatus};
+use postrider::{
+    Address, Domain, Envelope, Notify, Outcome, QueueId, Recipient, Ret, ReversePath, Severity,
+    Spool,
+};
+use scoped_spool::{Scope, ScopedSpool};
 
 const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
 const EX_NOUSER: u8 = 67;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_OSERR: u8 = 71;
+const EX_IOERR: u8 = 74;
+const EX_TEMPFAIL: u8 = 75;
 const EX_CONFIG: u8 = 78;
 
 const DEFAULT_CONFIG: &str = "/etc/postrider/postrider.toml";
-const USAGE: &str = "usage: sendmail [-C CONFIG] -bv ADDRESS...";
+const USAGE: &str = "\
+usage: sendmail [-C CONFIG] [-t] [-i] [-f SENDER] [-F NAME] [-v] [-odb|-odi|-odq] [ADDRESS...]
+       sendmail [-C CONFIG] -bp
+       sendmail [-C CONFIG] [-v] -q[RDOMAIN|IQUEUEID|SSENDER]
+       sendmail [-C CONFIG] -bv ADDRESS...";
 
-/// What the command is asked to do (sendmail's `-b` modes and friends).
+/// How long an interactive submission (`-odi`, `-v`) waits for its delivery attempt before
+/// leaving the message to the next queue run.
+const INTERACTIVE_LIMIT: Duration = Duration::from_secs(300);
+
+/// What the command is asked to do (sendmail's `-b` modes and `-q`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// `-bm` (the default): submit a message.
+    Deliver,
     /// `-bv`: verify addresses, print their routes.
     Verify,
+    /// `-bp`: print the queue.
+    Print,
+    /// `-q`: one queue run.
+    QueueRun,
+    /// `-bi`, `-I`: rebuild the aliases database (there is none).
+    Aliases,
+}
+
+/// When a submitted message is first tried (sendmail's `-od` / `DeliveryMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeliveryMode {
+    Background,
+    Interactive,
+    QueueOnly,
 }
 
 #[derive(Debug)]
 struct Args {
     config: PathBuf,
-    mode: Option<Mode>,
+    mode: Mode,
     /// Operands: recipient addresses.
     addresses: Vec<String>,
+    extract: bool,
+    sender: Option<String>,
+    full_name: Option<String>,
+    ignore_dots: bool,
+    verbose: bool,
+    delivery: Option<DeliveryMode>,
+    filter: Option<FlushFilter>,
+    notify: Option<Notify>,
+    ret: Option<Ret>,
+    envid: Option<String>,
+    /// Options accepted but ignored, to be reported.
+    warnings: Vec<String>,
 }
 
-/// sendmail's flags glue their values (`-Cfile`, `-bv`, `-qR...`) or take the next argument
-/// (`-C file`), which a general-purpose parser does not model; this one walks the list by hand.
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+/// A refused command line: the exit status and why.
+struct Refusal(u8, String);
+
+fn usage(msg: impl Into<String>) -> Refusal {
+    Refusal(EX_USAGE, msg.into())
+}
+
+/// Flags that take a value, glued (`-Cfile`) or as the next argument (`-C file`), as in
+/// sendmail's getopt string. `-q` takes only a glued value.
+const WITH_VALUE: &str = "ABbCDdeFfhLMNOopQRrVX";
+
+/// sendmail's flags cluster (`-ti`) and glue their values (`-Cfile`, `-bv`, `-qR...`), with a
+/// few exceptions a general-purpose parser does not model; this one walks the list by hand.
+fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Refusal> {
     let mut args = Args {
         config: PathBuf::from(DEFAULT_CONFIG),
-        mode: None,
+        mode: Mode::Deliver,
         addresses: Vec::new(),
+        extract: false,
+        sender: None,
+        full_name: None,
+        ignore_dots: false,
+        verbose: false,
+        delivery: None,
+        filter: None,
+        notify: None,
+        ret: None,
+        envid: None,
+        warnings: Vec::new(),
     };
+    let mut modes: Vec<Mode> = Vec::new();
     while let Some(arg) = argv.next() {
         if arg == "--" {
             args.addresses.extend(argv.by_ref());
             break;
         }
-        let Some(flag) = arg.strip_prefix('-').filter(|f| !f.is_empty()) else {
+        let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) else {
             args.addresses.push(arg);
             continue;
         };
-        let (letter, glued) = flag.split_at(1);
-        match letter {
-            "C" => {
+        for (at, flag) in flags.char_indices() {
+            let glued = &flags[at + flag.len_utf8()..];
+            if flag == 'q' {
+                modes.push(Mode::QueueRun);
+                queue_flag(&mut args, glued)?;
+                break;
+            }
+            if WITH_VALUE.contains(flag) {
                 let value = if glued.is_empty() {
-                    argv.next().ok_or("option -C needs a file name")?
+                    argv.next()
+                        .ok_or_else(|| usage(format!("option -{flag} needs a value")))?
                 } else {
                     glued.to_string()
                 };
-                args.config = PathBuf::from(value);
+                value_flag(&mut args, &mut modes, flag, value)?;
+                break;
             }
-            "b" => {
-                args.mode = Some(match glued {
-                    "v" => Mode::Verify,
-                    "" => return Err("option -b needs a mode letter (-bv)".into()),
-                    other => return Err(format!("mode -b{other} is not supported yet")),
-                })
+            match flag {
+                't' => args.extract = true,
+                'i' => args.ignore_dots = true,
+                'v' => args.verbose = true,
+                'I' => modes.push(Mode::Aliases),
+                // Harmless to ignore: don't alias (-n), me too (-m), relay-safe (-G), initial
+                // submission (-U), connection caching (-c), old queue flags (-s, -T).
+                'n' | 'm' | 'G' | 'U' | 'c' | 's' | 'T' => {}
+                other => return Err(usage(format!("unknown option -{other}"))),
             }
-            _ => return Err(format!("option -{flag} is not supported yet")),
         }
     }
+    modes.dedup();
+    args.mode = match modes.as_slice() {
+        [] => Mode::Deliver,
+        [one] => *one,
+        _ => return Err(usage("give only one of -bm, -bp, -bv, -bi and -q")),
+    };
+    match args.mode {
+        Mode::Print | Mode::QueueRun | Mode::Aliases if !args.addresses.is_empty() => {
+            return Err(usage(format!(
+                "unexpected address {:?} with this mode",
+                args.addresses[0]
+            )));
+        }
+        Mode::Deliver if args.addresses.is_empty() && !args.extract => {
+            return Err(usage(
+                "no recipients: give addresses, or -t to read them from To:, Cc: and Bcc:",
+            ));
+        }
+        _ => {}
+    }
     Ok(args)
+}
+
+/// `-q`, `-qf`, `-qR...`, `-qI...`, `-qS...`.
+fn queue_flag(args: &mut Args, glued: &str) -> Result<(), Refusal> {
+    let Some(kind) = glued.chars().next() else {
+        return Ok(());
+    };
+    let value = &glued[kind.len_utf8()..];
+    let filter = match kind {
+        'f' if value.is_empty() => return Ok(()),
+        'R' => FlushFilter::RecipientDomain(
+            Domain::parse(value).map_err(|e| usage(format!("-qR needs a domain: {e}")))?,
+        ),
+        'I' => FlushFilter::Id(
+            QueueId::parse(value)
+                .map_err(|e| usage(format!("-qI needs a queue id as -bp shows it: {e}")))?,
+        ),
+        'S' if !value.is_empty() => FlushFilter::SenderContains(value.to_string()),
+        '!' => {
+            return Err(usage(
+                "negated queue filters (-q!...) are not supported; use -qR, -qI or -qS",
+            ));
+        }
+        c if c.is_ascii_digit() || c == 'p' => {
+            return Err(Refusal(
+                EX_UNAVAILABLE,
+                format!(
+                    "periodic queue runs (-q{glued}) need a daemon, which this command is not; \
+                     run `sendmail -q` from cron instead"
+                ),
+            ));
+        }
+        _ => return Err(usage(format!("unknown queue option -q{glued}"))),
+    };
+    if args.filter.replace(filter).is_some() {
+        return Err(usage("give at most one of -qR, -qI and -qS"));
+    }
+    Ok(())
+}
+
+fn value_flag(
+    args: &mut Args,
+    modes: &mut Vec<Mode>,
+    flag: char,
+    value: String,
+) -> Result<(), Refusal> {
+    let unavailable = |what: &str| Err(Refusal(EX_UNAVAILABLE, what.to_string()));
+    match flag {
+        'C' => args.config = PathBuf::from(value),
+        'b' => modes.push(match value.as_str() {
+            "v" => Mode::Verify,
+            "p" => Mode::Print,
+            "m" => Mode::Deliver,
+            "i" => Mode::Aliases,
+            "d" | "D" => {
+                return unavailable(
+                    "-bd: postrider's sendmail runs no daemon; embed the engine for that, or run \
+                     `sendmail -q` from cron",
+                );
+            }
+            "s" => return unavailable("-bs: SMTP on standard input is not available"),
+            "t" => return unavailable("-bt: address test mode is not available; use -bv"),
+            other => return Err(usage(format!("mode -b{other} is not supported"))),
+        }),
+        'f' | 'r' => args.sender = Some(value),
+        'F' => args.full_name = Some(value),
+        'N' => {
+            args.notify = Some(
+                value
+                    .parse()
+                    .map_err(|e| usage(format!("-N {value}: {e}")))?,
+            )
+        }
+        'R' => {
+            args.ret = Some(
+                value
+                    .parse()
+                    .map_err(|e| usage(format!("-R {value}: {e}")))?,
+            )
+        }
+        'V' => args.envid = Some(value),
+        'o' => option(args, &value, "-o"),
+        'O' => long_option(args, &value),
+        // Body type (postrider detects 8-bit bodies itself), error mode, hop count, log tag.
+        'B' | 'e' | 'h' | 'L' => {}
+        other => args
+            .warnings
+            .push(format!("option -{other} {value} is not supported; ignored")),
+    }
+    Ok(())
+}
+
+/// sendmail's one-letter `-o` options that matter here: `-oi`, `-od?`.
+fn option(args: &mut Args, value: &str, how: &str) {
+    let mut chars = value.chars();
+    match (chars.next(), chars.as_str()) {
+        (Some('i'), "") => args.ignore_dots = true,
+        (Some('d'), mode) => match delivery_mode(mode) {
+            Some(m) => args.delivery = Some(m),
+            None => args
+                .warnings
+                .push(format!("delivery mode {how}{value} is unknown; ignored")),
+        },
+        // Error mode and "me too" do not apply: errors go back as DSNs.
+        (Some('e'), _) | (Some('m'), "") => {}
+        _ => args
+            .warnings
+            .push(format!("option {how}{value} is not supported; ignored")),
+    }
+}
+
+/// `-ODeliveryMode=i`, `-OIgnoreDots`, `-OTimeout.hoststatus=0m` (what every queue run does).
+fn long_option(args: &mut Args, value: &str) {
+    let (name, val) = value.split_once('=').unwrap_or((value, ""));
+    match name {
+        "DeliveryMode" => match delivery_mode(val) {
+            Some(m) => args.delivery = Some(m),
+            None => args
+                .warnings
+                .push(format!("delivery mode -O{value} is unknown; ignored")),
+        },
+        "IgnoreDots" => args.ignore_dots = !matches!(val, "false" | "f" | "no" | "n"),
+        n if n.starts_with("Timeout.") => {}
+        _ => args
+            .warnings
+            .push(format!("option -O{value} is not supported; ignored")),
+    }
+}
+
+fn delivery_mode(text: &str) -> Option<DeliveryMode> {
+    match text {
+        "b" | "background" => Some(DeliveryMode::Background),
+        "i" | "interactive" => Some(DeliveryMode::Interactive),
+        "q" | "queue" | "d" | "deferred" => Some(DeliveryMode::QueueOnly),
+        _ => None,
+    }
 }
 
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("sendmail: {e}\n{USAGE}");
-            return ExitCode::from(EX_USAGE);
+        Err(Refusal(code, message)) => {
+            eprintln!("sendmail: {message}");
+            if code == EX_USAGE {
+                eprintln!("{USAGE}");
+            }
+            return ExitCode::from(code);
         }
     };
+    for w in &args.warnings {
+        eprintln!("sendmail: warning: {w}");
+    }
     match args.mode {
-        Some(Mode::Verify) => verify(&args),
-        None => {
-            eprintln!("sendmail: only -bv is implemented so far\n{USAGE}");
-            ExitCode::from(EX_USAGE)
+        Mode::Verify => verify(&args),
+        Mode::Aliases => {
+            eprintln!("sendmail: postrider has no aliases database; nothing to rebuild");
+            ExitCode::SUCCESS
         }
+        Mode::Deliver | Mode::Print | Mode::QueueRun => ExitCode::from(run(&args)),
     }
 }
 
@@ -111,6 +408,37 @@ fn print_lines(prefix: &str, message: &dyn std::fmt::Display) {
         eprintln!("sendmail: {prefix}{line}");
     }
 }
+
+/// Loads the configuration for the modes that use the engine or the spool.
+fn run(args: &Args) -> u8 {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            print_lines("", &e);
+            return EX_CONFIG;
+        }
+    };
+    transcript::init("sendmail", args.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sendmail: cannot start the async runtime: {e}");
+            return EX_OSERR;
+        }
+    };
+    runtime.block_on(async {
+        match args.mode {
+            Mode::Print => print_queue(&config).await,
+            Mode::QueueRun => queue_run(args, &config).await,
+            _ => submit(args, &config).await,
+        }
+    })
+}
+
+// ---- -bv -------------------------------------------------------------------------------
 
 fn verify(args: &Args) -> ExitCode {
     if args.addresses.is_empty() {
@@ -171,4 +499,524 @@ fn verify(args: &Args) -> ExitCode {
         }
     }
     ExitCode::from(status)
+}
+
+// ---- -bp -------------------------------------------------------------------------------
+
+async fn print_queue(config: &Config) -> u8 {
+    let report = match FsSpool::open(&config.spool) {
+        Ok(spool) => spool.scan().await,
+        Err(e) => Err(e),
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sendmail: cannot read the queue: {e}");
+            return EX_TEMPFAIL;
+        }
+    };
+    for q in &report.quarantined {
+        eprintln!(
+            "sendmail: warning: unreadable queue record moved to {}: {}",
+            q.path.display(),
+            q.reason
+        );
+    }
+    let entries: Vec<QueueEntry> = report.messages.iter().map(entry).collect();
+    // sendmail names its queue directory by its full path.
+    let dir = std::fs::canonicalize(&config.spool).unwrap_or_else(|_| config.spool.clone());
+    print!("{}", render_mailq(&dir, &entries, ctime16));
+    0
+}
+
+fn entry(m: &QueuedMessage) -> QueueEntry {
+    QueueEntry {
+        id: m.id,
+        size: m.state.size,
+        arrival: m.state.arrival,
+        sender: m.envelope.sender.clone(),
+        held: m.state.held,
+        // Whether another process is delivering it right now would take its lock to find
+        // out, which could make that process skip it; mailq should not disturb delivery.
+        in_flight: false,
+        next_attempt: m.state.next_attempt,
+        attempts: m.state.attempts,
+        recipients: m
+            .envelope
+            .recipients
+            .iter()
+            .zip(&m.state.recipients)
+            .map(|(r, s)| RecipientEntry {
+                address: r.address.clone(),
+                status: s.status,
+                last: s.last.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// sendmail's `mailq` layout (queue.c's `print_single_queue`), with 16-character ids:
+///
+/// ```text
+///         /var/spool/postrider (1 request)
+/// -------Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------
+/// 0PC4F8X1RZ3A7KQ2      543 Tue Apr 12 11:21 <root@sipserver1.ourtest.com>
+///                  (Deferred: Connection timed out with ourtest.com.)
+///                                          <me@ourtest.com>
+///         Total requests: 1
+/// ```
+///
+/// sendmail shows one status per message under the sender; postrider keeps one per
+/// recipient, so a reason line precedes each run of pending recipients that share it (one
+/// line, as in sendmail, when they all do). Reasons are not cut at 60 characters: the advice
+/// at their end is the useful part. Delivered and failed recipients are not listed.
+fn render_mailq(dir: &Path, entries: &[QueueEntry], date: fn(SystemTime) -> String) -> String {
+    let mut out = String::new();
+    let n = entries.len();
+    if n == 0 {
+        let _ = writeln!(out, "{} is empty", dir.display());
+    } else {
+        let plural = if n == 1 { "" } else { "s" };
+        let _ = writeln!(out, "\t\t{} ({n} request{plural})", dir.display());
+        out.push_str(
+            "-------Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n",
+        );
+    }
+    for e in entries {
+        let flag = if e.in_flight { '*' } else { ' ' };
+        let _ = write!(
+            out,
+            "{}{flag}{:>8} {} {}",
+            e.id,
+            e.size,
+            date(e.arrival),
+            e.sender
+        );
+        if e.held {
+            out.push_str("\n     QUARANTINE: held by an administrator");
+        }
+        let mut shown: Option<&str> = None;
+        for r in e
+            .recipients
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Pending)
+        {
+            if let Some(d) = &r.last
+                && shown != Some(d.text.as_str())
+            {
+                let _ = write!(out, "\n{:17}(Deferred: {})", "", d.text);
+                shown = Some(d.text.as_str());
+            }
+            let _ = write!(out, "\n\t\t\t\t\t <{}>", r.address);
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "\t\tTotal requests: {n}");
+    out
+}
+
+/// ctime(3)'s first 16 characters in local time, as mailq shows arrival: `Tue Apr 12 11:21`.
+fn ctime16(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .try_into()
+        .unwrap_or(libc::time_t::MAX);
+    // SAFETY: an all-zero `tm` is a valid value; localtime_r only writes into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the call.
+    let converted = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
+    let day = usize::try_from(tm.tm_wday).ok().and_then(|d| DAYS.get(d));
+    let month = usize::try_from(tm.tm_mon).ok().and_then(|m| MONTHS.get(m));
+    match (converted, day, month) {
+        (true, Some(day), Some(month)) => format!(
+            "{day} {month} {:>2} {:02}:{:02}",
+            tm.tm_mday, tm.tm_hour, tm.tm_min
+        ),
+        _ => postrider::time::rfc3339(t).chars().take(16).collect(),
+    }
+}
+
+// ---- -q --------------------------------------------------------------------------------
+
+async fn queue_run(args: &Args, config: &Config) -> u8 {
+    let spool = match FsSpool::open(&config.spool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sendmail: cannot run the queue: {e}");
+            return EX_TEMPFAIL;
+        }
+    };
+    let scope = match &args.filter {
+        None => Scope::Everything,
+        Some(f) => Scope::Matching(f.clone()),
+    };
+    let engine = match start_engine(config, ScopedSpool::new(Arc::new(spool), scope)).await {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let mut events = engine.subscribe();
+    let summary = engine.flush(FlushFilter::All).await;
+    engine.shutdown().await;
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sendmail: queue run failed: {e}");
+            return EX_TEMPFAIL;
+        }
+    };
+    if args.verbose {
+        let mut tried = BTreeSet::new();
+        let (mut sent, mut deferred, mut failed) = (0, 0, 0);
+        while let Ok(e) = events.try_recv() {
+            tried.insert(e.id);
+            match e.outcome {
+                Outcome::Delivered { .. } => sent += 1,
+                Outcome::Deferred(_) => deferred += 1,
+                Outcome::Failed(_) => failed += 1,
+            }
+        }
+        println!(
+            "queue run: {} message(s) tried: {sent} recipient(s) sent, {deferred} deferred, \
+             {failed} failed; {} message(s) skipped (another process is delivering them), {} held",
+            tried.len(),
+            summary.busy,
+            summary.held
+        );
+    }
+    0
+}
+
+/// Starts an engine over `spool` as the configuration describes; the error is the exit status.
+async fn start_engine(config: &Config, spool: ScopedSpool) -> Result<Engine, u8> {
+    let configured = match config_engine::engine_builder(config, Arc::new(spool)) {
+        Ok(c) => c,
+        Err(e) => {
+            print_lines("", &e);
+            return Err(EX_CONFIG);
+        }
+    };
+    for w in &configured.warnings {
+        print_lines("warning: ", w);
+    }
+    configured.builder.start().await.map_err(|e| {
+        eprintln!("sendmail: cannot start the queue engine: {e}");
+        EX_TEMPFAIL
+    })
+}
+
+// ---- submitting ------------------------------------------------------------------------
+
+async fn submit(args: &Args, config: &Config) -> u8 {
+    let hostname = match config_engine::hostname(config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_CONFIG;
+        }
+    };
+    let user = invoking_user();
+    let sender = match envelope_sender(args.sender.as_deref(), &user, &hostname) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return EX_DATAERR;
+        }
+    };
+    let mut recipients: Vec<Address> = Vec::new();
+    for raw in &args.addresses {
+        match argument_addresses(raw, &hostname) {
+            Ok(list) => merge(&mut recipients, list),
+            Err(e) => {
+                eprintln!("sendmail: {e}");
+                return EX_DATAERR;
+            }
+        }
+    }
+    if let Some(envid) = &args.envid
+        && let Err(e) = Envelope::new(ReversePath::Null, Vec::<Address>::new()).set_envid(envid)
+    {
+        eprintln!("sendmail: -V {envid}: {e}");
+        return EX_USAGE;
+    }
+    let delivery = args.delivery.unwrap_or(if args.verbose {
+        DeliveryMode::Interactive
+    } else {
+        DeliveryMode::Background
+    });
+    // Everything that can be checked is checked before reading the message, so a broken
+    // configuration does not swallow it.
+    let spool = match FsSpool::open(&config.spool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sendmail: message not queued: {e}");
+            return EX_TEMPFAIL;
+        }
+    };
+    let mut view = ScopedSpool::new(Arc::new(spool), Scope::Own);
+    if delivery != DeliveryMode::Interactive {
+        // The attempt belongs to another process (or to the next queue run).
+        view = view.without_claims();
+    }
+    let configured = match config_engine::engine_builder(config, Arc::new(view)) {
+        Ok(c) => c,
+        Err(e) => {
+            print_lines("", &e);
+            return EX_CONFIG;
+        }
+    };
+    for w in &configured.warnings {
+        print_lines("warning: ", w);
+    }
+
+    let mut raw = Vec::new();
+    if let Err(e) = std::io::stdin().lock().read_to_end(&mut raw) {
+        eprintln!("sendmail: cannot read the message from standard input: {e}");
+        return EX_IOERR;
+    }
+    let input = if args.ignore_dots {
+        &raw[..]
+    } else {
+        truncate_at_lone_dot(&raw)
+    };
+    let input = strip_mbox_from_line(input);
+    let mut message = input.to_vec();
+    if args.extract {
+        match extract_recipients(input, &hostname) {
+            Ok(x) => {
+                merge(&mut recipients, x.recipients);
+                message = x.message;
+            }
+            Err(e) => {
+                eprintln!("sendmail: {e}");
+                return EX_DATAERR;
+            }
+        }
+    }
+    if recipients.is_empty() {
+        eprintln!("sendmail: {}", no_recipients(input));
+        return EX_DATAERR;
+    }
+    let unique = QueueId::generate();
+    let full_name = args.full_name.clone().or(user.full_name);
+    let message = complete_headers(
+        &message,
+        &LocalSubmission {
+            hostname: &hostname,
+            sender: &sender,
+            full_name: full_name.as_deref(),
+            date: SystemTime::now(),
+            unique: unique.as_str(),
+            uid: Some(user.uid),
+        },
+    );
+    let mut envelope = Envelope::new(
+        sender,
+        recipients.into_iter().map(|address| Recipient {
+            notify: args.notify,
+            ..Recipient::new(address)
+        }),
+    );
+    envelope.ret = args.ret;
+    // Checked before the message was read.
+    envelope.envid = args.envid.clone();
+
+    let engine = match configured.builder.start().await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("sendmail: message not queued: {e}");
+            return EX_TEMPFAIL;
+        }
+    };
+    let mut events = engine.subscribe();
+    let id = match engine.submit(envelope, message).await {
+        Ok(id) => id,
+        Err(e) => {
+            engine.shutdown().await;
+            eprintln!("sendmail: {e}");
+            return match e.severity() {
+                Severity::Temporary => EX_TEMPFAIL,
+                Severity::Permanent => EX_DATAERR,
+            };
+        }
+    };
+    if args.verbose {
+        eprintln!("{id}: queued");
+    }
+    match delivery {
+        DeliveryMode::QueueOnly => engine.shutdown().await,
+        DeliveryMode::Background => {
+            engine.shutdown().await;
+            deliver_in_background(&args.config, id);
+        }
+        DeliveryMode::Interactive => {
+            let attempt =
+                tokio::time::timeout(INTERACTIVE_LIMIT, engine.flush(FlushFilter::Id(id)));
+            if attempt.await.is_err() {
+                eprintln!(
+                    "sendmail: {id}: no answer after {} s; the message stays queued for the next queue run",
+                    INTERACTIVE_LIMIT.as_secs()
+                );
+            }
+            engine.shutdown().await;
+            if !args.verbose {
+                report_failures(&mut events, id);
+            }
+        }
+    }
+    0
+}
+
+/// sendmail's interactive mode says which recipients failed; the sender also gets a DSN.
+fn report_failures(events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>, id: QueueId) {
+    while let Ok(e) = events.try_recv() {
+        if e.id == id && matches!(e.outcome, Outcome::Failed(_)) {
+            eprintln!("sendmail: {}... {}", e.recipient, e.stat());
+        }
+    }
+}
+
+/// Starts `sendmail -qI<id>` detached, so this command returns now and the attempt goes on.
+fn deliver_in_background(config: &Path, id: QueueId) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let spawned = std::env::current_exe().and_then(|exe| {
+        Command::new(exe)
+            .arg("-C")
+            .arg(config)
+            .arg(format!("-qI{id}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: a Ctrl-C meant for the caller does not stop it.
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(e) = spawned {
+        eprintln!(
+            "sendmail: warning: {id}: cannot start the delivery process ({e}); the message \
+             stays queued for the next queue run"
+        );
+    }
+}
+
+fn merge(into: &mut Vec<Address>, more: Vec<Address>) {
+    for a in more {
+        if !into.contains(&a) {
+            into.push(a);
+        }
+    }
+}
+
+/// An argument is an address list, as sendmail reads it: `"Ann <ann@x>, bob"`.
+fn argument_addresses(raw: &str, hostname: &Domain) -> Result<Vec<Address>, String> {
+    let specs = parse_address_list(raw).map_err(|e| format!("{raw}: bad address: {e}"))?;
+    if specs.is_empty() {
+        return Err(format!("{raw:?}: no address"));
+    }
+    specs
+        .into_iter()
+        .map(|spec| {
+            let qualified = qualify(&spec, hostname);
+            Address::parse(&qualified).map_err(|e| format!("{raw}: bad address: {e}"))
+        })
+        .collect()
+}
+
+fn qualify(spec: &str, hostname: &Domain) -> String {
+    if spec.contains('@') {
+        spec.to_string()
+    } else {
+        format!("{spec}@{hostname}")
+    }
+}
+
+fn envelope_sender(
+    flag: Option<&str>,
+    user: &User,
+    hostname: &Domain,
+) -> Result<ReversePath, String> {
+    let Some(raw) = flag else {
+        return Address::parse(&qualify(&user.login, hostname))
+            .map(ReversePath::from)
+            .map_err(|e| {
+                format!(
+                    "cannot make a sender address from the login name {:?}: {e}; use -f",
+                    user.login
+                )
+            });
+    };
+    let trimmed = raw.trim();
+    if matches!(trimmed, "<>" | "") {
+        return Ok(ReversePath::Null);
+    }
+    let inner = trimmed
+        .strip_prefix('<')
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(trimmed);
+    Address::parse(&qualify(inner, hostname))
+        .map(ReversePath::from)
+        .map_err(|e| format!("-f {raw}: bad sender address: {e}"))
+}
+
+/// Why there is no recipient, with the likely cause when the header ended early.
+fn no_recipients(input: &[u8]) -> String {
+    let base = "no recipients: the message has no To:, Cc: or Bcc: address";
+    match HeaderSection::parse(input).end() {
+        HeaderEnd::NotAField { line, text } => format!(
+            "{base} (the header ended at line {line}, {text:?}, which is not a \"Name: value\" field)"
+        ),
+        _ => base.to_string(),
+    }
+}
+
+/// Who runs the command.
+struct User {
+    login: String,
+    full_name: Option<String>,
+    uid: u32,
+}
+
+/// The login name of the real uid from the password database (the environment can name
+/// anyone, as sendmail knows), else `$LOGNAME`/`$USER`; the full name from `-F`'s usual
+/// sources: `$NAME`, else the password entry's GECOS field (`&` is the capitalised login).
+fn invoking_user() -> User {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut login = None;
+    let mut gecos = None;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid value that getpwuid_r overwrites.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the strings read below.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc == 0 && !found.is_null() {
+        // SAFETY: on success pw_name and pw_gecos point to NUL-terminated strings in buf.
+        let (name, full) = unsafe { (CStr::from_ptr(pwd.pw_name), CStr::from_ptr(pwd.pw_gecos)) };
+        login = name.to_str().ok().map(str::to_string);
+        gecos = full.to_str().ok().map(str::to_string);
+    }
+    let login = login
+        .filter(|l| !l.is_empty())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid{uid}"));
+    let full_name = std::env::var("NAME").ok().or_else(|| {
+        let first = gecos?.split(',').next()?.trim().to_string();
+        let mut cap = login.clone();
+        if let Some(c) = cap.get_mut(..1) {
+            c.make_ascii_uppercase();
+        }
+        Some(first.replace('&', &cap)).filter(|n| !n.is_empty())
+    });
+    User {
+        login,
+        full_name,
+        uid,
+    }
 }

@@ -6,15 +6,77 @@
 //! mailertable, smart host, local domains), delivers it over ESMTP with TLS and AUTH, retries
 //! what is deferred, and bounces what fails with an RFC 3464 report.
 //!
-//! Four traits compose into the queue [`Engine`](engine::Engine): [`Spool`] (storage), [`Router`] (where a
-//! recipient goes), [`Resolver`] (MX and address lookups) and [`Transport`] (delivery).
-//! Each has a default implementation that a real deployment uses.
+//! Four traits compose into the queue [`Engine`](engine::Engine): [`Spool`] (storage),
+//! [`Router`] (where a recipient goes), [`Resolver`] (MX and address lookups) and
+//! [`Transport`] (delivery). Each has a default implementation that a real deployment uses.
+//! When mail does not go out, the [`doctor`] says why and what to fix.
+//!
+//! # Example
+//!
+//! A voicemail server that relays through a smart host (the same example as in the README):
+//!
+//! ```rust,no_run
+//! use std::sync::Arc;
+//!
+//! use postrider::engine::Engine;
+//! use postrider::resolve::DnsResolver;
+//! use postrider::route::Mailertable;
+//! use postrider::spool::FsSpool;
+//! use postrider::{Address, Envelope, ReversePath};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let (router, _warnings) = Mailertable::builder()
+//!         .smart_host("[smtp-relay.gmail.com]:587".parse()?)
+//!         .build()?;
+//!     let engine = Engine::builder()
+//!         .hostname("pbx.example.com".parse()?)
+//!         .spool(Arc::new(FsSpool::open("/var/spool/postrider")?))
+//!         .router(Arc::new(router))
+//!         .resolver(Arc::new(DnsResolver::from_system()?))
+//!         .start() // recovers whatever an earlier run left in the spool
+//!         .await?;
+//!
+//!     let mut events = engine.subscribe();
+//!     let envelope = Envelope::new(
+//!         ReversePath::parse("pbx@example.com")?,
+//!         [Address::parse("alice@example.org")?],
+//!     );
+//!     // Returns once the message is on disk and would survive a power cut.
+//!     let id = engine
+//!         .submit(envelope, "Subject: voicemail\r\n\r\nYou have a new message.\r\n")
+//!         .await?;
+//!
+//!     // Every attempt is an event, and a log line you already know:
+//!     // 1K0TX2MWA6Q8RMQQ: to=<alice@example.org>, delay=00:00:01, xdelay=00:00:01,
+//!     //   mailer=relay, relay=[smtp-relay.gmail.com], dsn=2.0.0, stat=Sent (250 2.0.0 Ok)
+//!     while let Ok(event) = events.recv().await {
+//!         println!("{}", event.log_line());
+//!         if event.id == id {
+//!             break;
+//!         }
+//!     }
+//!     engine.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`message`] has what a submission agent does to a message a program hands it
+//! (`sendmail -t`, the missing `From:`, `Date:` and `Message-ID:`); the `sendmail` and
+//! `voicemail` examples show the whole crate at work.
 #![warn(missing_docs)]
+
+/// The README's code blocks, compiled as doctests so its embedding example cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod address;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod envelope;
+pub mod message;
 pub mod queue_id;
 pub mod resolve;
 pub mod route;

@@ -178,9 +178,9 @@ fn usage_errors_exit_64_and_bad_addresses_65() {
     let config = config.to_str().unwrap();
     for args in [
         vec!["-C", config, "-bv"],
-        vec!["-C", config, "-bp"],
-        vec!["-C", config, "-q"],
-        vec!["-C", config, "a@b.example"],
+        vec!["-C", config, "-bz"],
+        vec!["-C", config, "-q!x"],
+        vec!["-C", config],
         vec!["-C"],
     ] {
         let out = sendmail(&args);

@@ -86,7 +86,9 @@ pub enum FlushFilter {
 }
 
 impl FlushFilter {
-    pub(crate) fn matches(&self, id: QueueId, envelope: &Envelope, state: &MessageState) -> bool {
+    /// True when the message is one this filter selects (a spool view or a `mailq` filter can
+    /// apply the same rule as [`Engine::flush`](super::Engine::flush)).
+    pub fn matches(&self, id: QueueId, envelope: &Envelope, state: &MessageState) -> bool {
         match self {
             FlushFilter::All => true,
             FlushFilter::Id(want) => id == *want,

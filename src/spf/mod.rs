@@ -29,4 +29,5 @@ pub use checker::{SpfChecker, SpfCheckerError, SpfOptions};
 pub use policy::{
     SPF_VALIDATION_ERROR, SPF_VALIDATION_FAILED, SpfDecision, SpfPolicy, SpfPolicyError, decide,
 };
+pub(crate) use verdict::is_public;
 pub use verdict::{SpfIdentity, SpfResult, SpfVerdict, spf_term};

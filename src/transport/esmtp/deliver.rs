@@ -236,6 +236,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
             policy,
             tls: &t.tls,
             timeouts: t.config.timeouts,
+            inspector: None,
         };
         let port = hop.port_for(mailer);
         for candidate in &candidates {

@@ -42,6 +42,7 @@ mod ehlo;
 mod identity;
 mod limits;
 mod preflight;
+mod probe;
 mod reply;
 mod session;
 mod setup;
@@ -59,7 +60,7 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::address::Domain;
 use crate::resolve::Resolver;
-use crate::route::{PolicyTable, Route};
+use crate::route::{Mailer, NextHop, PolicyTable, Route};
 use crate::spf::{SpfChecker, SpfPolicy};
 use crate::transport::{Delivery, RecipientReport, Transport};
 
@@ -68,6 +69,7 @@ pub use classify::PORT_25_HINT;
 pub use data::{DotStuffer, stuff};
 pub use ehlo::Capabilities;
 pub use identity::LocalAddresses;
+pub use probe::{AuthProbe, CertificateProbe, ProbeReport, TlsProbe};
 pub use reply::{MAX_LINE, MAX_LINES, ReplyError, parse_reply};
 pub use session::TRANSCRIPT_TARGET;
 pub use timeouts::{Phase, Timeouts};
@@ -250,6 +252,37 @@ impl EsmtpTransport {
     /// The configuration in use.
     pub fn config(&self) -> &EsmtpConfig {
         &self.config
+    }
+
+    /// Tries `hop` without sending mail: connects as a delivery over `mailer` would (the hop's
+    /// hosts and addresses in order, until one greets), says EHLO, starts TLS and
+    /// authenticates per the hop's policy, then QUITs. The report says how far it got and why
+    /// it stopped, in the words delivery would log; the password is never in it.
+    ///
+    /// On a hop whose policy is `may` or `encrypt`, the certificate is also checked as
+    /// `verify` would check it, and the answer reported, without stopping the session.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use postrider::{Domain, Host, Mailer, NextHop};
+    /// # use postrider::resolve::StaticResolver;
+    /// # use postrider::route::PolicyTable;
+    /// # use postrider::transport::esmtp::{AuthProbe, EsmtpConfig, EsmtpTransport};
+    /// # async fn demo(policy: PolicyTable) -> Result<(), Box<dyn std::error::Error>> {
+    /// let transport = EsmtpTransport::new(
+    ///     EsmtpConfig::new(Domain::parse("pbx.example.com")?),
+    ///     Arc::new(StaticResolver::new()),
+    ///     Arc::new(policy),
+    /// );
+    /// let hop = NextHop::direct(Host::Name(Domain::parse("smtp.gmail.com")?), Some(587));
+    /// let report = transport.probe(Mailer::Relay, &hop).await;
+    /// if let AuthProbe::Refused { reply } = &report.auth {
+    ///     eprintln!("password refused: {reply}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn probe(&self, mailer: Mailer, hop: &NextHop) -> ProbeReport {
+        probe::probe(self, mailer, hop).await
     }
 }
 

@@ -148,6 +148,8 @@ pub(crate) struct Session {
     pub caps: Capabilities,
     /// True once TLS is up (STARTTLS or implicit).
     pub tls: bool,
+    /// The TLS version in use (`TLS 1.3`), once TLS is up.
+    pub tls_protocol: Option<String>,
     /// Our end of the connection: the address the SPF pre-flight checks when no public address
     /// is configured.
     pub local: Option<IpAddr>,
@@ -175,6 +177,7 @@ impl Session {
             timeouts,
             caps: Capabilities::default(),
             tls: false,
+            tls_protocol: None,
         })
     }
 
@@ -213,6 +216,11 @@ impl Session {
                     cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()),
                     "TLS established"
                 );
+                self.tls_protocol = conn.protocol_version().map(|v| match v {
+                    rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
+                    rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
+                    other => format!("{other:?}"),
+                });
                 self.conn = Conn::Tls(Box::new(tls));
                 self.tls = true;
                 self.caps = Capabilities::default();

@@ -1,16 +1,24 @@
 //! Opening a session ready for mail: connect, (implicit TLS,) greeting, EHLO or HELO, STARTTLS
 //! per the hop's policy, EHLO again, and AUTH with the hop's credentials.
+//!
+//! The same steps serve delivery and [`super::probe`]: a [`Trace`] records what each step saw,
+//! so a probe reports exactly what a delivery would meet.
 
 use super::auth::{Mechanism, base64_encode, plain_response};
 use super::classify;
+use std::net::IpAddr;
+
+use rustls::pki_types::ServerName;
+
 use super::ehlo::Capabilities;
 use super::identity::names_us;
+use super::probe::{AuthProbe, CertificateProbe, TlsProbe};
 use super::session::{Peer, Session, SessionError};
 use super::timeouts::Phase;
-use super::tls::{TlsClient, server_name};
+use super::tls::{Inspector, TlsClient, server_name};
 use crate::address::Domain;
 use crate::route::{Credentials, HopPolicy, Mailer, TlsLevel};
-use crate::status::Diagnostic;
+use crate::status::{Diagnostic, Reply};
 
 /// Why a session could not be opened, and how far the failure reaches.
 #[derive(Debug)]
@@ -29,6 +37,13 @@ impl SetupFailure {
             SetupFailure::Next(d) | SetupFailure::EndHop(d) | SetupFailure::EndRoute(d) => d,
         }
     }
+
+    /// The diagnostic, however far the failure reaches.
+    pub(crate) fn into_diagnostic(self) -> Diagnostic {
+        match self {
+            SetupFailure::Next(d) | SetupFailure::EndHop(d) | SetupFailure::EndRoute(d) => d,
+        }
+    }
 }
 
 /// What the setup needs to know besides the peer.
@@ -38,14 +53,45 @@ pub(crate) struct SetupContext<'a> {
     pub policy: &'a HopPolicy,
     pub tls: &'a TlsClient,
     pub timeouts: super::timeouts::Timeouts,
+    /// For a probe of a hop whose policy is not `verify`: a connector that also checks the
+    /// certificate as `verify` would, and records the answer. `None` for delivery.
+    pub inspector: Option<&'a Inspector>,
+}
+
+/// What a session setup saw, step by step. Delivery drops it; a probe reports it.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// The TCP connection was made.
+    pub connected: bool,
+    /// Our end of the connection.
+    pub local: Option<IpAddr>,
+    /// The server's greeting.
+    pub greeting: Option<Reply>,
+    /// The last EHLO (or HELO) answer's capabilities.
+    pub capabilities: Option<Capabilities>,
+    /// How far TLS got.
+    pub tls: TlsProbe,
+    /// How far AUTH got.
+    pub auth: AuthProbe,
 }
 
 /// Opens a session to `peer`, ready for MAIL FROM.
 pub(crate) async fn open(ctx: &SetupContext<'_>, peer: Peer) -> Result<Session, SetupFailure> {
+    open_traced(ctx, peer, &mut Trace::default()).await
+}
+
+/// [`open`], recording each step in `trace`.
+pub(crate) async fn open_traced(
+    ctx: &SetupContext<'_>,
+    peer: Peer,
+    trace: &mut Trace,
+) -> Result<Session, SetupFailure> {
     let mut s = Session::connect(peer.clone(), ctx.timeouts)
         .await
         .map_err(|e| SetupFailure::Next(classify::session_error(&e, &peer)))?;
-    match prepare(ctx, &mut s).await {
+    trace.connected = true;
+    trace.local = s.local;
+    match prepare(ctx, &mut s, trace).await {
         Ok(()) => Ok(s),
         Err(Step::Broken(e)) => Err(SetupFailure::Next(classify::session_error(&e, &s.peer))),
         Err(Step::Refused(f)) => {
@@ -70,14 +116,14 @@ impl From<SessionError> for Step {
     }
 }
 
-async fn prepare(ctx: &SetupContext<'_>, s: &mut Session) -> Result<(), Step> {
-    let verify = ctx.policy.tls == TlsLevel::Verify;
+async fn prepare(ctx: &SetupContext<'_>, s: &mut Session, trace: &mut Trace) -> Result<(), Step> {
     let name = server_name(s.peer.name.as_ref(), s.peer.addr);
     if ctx.mailer.implicit_tls() {
-        s.start_tls(ctx.tls.connector(verify), name.clone()).await?;
+        handshake(ctx, s, name.clone(), trace).await?;
     }
 
     let greeting = s.read_reply(Phase::Greeting).await?;
+    trace.greeting = Some(greeting.clone());
     if !greeting.is_positive() {
         return Err(Step::Refused(SetupFailure::Next(
             classify::greeting_refused(&s.peer, &greeting),
@@ -90,7 +136,7 @@ async fn prepare(ctx: &SetupContext<'_>, s: &mut Session) -> Result<(), Step> {
         ))));
     }
 
-    hello(ctx, s).await?;
+    hello(ctx, s, trace).await?;
     if names_us(s.caps.server_name.as_deref(), ctx.hostname) {
         return Err(Step::Refused(SetupFailure::EndHop(classify::mail_loop(
             format!("{} answers EHLO with my own name {}", s.peer, ctx.hostname),
@@ -102,30 +148,87 @@ async fn prepare(ctx: &SetupContext<'_>, s: &mut Session) -> Result<(), Step> {
         if s.caps.starttls {
             let reply = s.command("STARTTLS", Phase::Tls).await?;
             if reply.code() == 220 {
-                s.start_tls(ctx.tls.connector(verify), name).await?;
-                hello(ctx, s).await?;
-            } else if level.requires_tls() {
-                return Err(Step::Refused(SetupFailure::Next(
-                    classify::starttls_refused(&s.peer, level, &reply),
-                )));
+                handshake(ctx, s, name, trace).await?;
+                hello(ctx, s, trace).await?;
             } else {
+                trace.tls = TlsProbe::Refused {
+                    reply: reply.clone(),
+                };
+                if level.requires_tls() {
+                    return Err(Step::Refused(SetupFailure::Next(
+                        classify::starttls_refused(&s.peer, level, &reply),
+                    )));
+                }
                 tracing::info!(peer = %s.peer, %reply, "STARTTLS refused; continuing without TLS (policy may)");
             }
-        } else if level.requires_tls() {
-            return Err(Step::Refused(SetupFailure::Next(
-                classify::tls_not_offered(&s.peer, level),
-            )));
+        } else {
+            trace.tls = TlsProbe::NotOffered;
+            if level.requires_tls() {
+                return Err(Step::Refused(SetupFailure::Next(
+                    classify::tls_not_offered(&s.peer, level),
+                )));
+            }
         }
     }
 
     if let Some(creds) = &ctx.policy.credentials {
-        authenticate(ctx, s, creds).await?;
+        authenticate(ctx, s, creds, trace).await?;
     }
     Ok(())
 }
 
+/// The TLS handshake (after 220 to STARTTLS, or at once for implicit TLS) with the connector
+/// the policy asks for, or the probe's inspecting one.
+async fn handshake(
+    ctx: &SetupContext<'_>,
+    s: &mut Session,
+    name: ServerName<'static>,
+    trace: &mut Trace,
+) -> Result<(), Step> {
+    let verify = ctx.policy.tls == TlsLevel::Verify;
+    let connector = match ctx.inspector {
+        Some(inspector) if !verify => &inspector.connector,
+        _ => ctx.tls.connector(verify),
+    };
+    match s.start_tls(connector, name).await {
+        Ok(()) => {
+            let certificate = match (verify, ctx.inspector) {
+                (true, _) => CertificateProbe::Valid,
+                (false, Some(inspector)) => match inspector.take() {
+                    Some(Ok(())) => CertificateProbe::Valid,
+                    Some(Err(reason)) => CertificateProbe::Invalid { reason },
+                    None => CertificateProbe::NotChecked,
+                },
+                (false, None) => CertificateProbe::NotChecked,
+            };
+            trace.tls = TlsProbe::Up {
+                protocol: s.tls_protocol.clone(),
+                certificate,
+            };
+            Ok(())
+        }
+        Err(e) => {
+            trace.tls = TlsProbe::Failed {
+                reason: match &e {
+                    SessionError::Tls { reason } => reason.clone(),
+                    other => other.to_string(),
+                },
+            };
+            Err(Step::Broken(e))
+        }
+    }
+}
+
 /// EHLO, or HELO when EHLO is refused with 5xx (RFC 5321 §4.1.4).
-async fn hello(ctx: &SetupContext<'_>, s: &mut Session) -> Result<(), Step> {
+async fn hello(ctx: &SetupContext<'_>, s: &mut Session, trace: &mut Trace) -> Result<(), Step> {
+    let result = say_hello(ctx, s).await;
+    if result.is_ok() {
+        trace.capabilities = Some(s.caps.clone());
+    }
+    result
+}
+
+async fn say_hello(ctx: &SetupContext<'_>, s: &mut Session) -> Result<(), Step> {
     let ehlo = s
         .command(&format!("EHLO {}", ctx.hostname), Phase::Helo)
         .await?;
@@ -159,8 +262,10 @@ async fn authenticate(
     ctx: &SetupContext<'_>,
     s: &mut Session,
     creds: &Credentials,
+    trace: &mut Trace,
 ) -> Result<(), Step> {
     if !s.tls && !ctx.policy.auth_without_tls {
+        trace.auth = AuthProbe::WithheldWithoutTls;
         return Err(Step::Refused(SetupFailure::Next(classify::auth_needs_tls(
             &s.peer,
             &creds.username,
@@ -169,10 +274,14 @@ async fn authenticate(
     if s.caps.auth.is_empty() {
         // Many relays accept mail from known networks without AUTH; if this one does not, its
         // refusal of MAIL or RCPT says so.
+        trace.auth = AuthProbe::NotOffered;
         tracing::warn!(peer = %s.peer, user = %creds.username, "credentials configured but the server does not offer AUTH; sending without authenticating");
         return Ok(());
     }
     let Some(mech) = Mechanism::choose(&s.caps.auth) else {
+        trace.auth = AuthProbe::NoCommonMechanism {
+            offered: s.caps.auth.clone(),
+        };
         return Err(Step::Refused(SetupFailure::Next(
             classify::no_common_mechanism(&s.peer, &s.caps.auth),
         )));
@@ -200,8 +309,14 @@ async fn authenticate(
         }
     };
     if reply.is_positive() {
+        trace.auth = AuthProbe::Accepted {
+            mechanism: mech.name(),
+        };
         return Ok(());
     }
+    trace.auth = AuthProbe::Refused {
+        reply: reply.clone(),
+    };
     if reply.is_intermediate() {
         // A challenge we have no answer for: cancel the exchange (RFC 4954 §4) so the session
         // ends cleanly.

@@ -8,8 +8,9 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -25,11 +26,14 @@ pub fn default_roots() -> RootCertStore {
     RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
 }
 
-/// The two connectors a transport needs, built once.
+/// The two connectors a transport needs, built once, and what a probe needs to build a third.
 #[derive(Clone)]
 pub(crate) struct TlsClient {
     verifying: TlsConnector,
     encrypting: TlsConnector,
+    /// The `verify` level's certificate check; `None` when the root store is empty.
+    verifier: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl TlsClient {
@@ -45,11 +49,14 @@ impl TlsClient {
                 .with_safe_default_protocol_versions()
                 .expect("invariant: the ring provider supports TLS 1.2 and 1.3")
         };
-        let verifying = match verifier {
-            Ok(v) => builder().with_webpki_verifier(v).with_no_client_auth(),
+        let verifier = verifier.ok();
+        let verifying = match &verifier {
+            Some(v) => builder()
+                .with_webpki_verifier(v.clone())
+                .with_no_client_auth(),
             // An empty root store: nothing can be verified, so every `verify` handshake fails
             // with "unknown issuer", which is what the operator needs to hear.
-            Err(_) => builder()
+            None => builder()
                 .with_root_certificates(RootCertStore::empty())
                 .with_no_client_auth(),
         };
@@ -62,6 +69,31 @@ impl TlsClient {
         TlsClient {
             verifying: TlsConnector::from(Arc::new(verifying)),
             encrypting: TlsConnector::from(Arc::new(encrypting)),
+            verifier,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    /// A connector that accepts any certificate, as the encrypting one does, but first checks
+    /// it as `verify` would and keeps the answer: how a probe reports an invalid certificate on
+    /// a hop whose policy does not require a valid one, on the same connection. Built per
+    /// probe, since each needs its own record.
+    pub(crate) fn inspector(&self) -> Inspector {
+        let record = Arc::new(Mutex::new(None));
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("invariant: the ring provider supports TLS 1.2 and 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Inspecting {
+                    verifier: self.verifier.clone(),
+                    algorithms: self.algorithms,
+                    record: record.clone(),
+                }))
+                .with_no_client_auth();
+        Inspector {
+            connector: TlsConnector::from(Arc::new(config)),
+            record,
         }
     }
 
@@ -72,6 +104,78 @@ impl TlsClient {
         } else {
             &self.encrypting
         }
+    }
+}
+
+/// A connector that records whether the certificate would pass `verify`, and that record.
+pub(crate) struct Inspector {
+    pub connector: TlsConnector,
+    record: Arc<Mutex<Option<Result<(), String>>>>,
+}
+
+impl Inspector {
+    /// What the last handshake's certificate check found: `Ok` when it would pass `verify`,
+    /// else why not; `None` before a certificate was seen.
+    pub(crate) fn take(&self) -> Option<Result<(), String>> {
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Checks the certificate as `verify` would, records the answer, and accepts it anyway (the
+/// handshake signatures are still checked).
+#[derive(Debug)]
+struct Inspecting {
+    verifier: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+    record: Arc<Mutex<Option<Result<(), String>>>>,
+}
+
+impl ServerCertVerifier for Inspecting {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = match &self.verifier {
+            Some(v) => v
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map(|_| ())
+                .map_err(|e| describe_rustls_error(&e)),
+            None => Err(describe_certificate_error(&CertificateError::UnknownIssuer)),
+        };
+        *self
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(verdict);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

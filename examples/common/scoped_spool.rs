@@ -1,0 +1,137 @@
+//! A view of a spool for a short-lived process: an engine started over it sees (and so
+//! delivers) only part of the queue, and may be forbidden to deliver at all.
+//!
+//! A `sendmail` command that submits one message must try that message only, not every
+//! message that happens to be due; `sendmail -qR example.com` must leave other messages alone;
+//! `sendmail -odq` must not deliver. The engine schedules whatever its spool's `scan` returns
+//! and delivers only what it can `claim`, so narrowing those two calls is enough, and the
+//! engine needs no mode of its own.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use postrider::engine::FlushFilter;
+use postrider::spool::{Claim, QueuedMessage, ScanReport};
+use postrider::{Envelope, MessageState, QueueId, Spool, SpoolError};
+
+/// Which messages the view shows.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// The whole queue (`sendmail -q`).
+    Everything,
+    /// Only messages inserted through this view (a submission, and the DSNs it causes).
+    Own,
+    /// Messages a flush filter selects (`-qR`, `-qI`, `-qS`).
+    Matching(FlushFilter),
+}
+
+/// A spool seen through a [`Scope`].
+pub struct ScopedSpool {
+    inner: Arc<dyn Spool>,
+    scope: Scope,
+    claims: bool,
+    own: Mutex<BTreeSet<QueueId>>,
+}
+
+impl ScopedSpool {
+    /// A view of `inner` showing `scope`.
+    pub fn new(inner: Arc<dyn Spool>, scope: Scope) -> ScopedSpool {
+        ScopedSpool {
+            inner,
+            scope,
+            claims: true,
+            own: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Never claims a message, so an engine over this view queues but never delivers.
+    pub fn without_claims(mut self) -> ScopedSpool {
+        self.claims = false;
+        self
+    }
+
+    fn own_ids(&self) -> Vec<QueueId> {
+        // A poisoned lock only means another task panicked while inserting an id.
+        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        own.iter().copied().collect()
+    }
+}
+
+#[async_trait]
+impl Spool for ScopedSpool {
+    async fn insert(
+        &self,
+        envelope: &Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+    ) -> Result<QueueId, SpoolError> {
+        let id = self.inner.insert(envelope, body, arrival).await?;
+        self.own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        Ok(id)
+    }
+
+    async fn body(&self, id: &QueueId) -> Result<Bytes, SpoolError> {
+        self.inner.body(id).await
+    }
+
+    async fn load(&self, id: &QueueId) -> Result<QueuedMessage, SpoolError> {
+        self.inner.load(id).await
+    }
+
+    async fn save_state(&self, id: &QueueId, state: &MessageState) -> Result<(), SpoolError> {
+        self.inner.save_state(id, state).await
+    }
+
+    async fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
+        self.inner.remove(id).await
+    }
+
+    async fn scan(&self) -> Result<ScanReport, SpoolError> {
+        match &self.scope {
+            Scope::Everything => self.inner.scan().await,
+            // One message (`-qI`, and every background delivery after a submission): read
+            // its record instead of the whole queue.
+            Scope::Matching(FlushFilter::Id(id)) => {
+                let mut report = ScanReport::default();
+                match self.inner.load(id).await {
+                    Ok(m) => report.messages.push(m),
+                    Err(SpoolError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(report)
+            }
+            Scope::Matching(filter) => {
+                let mut report = self.inner.scan().await?;
+                report
+                    .messages
+                    .retain(|m| filter.matches(m.id, &m.envelope, &m.state));
+                Ok(report)
+            }
+            Scope::Own => {
+                let mut report = ScanReport::default();
+                for id in self.own_ids() {
+                    match self.inner.load(&id).await {
+                        Ok(m) => report.messages.push(m),
+                        Err(SpoolError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(report)
+            }
+        }
+    }
+
+    async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError> {
+        if self.claims {
+            self.inner.claim(id).await
+        } else {
+            Ok(None)
+        }
+    }
+}

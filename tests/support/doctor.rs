@@ -1,0 +1,184 @@
+//! Helpers for the doctor tests: a configuration folder, a tmpfs to make read-only or fill,
+//! a listener that never accepts (a filtered port), and the built `doctor` example.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use tokio::net::{TcpListener, TcpSocket};
+
+/// A temporary folder holding `postrider.toml` and the files it names.
+pub struct ConfigDir {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> ConfigDir {
+        ConfigDir {
+            dir: tempfile::tempdir().expect("create a temporary folder"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("postrider.toml")
+    }
+
+    /// Writes a file (mode 600 for anything named like a policy).
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write a test file");
+        if name.contains("policy") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod a test file");
+        }
+        path
+    }
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted when dropped. Needs root (or
+/// CAP_SYS_ADMIN); without it the test fails saying so.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"64k"`).
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        mount(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+            dir.path().to_str().unwrap(),
+        ]);
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Makes the file system read-only.
+    pub fn remount_read_only(&self) {
+        mount(&["-o", "remount,ro", self.dir.path().to_str().unwrap()]);
+    }
+
+    /// Fills the file system until a write fails for lack of space.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.path().join("ballast")).unwrap();
+        let block = [0u8; 4096];
+        loop {
+            if let Err(e) = f.write_all(&block) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let path = self.dir.path();
+        let ok = Command::new("umount")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(path).status();
+        }
+    }
+}
+
+fn mount(args: &[&str]) {
+    let out = Command::new("mount")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test needs root / mount permission: cannot run `mount {args:?}`: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "this test needs root / mount permission (it mounts a small tmpfs to fill or make \
+         read-only): `mount {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// A listener whose backlog is full: new connection attempts get no answer, as when a
+/// provider filters the port. Keep it (and the filler) alive while the test runs.
+pub struct Filtered {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _filler: std::net::TcpStream,
+}
+
+impl Filtered {
+    /// On 127.0.0.2 (so an MX record can point at it), on a free port.
+    pub fn start() -> Filtered {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let filler = std::net::TcpStream::connect(addr).unwrap();
+        Filtered {
+            addr,
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The `doctor` example binary that `cargo test` builds next to the test binaries. Panics
+/// with instructions when it is missing or older than the library or its source.
+pub fn doctor_example() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe
+        .parent()
+        .expect("the test binary lives in target/<profile>/deps");
+    let profile = deps.parent().expect("deps lives in target/<profile>");
+    let binary = profile.join("examples").join("doctor");
+    let how = "build it with `cargo build --examples` (a plain `cargo test` builds it too; \
+               `cargo test --test NAME` does not)";
+    let built =
+        modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/doctor.rs");
+    let mut inputs: Vec<PathBuf> = vec![source];
+    if let Ok(entries) = std::fs::read_dir(deps) {
+        inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libpostrider-") && n.ends_with(".rlib"))
+        }));
+    }
+    for input in inputs {
+        if modified(&input).is_some_and(|t| t > built) {
+            panic!(
+                "{} is older than {}: {how}",
+                binary.display(),
+                input.display()
+            );
+        }
+    }
+    binary
+}

@@ -1,0 +1,160 @@
+//! Helpers for the tests of the example commands (`sendmail`, `voicemail`): the built binary,
+//! refused when stale, and a configuration folder with its own spool.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::SystemTime;
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The example binary `name` that `cargo test` builds next to the test binaries
+/// (`target/debug/examples/NAME`). Panics with instructions when it is missing or older than
+/// its sources (`examples/NAME.rs` and the `examples/common/` modules it includes) or the
+/// library, so a stale binary is never tested.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe
+        .parent()
+        .expect("the test binary lives in target/<profile>/deps");
+    let profile = deps.parent().expect("deps lives in target/<profile>");
+    let binary = profile.join("examples").join(name);
+    let how = "build it with `cargo build --examples` (a plain `cargo test` builds it too; \
+               `cargo test --test NAME` does not)";
+    let built =
+        modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let source = root.join(format!("{name}.rs"));
+    let text = std::fs::read_to_string(&source)
+        .unwrap_or_else(|e| panic!("read {}: {e}", source.display()));
+    let mut inputs = vec![source];
+    // The shared modules it includes: `#[path = "common/config_engine.rs"]`.
+    inputs.extend(text.lines().filter_map(|l| {
+        let rest = l.trim().strip_prefix("#[path = \"")?;
+        Some(root.join(rest.split('"').next()?))
+    }));
+    if let Ok(entries) = std::fs::read_dir(deps) {
+        inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libpostrider-") && n.ends_with(".rlib"))
+        }));
+    }
+    for input in inputs {
+        if modified(&input).is_some_and(|t| t > built) {
+            panic!(
+                "{} is older than {}: {how}",
+                binary.display(),
+                input.display()
+            );
+        }
+    }
+    binary
+}
+
+/// A temporary folder with `postrider.toml` (host name `sipserver1.ourtest.com`, a spool in
+/// the folder, the smart host `[127.0.0.1]:PORT`) for the example commands.
+pub struct Site {
+    dir: tempfile::TempDir,
+}
+
+pub const HOSTNAME: &str = "sipserver1.ourtest.com";
+
+impl Site {
+    /// A site whose smart host is `[127.0.0.1]:port`.
+    pub fn new(port: u16) -> Site {
+        let site = Site {
+            dir: tempfile::tempdir().expect("create a temporary folder"),
+        };
+        site.set_smart_host_port(port);
+        site
+    }
+
+    /// Rewrites the configuration with another smart-host port.
+    pub fn set_smart_host_port(&self, port: u16) {
+        self.write(
+            "postrider.toml",
+            &format!(
+                "hostname = \"{HOSTNAME}\"\nspool = \"spool\"\nsmart_host = \"[127.0.0.1]:{port}\"\n\
+                 [spf]\npolicy = \"off\"\n"
+            ),
+        );
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("postrider.toml")
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.path("spool")
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).expect("write a test file");
+    }
+
+    /// The ids of the messages in the spool (their committed records).
+    pub fn queued(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.spool().join("queue"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".qf"))
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// The queue record of a message, as JSON.
+    pub fn record(&self, id: &str) -> serde_json::Value {
+        let path = self.spool().join("queue").join(format!("{id}.qf"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        serde_json::from_str(&text).expect("a queue record is JSON")
+    }
+
+    /// A command running example `name` with `-C` this site's configuration first.
+    pub fn command(&self, name: &str) -> Command {
+        let mut cmd = Command::new(example_binary(name));
+        cmd.arg("-C").arg(self.config());
+        cmd
+    }
+}
+
+/// Runs `cmd` with `stdin` as its standard input.
+pub fn run(mut cmd: Command, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let mut input = child.stdin.take().expect("piped stdin");
+    // A command that refuses its arguments exits without reading: a broken pipe is expected
+    // then, and its exit status tells the test what happened.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    child.wait_with_output().expect("wait for the example")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
