@@ -405,6 +405,10 @@ pub fn xtext_decode(s: &str) -> Result<String, EnvelopeError> {
     while i < bytes.len() {
         if bytes[i] == b'+' {
             let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            // `from_str_radix` alone would also take a sign: `++A` is not an escape.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(bad());
+            }
             let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
             i += 3;
@@ -445,6 +449,15 @@ mod tests {
         assert_eq!(xtext_decode(&enc).unwrap(), s);
         assert!(xtext_decode("abc+4").is_err());
         assert!(xtext_decode("abc+ZZ").is_err());
+    }
+
+    #[test]
+    fn fuzz_regressions_an_xtext_escape_is_two_hex_digits_not_a_signed_number() {
+        // Found by fuzz/address: `u8::from_str_radix("+0", 16)` is 0, so `++0` decoded to NUL.
+        for bad in ["++0", "++20", "a++A"] {
+            assert!(xtext_decode(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(OriginalRecipient::parse_xtext("rfc822;++0").is_err());
     }
 
     #[test]

@@ -183,11 +183,31 @@ impl<'de> Deserialize<'de> for EnhancedStatus {
 /// A multi-line reply keeps its lines separated by `\n` in `text`, without the code or status
 /// prefixes.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ReplyFields")]
 pub struct Reply {
     code: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<EnhancedStatus>,
     text: String,
+}
+
+/// A reply as a spool record stores it, checked by [`Reply::new`] on the way in: a record edited
+/// by hand (or damaged) must not yield a reply the rest of the crate assumes cannot exist, such
+/// as code 632 or 250 with status 5.1.1.
+#[derive(Deserialize)]
+struct ReplyFields {
+    code: u16,
+    #[serde(default)]
+    status: Option<EnhancedStatus>,
+    text: String,
+}
+
+impl TryFrom<ReplyFields> for Reply {
+    type Error = StatusError;
+
+    fn try_from(f: ReplyFields) -> Result<Reply, StatusError> {
+        Reply::new(f.code, f.status, f.text)
+    }
 }
 
 impl Reply {
@@ -376,6 +396,19 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_regressions_a_stored_reply_is_checked_like_a_new_one() {
+        // Found by fuzz/spool_record: a record with code 632 read back as a reply `new` refuses.
+        let bad_code: Result<Reply, _> = serde_json::from_str(r#"{"code": 632, "text": ""}"#);
+        assert!(bad_code.unwrap_err().to_string().contains("632"));
+        let mismatch: Result<Reply, _> =
+            serde_json::from_str(r#"{"code": 250, "status": "5.1.1", "text": "no"}"#);
+        assert!(mismatch.is_err());
+        let good = Reply::new(550, Some(EnhancedStatus::new(5, 1, 1)), "no such user").unwrap();
+        let json = serde_json::to_string(&good).unwrap();
+        assert_eq!(serde_json::from_str::<Reply>(&json).unwrap(), good);
+    }
 
     #[test]
     fn enhanced_status_parses_and_classifies() {

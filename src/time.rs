@@ -126,6 +126,11 @@ pub fn parse_rfc3339(input: &str) -> Result<SystemTime, TimeError> {
         return Err(bad());
     }
     let secs = days as u64 * 86_400 + h * 3600 + mi * 60 + se;
+    // A leap second at the very end of 9999 rolls into year 10000, which `rfc3339` cannot
+    // write back in four digits: a record holding it would not survive its next save.
+    if secs >= days_from_civil(10_000, 1, 1) as u64 * 86_400 {
+        return Err(bad());
+    }
     Ok(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
 }
 
@@ -237,6 +242,18 @@ mod tests {
             "26-11-22T04:25:00Z",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn fuzz_regressions_every_accepted_timestamp_formats_back_to_one_that_parses() {
+        // Found by fuzz/spool_record: 23:59:60 on 9999-12-31 is 10000-01-01T00:00:00Z.
+        for bad in ["9999-12-31T23:59:60Z", "9999-12-31T23:59:60.9Z"] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["9999-12-31T23:59:59.999999Z", "2016-12-31T23:59:60Z"] {
+            let t = parse_rfc3339(good).unwrap();
+            assert_eq!(parse_rfc3339(&rfc3339(t)).unwrap(), t, "{good}");
         }
     }
 

@@ -66,7 +66,9 @@ impl Capabilities {
                 "SIZE" => {
                     caps.size = match words.next() {
                         None => Some(0),
-                        Some(n) => n.parse().ok(),
+                        // RFC 1870's `1*20DIGIT`: `str::parse` alone would also take `+1`.
+                        Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => n.parse().ok(),
+                        Some(_) => None,
                     }
                 }
                 "8BITMIME" => caps.eight_bit_mime = true,
@@ -138,6 +140,15 @@ mod tests {
         assert_eq!(caps("x\nSIZE").size_limit(), None);
         assert_eq!(caps("x\nSIZE lots").size, None);
         assert_eq!(caps("x\nsize 0").size_limit(), None);
+    }
+
+    #[test]
+    fn fuzz_regressions_a_size_with_a_sign_is_not_a_number() {
+        // Found by fuzz/ehlo: `"+1".parse::<u64>()` is 1.
+        assert_eq!(caps("\nSIZE +1").size, None);
+        assert_eq!(caps("x\nSIZE -1").size, None);
+        assert_eq!(caps("x\nSIZE 18446744073709551616").size, None);
+        assert_eq!(caps("x\nSIZE 18446744073709551615").size, Some(u64::MAX));
     }
 
     #[test]
