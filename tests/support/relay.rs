@@ -2,56 +2,23 @@
 //! port, and a raw SMTP client to talk to it line by line.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+#[path = "example_binary.rs"]
+mod example_binary;
+
 /// The host name the relay is configured with.
 pub const HOSTNAME: &str = "relay.test.example";
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The `relay` example that `cargo test` builds next to the test binaries. Panics with
-/// instructions when it is missing or older than the library or its source.
+/// The `relay` example binary, refused when missing or stale (see `example_binary`).
 pub fn relay_example() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe
-        .parent()
-        .expect("the test binary lives in target/<profile>/deps");
-    let profile = deps.parent().expect("deps lives in target/<profile>");
-    let binary = profile.join("examples").join("relay");
-    let how = "build it with `cargo build --examples` (a plain `cargo test` builds it too; \
-               `cargo test --test relay` does not)";
-    let built =
-        modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut inputs = vec![
-        manifest.join("examples/relay.rs"),
-        manifest.join("examples/relay/protocol.rs"),
-    ];
-    if let Ok(entries) = std::fs::read_dir(deps) {
-        inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libpostrider-") && n.ends_with(".rlib"))
-        }));
-    }
-    for input in inputs {
-        if modified(&input).is_some_and(|t| t > built) {
-            panic!(
-                "{} is older than {}: {how}",
-                binary.display(),
-                input.display()
-            );
-        }
-    }
-    binary
+    example_binary::example_binary("relay")
 }
 
 /// A running relay; killed on drop.

@@ -2,8 +2,10 @@
 //! `sendmail -bv` lines come from, and the path of the built `sendmail` example.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::PathBuf;
+
+#[path = "example_binary.rs"]
+mod example_binary;
 
 /// The sample mailertable; the line numbers matter (tests assert them).
 pub const MAILERTABLE: &str = "\
@@ -78,41 +80,7 @@ impl ConfigDir {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The `sendmail` example binary that `cargo test` builds next to the test binaries
-/// (`target/debug/examples/sendmail`). Panics with instructions when it is missing or older
-/// than the library or its source, so a stale binary is never tested.
+/// The `sendmail` example binary, refused when missing or stale (see `example_binary`).
 pub fn sendmail_example() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe
-        .parent()
-        .expect("the test binary lives in target/<profile>/deps");
-    let profile = deps.parent().expect("deps lives in target/<profile>");
-    let binary = profile.join("examples").join("sendmail");
-    let how = "build it with `cargo build --examples` (a plain `cargo test` builds it too; \
-               `cargo test --test NAME` does not)";
-    let built =
-        modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sendmail.rs");
-    let mut inputs: Vec<PathBuf> = vec![source];
-    if let Ok(entries) = std::fs::read_dir(deps) {
-        inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libpostrider-") && n.ends_with(".rlib"))
-        }));
-    }
-    for input in inputs {
-        if modified(&input).is_some_and(|t| t > built) {
-            panic!(
-                "{} is older than {}: {how}",
-                binary.display(),
-                input.display()
-            );
-        }
-    }
-    binary
+    example_binary::example_binary("sendmail")
 }
