@@ -20,8 +20,10 @@
 //! refuses to listen on anything but a loopback address.
 //!
 //! Configuration: the TOML file every example reads (`postrider::config`), default
-//! `/etc/postrider/postrider.toml`; the spool, host name, smart host, mailertable, policy,
-//! `[retry]` and `[dns]` apply. Delivery log lines go to stderr (`RUST_LOG` filters them;
+//! `/etc/postrider/postrider.toml`; all of it applies (spool, host name, smart host,
+//! mailertable, local-host-names, policy, `[retry]`, `[spf]`, `[dns]`). SIGHUP re-reads the
+//! mailertable, local-host-names and policy files (a file with errors is refused and the old
+//! tables stay in use). Delivery log lines go to stderr (`RUST_LOG` filters them;
 //! default `info`). SIGINT or SIGTERM stops taking connections and shuts the engine down.
 //! Exit status (sysexits.h): 64 bad arguments, 78 configuration error, 71 cannot listen or
 //! open the spool.
@@ -36,11 +38,14 @@ use postrider::config::Config;
 use postrider::engine::{Engine, Limits, SubmitError};
 use postrider::route::Mailertable;
 use postrider::spool::FsSpool;
+use postrider::transport::esmtp::{DEFAULT_CONNECTION_CACHE_TIME, EsmtpTransport};
 use postrider::{Address, Domain, Envelope, Recipient, ReversePath, Route, Router, Severity};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+#[path = "common/config_engine.rs"]
+mod config_engine;
 #[path = "relay/protocol.rs"]
 mod protocol;
 
@@ -149,28 +154,6 @@ async fn run(args: Args) -> ExitCode {
         );
         return ExitCode::from(EX_CONFIG);
     };
-    let router = match config.build_router() {
-        Ok((router, warnings)) => {
-            for w in &warnings {
-                eprintln!("relay: warning: {w}");
-            }
-            Arc::new(router)
-        }
-        Err(e) => return config_error(&e),
-    };
-    let policy = match config.load_policy() {
-        Ok((policy, warnings)) => {
-            for w in &warnings {
-                eprintln!("relay: warning: {w}");
-            }
-            Arc::new(policy)
-        }
-        Err(e) => return config_error(&e),
-    };
-    let resolver = match config.dns_resolver() {
-        Ok(r) => Arc::new(r),
-        Err(e) => return config_error(&e),
-    };
     let spool = match FsSpool::open(&config.spool) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -178,24 +161,33 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(EX_OSERR);
         }
     };
+    // As the engine's default transport does: a steady stream reuses its connections.
+    let configured = match config_engine::engine_builder_with(
+        &config,
+        spool,
+        Some(DEFAULT_CONNECTION_CACHE_TIME),
+    ) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    for w in &configured.warnings {
+        eprintln!("relay: warning: {w}");
+    }
+    let router = configured.router.clone();
     let limits = Limits::default();
-    let engine = match Engine::builder()
-        .hostname(hostname.clone())
-        .spool(spool)
-        .router(router.clone())
-        .resolver(resolver)
-        .policy(policy)
-        .retry(config.retry_policy())
-        .limits(limits.clone())
-        .start()
-        .await
-    {
+    // A daemon: the periodic queue rescans and the full shutdown grace of `Limits::default()`.
+    let engine = match configured.builder.limits(limits.clone()).start().await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("relay: {e}");
             return ExitCode::from(EX_OSERR);
         }
     };
+    tokio::spawn(reload_on_hangup(
+        config.clone(),
+        router.clone(),
+        configured.transport.clone(),
+    ));
     let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -256,6 +248,41 @@ fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
         eprintln!("relay: {line}");
     }
     ExitCode::from(EX_CONFIG)
+}
+
+/// On SIGHUP, as `postfix reload` or a HUP to sendmail: re-reads the mailertable, the
+/// local-host-names file and the TLS/credentials policy named by the configuration. A file
+/// with errors is refused with the reason logged, and what was in use stays in use.
+async fn reload_on_hangup(
+    config: Config,
+    router: Arc<Mailertable>,
+    transport: Arc<EsmtpTransport>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(target: "postrider::relay", "cannot catch SIGHUP: no reloading");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        // The router logs its own outcome (reloaded, or refused with the reason).
+        if let Ok(warnings) = router.reload() {
+            for w in warnings {
+                tracing::warn!(target: "postrider::relay", "{w}");
+            }
+        }
+        match config.load_policy() {
+            Ok((policy, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(target: "postrider::relay", "{w}");
+                }
+                transport.set_policy(Arc::new(policy));
+            }
+            Err(e) => tracing::error!(
+                target: "postrider::relay",
+                "TLS/credentials policy not reloaded, the previous one stays in use: {e}"
+            ),
+        }
+    }
 }
 
 async fn stop_signal() {

@@ -107,3 +107,38 @@ async fn concurrent_calls_open_their_own_sessions_and_park_them_all() {
     assert_eq!(c.sessions, c.quits, "{c:?}");
     assert!(c.sessions >= 1 && c.sessions <= 4, "{c:?}");
 }
+
+#[tokio::test]
+async fn a_replaced_policy_applies_to_the_next_call_and_retires_parked_sessions() {
+    use postrider::route::{PolicyTable, TlsLevel};
+    use std::sync::Arc;
+
+    let sink = Sink::start().await;
+    let route = literal_route(sink.port());
+    let t = caching_transport(Duration::from_secs(60));
+    let first = message(&["a@example.org"], &body("under the first policy"));
+    assert_delivered(&t.deliver(&route, std::slice::from_ref(&first)).await);
+    assert_eq!(sink.wait_for(1, 0, LIMIT).await.sessions, 0, "parked");
+
+    // TLS now required, which smtp-sink does not offer. The parked session was set up under
+    // the old policy: it is closed with QUIT instead of carrying the next message.
+    let hop = literal_hop(sink.port());
+    t.set_policy(Arc::new(policy_for(&hop, tls_policy(TlsLevel::Encrypt))));
+    let c = sink.wait_for(1, 1, LIMIT).await;
+    assert_eq!((c.sessions, c.quits), (1, 1));
+    let second = message(&["b@example.org"], &body("under the second policy"));
+    let reports = t.deliver(&route, std::slice::from_ref(&second)).await;
+    assert_deferred(
+        &reports[0],
+        "4.7.4",
+        &format!(
+            "TLS is required (policy encrypt) but [127.0.0.1]:{} does not offer STARTTLS",
+            sink.port()
+        ),
+    );
+    assert_eq!(t.policy().lookup(&hop).tls, TlsLevel::Encrypt);
+
+    t.set_policy(Arc::new(PolicyTable::new()));
+    assert_delivered(&t.deliver(&route, std::slice::from_ref(&second)).await);
+    assert_eq!(sink.wait_for(2, 2, LIMIT).await.messages, 2);
+}

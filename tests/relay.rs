@@ -238,6 +238,52 @@ async fn commands_out_of_order_or_not_offered_get_the_right_codes() {
 }
 
 #[tokio::test]
+async fn sighup_reloads_the_mailertable_and_keeps_the_old_one_when_the_new_one_is_broken() {
+    let sink = Sink::start().await;
+    let relay = Relay::start_with(
+        sink.port(),
+        "mailertable = \"mailertable\"\n",
+        &[(
+            "mailertable",
+            "refused.example  error:5.7.0:550 mail to this domain is not accepted\n",
+        )],
+    );
+    let table = relay.dir().join("mailertable");
+    let rcpt = |domain: &'static str| {
+        let port = relay.port();
+        async move {
+            let (mut c, _) = Client::connect(port).await;
+            c.command("EHLO client.example").await;
+            c.command("MAIL FROM:<a@example.test>").await;
+            let reply = c.command(&format!("RCPT TO:<x@{domain}>")).await;
+            c.command("QUIT").await;
+            reply.chars().take(9).collect::<String>()
+        }
+    };
+    assert_eq!(rcpt("later.example").await, "250 2.1.5");
+
+    std::fs::write(
+        &table,
+        "refused.example  error:5.7.0:550 mail to this domain is not accepted\n\
+         later.example    error:5.7.1:550 not any more\n",
+    )
+    .unwrap();
+    relay.hangup();
+    relay.wait_for_log("routing tables reloaded", 1, LIMIT);
+    relay.wait_for_log("policy replaced", 1, LIMIT);
+    assert_eq!(rcpt("later.example").await, "550 5.7.1");
+
+    std::fs::write(&table, "broken.example  frob:host\n").unwrap();
+    relay.hangup();
+    relay.wait_for_log("policy replaced", 2, LIMIT);
+    relay.wait_for_log("mailertable:1", 1, LIMIT);
+    relay.wait_for_log("the previous ones stay in use", 1, LIMIT);
+    // The table in use is still the second one.
+    assert_eq!(rcpt("later.example").await, "550 5.7.1");
+    assert_eq!(rcpt("broken.example").await, "250 2.1.5");
+}
+
+#[tokio::test]
 async fn an_oversized_message_is_refused_after_its_data_and_the_session_goes_on() {
     let sink = Sink::start_with(&[], true).await;
     let relay = Relay::start(sink.port(), "");

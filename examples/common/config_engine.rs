@@ -8,6 +8,7 @@ use std::time::Duration;
 use postrider::config::Config;
 use postrider::engine::{Engine, EngineBuilder, Limits};
 use postrider::resolve::LocalIdentity;
+use postrider::route::Mailertable;
 use postrider::spf::{SpfChecker, SpfOptions, SpfPolicy};
 use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport, LocalAddresses, SpfConfig};
 use postrider::{Domain, Spool};
@@ -16,6 +17,12 @@ use postrider::{Domain, Spool};
 pub struct Configured {
     pub builder: EngineBuilder,
     pub warnings: Vec<String>,
+    /// The router the builder holds, for a long-running program to `reload()`.
+    #[allow(dead_code)] // the commands run once; only the relay reloads
+    pub router: Arc<Mailertable>,
+    /// The transport the builder holds, for a long-running program to `set_policy()`.
+    #[allow(dead_code)] // as above
+    pub transport: Arc<EsmtpTransport>,
 }
 
 /// This host's name, or a message saying how to set it.
@@ -33,7 +40,19 @@ pub fn hostname(config: &Config) -> Result<Domain, String> {
 
 /// Builds everything the configuration describes. Every error is a configuration error
 /// (file, line and what is wrong, as the library words it).
+#[allow(dead_code)] // the relay keeps sessions open and calls `engine_builder_with`
 pub fn engine_builder(config: &Config, spool: Arc<dyn Spool>) -> Result<Configured, String> {
+    // A command's run is short: a session kept open after it would only be cut at exit.
+    engine_builder_with(config, spool, None)
+}
+
+/// [`engine_builder`] with idle ESMTP sessions kept for `connection_cache` (a daemon's
+/// steady stream of mail then reuses its connections).
+pub fn engine_builder_with(
+    config: &Config,
+    spool: Arc<dyn Spool>,
+    connection_cache: Option<Duration>,
+) -> Result<Configured, String> {
     let hostname = hostname(config)?;
     let mut warnings = Vec::new();
     let (router, w) = config.build_router().map_err(|e| e.to_string())?;
@@ -43,6 +62,7 @@ pub fn engine_builder(config: &Config, spool: Arc<dyn Spool>) -> Result<Configur
     let dns = config.dns_resolver().map_err(|e| e.to_string())?;
 
     let mut esmtp = EsmtpConfig::new(hostname.clone());
+    esmtp.connection_cache = connection_cache;
     // This machine's addresses end an MX list that names it (RFC 5321 §5.1).
     match LocalIdentity::detect(&hostname) {
         Ok(me) => {
@@ -63,7 +83,8 @@ pub fn engine_builder(config: &Config, spool: Arc<dyn Spool>) -> Result<Configur
             smart_host: config.smart_host.as_ref().map(|s| s.route()),
         });
     }
-    let transport = EsmtpTransport::new(esmtp, Arc::new(dns), Arc::new(policy));
+    let transport = Arc::new(EsmtpTransport::new(esmtp, Arc::new(dns), Arc::new(policy)));
+    let router = Arc::new(router);
 
     let limits = Limits {
         // A command lives for one submission or one queue run: no periodic rescans, and a
@@ -75,9 +96,14 @@ pub fn engine_builder(config: &Config, spool: Arc<dyn Spool>) -> Result<Configur
     let builder = Engine::builder()
         .hostname(hostname)
         .spool(spool)
-        .router(Arc::new(router))
-        .transport(Arc::new(transport))
+        .router(router.clone())
+        .transport(transport.clone())
         .retry(config.retry_policy())
         .limits(limits);
-    Ok(Configured { builder, warnings })
+    Ok(Configured {
+        builder,
+        warnings,
+        router,
+        transport,
+    })
 }

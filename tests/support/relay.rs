@@ -2,8 +2,9 @@
 //! port, and a raw SMTP client to talk to it line by line.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -26,6 +27,8 @@ pub struct Relay {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// Everything the relay wrote to stderr so far.
+    log: Arc<Mutex<String>>,
 }
 
 impl Relay {
@@ -58,20 +61,37 @@ impl Relay {
                 .arg("-C")
                 .arg(dir.path().join("relay.toml"))
                 .args(["--listen", &format!("127.0.0.1:{port}")])
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    "warn,postrider::route=info,postrider::transport::esmtp=info",
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
             if wait_listening(port, &mut child) {
-                // Keep stderr drained so the relay never blocks on a full pipe.
-                if let Some(mut err) = child.stderr.take() {
+                // Keep stderr drained so the relay never blocks on a full pipe; keep a copy
+                // for the tests that wait for a log line.
+                let log = Arc::new(Mutex::new(String::new()));
+                if let Some(err) = child.stderr.take() {
+                    let log = log.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut err, &mut std::io::stderr());
+                        for line in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+                            let Ok(line) = line else { break };
+                            eprintln!("{line}");
+                            let mut log = log.lock().unwrap();
+                            log.push_str(&line);
+                            log.push('\n');
+                        }
                     });
                 }
-                return Relay { child, port, dir };
+                return Relay {
+                    child,
+                    port,
+                    dir,
+                    log,
+                };
             }
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
@@ -82,6 +102,35 @@ impl Relay {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The configuration folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    }
+
+    /// Waits until the relay's stderr holds `count` lines containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            let seen = self.log.lock().unwrap().matches(needle).count();
+            if seen >= count {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the relay did not log {needle:?} {count} times: {}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn spool(&self) -> PathBuf {

@@ -97,6 +97,14 @@ impl SessionCache {
     }
 }
 
+impl SessionCache {
+    /// QUITs every parked session: they were set up under a policy that is no longer in use.
+    pub(crate) fn clear(&self) {
+        let parked = std::mem::take(&mut lock(&self.state).parked);
+        close_all(parked.into_values().flatten().map(|p| p.session).collect());
+    }
+}
+
 impl Drop for SessionCache {
     fn drop(&mut self) {
         // Say goodbye properly if a runtime is still there to do it.

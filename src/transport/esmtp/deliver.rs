@@ -193,7 +193,8 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
         if !b.pending() {
             return;
         }
-        let policy = t.policy.lookup(hop);
+        let table = t.policy();
+        let policy = table.lookup(hop);
         let _slot = t.limits.acquire(&hop.to_string()).await;
         let mx_of = match (&hop.host, hop.mx) {
             (Host::Name(domain), true) => Some(domain),

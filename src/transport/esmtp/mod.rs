@@ -52,7 +52,7 @@ mod tls;
 mod transaction;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -241,7 +241,8 @@ impl EsmtpConfig {
 pub struct EsmtpTransport {
     config: EsmtpConfig,
     resolver: Arc<dyn Resolver>,
-    policy: Arc<PolicyTable>,
+    /// Swapped whole by [`EsmtpTransport::set_policy`]; each delivery takes the table once.
+    policy: RwLock<Arc<PolicyTable>>,
     tls: tls::TlsClient,
     limits: limits::HopLimits,
     cache: Option<cache::SessionCache>,
@@ -261,8 +262,29 @@ impl EsmtpTransport {
             cache: config.connection_cache.map(cache::SessionCache::new),
             config,
             resolver,
-            policy,
+            policy: RwLock::new(policy),
         }
+    }
+
+    /// The TLS and credentials policy in use.
+    pub fn policy(&self) -> Arc<PolicyTable> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the TLS and credentials policy, e.g. after the policy file changed (a new app
+    /// password): deliveries that start from now on use `policy`; one already under way
+    /// finishes with the table it started with. Parked sessions (see
+    /// [`EsmtpConfig::connection_cache`]) were authenticated under the old policy, so they are
+    /// closed rather than reused.
+    pub fn set_policy(&self, policy: Arc<PolicyTable>) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        tracing::info!("TLS and credentials policy replaced");
     }
 
     /// The configuration in use.

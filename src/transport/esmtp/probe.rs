@@ -134,7 +134,8 @@ impl ProbeReport {
 }
 
 pub(super) async fn probe(t: &EsmtpTransport, mailer: Mailer, hop: &NextHop) -> ProbeReport {
-    let policy = t.policy.lookup(hop);
+    let table = t.policy();
+    let policy = table.lookup(hop);
     let port = hop.port_for(mailer);
     let mut report = ProbeReport {
         mailer,
