@@ -9,6 +9,8 @@ mod dns_server;
 mod smtp_peer;
 #[path = "support/doctor.rs"]
 mod support;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -21,7 +23,8 @@ use postrider::resolve::{DnsOptions, DnsResolver, HostnameSources};
 use postrider::transport::esmtp::default_roots;
 use rustls::RootCertStore;
 use smtp_peer::{Script, ScriptedPeer, TestCa, Validity, ehlo_reply};
-use support::{ConfigDir, Filtered, Tmpfs, closed_port, doctor_example};
+use support::{ConfigDir, Filtered, closed_port, doctor_example};
+use tmpfs::Tmpfs;
 
 const USER: &str = "pbx@ourtest.test";
 const SECRET: &str = "s3cret-app-password";

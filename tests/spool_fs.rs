@@ -3,6 +3,8 @@
 
 #[path = "support/spool.rs"]
 mod spool_support;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,7 +13,8 @@ use std::path::Path;
 use bytes::Bytes;
 use postrider::QueueId;
 use postrider::spool::{FsSpool, RecipientStatus, Spool, SpoolError};
-use spool_support::{Tmpfs, body_for, envelope, envelope_for, names, seed_of};
+use spool_support::{body_for, envelope, envelope_for, names, seed_of};
+use tmpfs::Tmpfs;
 
 fn queue(spool: &FsSpool) -> std::path::PathBuf {
     spool.path().join("queue")

@@ -1,8 +1,7 @@
-//! Helpers for the spool tests: envelopes, bodies that check themselves, and tmpfs mounts.
+//! Helpers for the spool tests: envelopes and bodies that check themselves.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use postrider::{Address, Envelope, ReversePath};
 
@@ -59,66 +58,4 @@ pub fn names(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// A tmpfs mounted on a fresh directory, unmounted when dropped. Needs root (or
-/// CAP_SYS_ADMIN); without it the test fails saying so.
-pub struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. `"64k"`).
-    pub fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        mount(&[
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size},mode=0700"),
-            "tmpfs",
-            dir.path().to_str().unwrap(),
-        ]);
-        Tmpfs { dir }
-    }
-
-    /// The mount point.
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
-    /// Makes the file system read-only.
-    pub fn remount_read_only(&self) {
-        mount(&["-o", "remount,ro", self.dir.path().to_str().unwrap()]);
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let path = self.dir.path();
-        let ok = Command::new("umount")
-            .arg(path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Something still has a file open: detach now, the kernel frees it when closed.
-            let _ = Command::new("umount").arg("-l").arg(path).status();
-        }
-    }
-}
-
-fn mount(args: &[&str]) {
-    let out = Command::new("mount")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("this test needs root / mount permission: cannot run `mount {args:?}`: {e}")
-        });
-    assert!(
-        out.status.success(),
-        "this test needs root / mount permission (it mounts a small tmpfs to fill or make \
-         read-only): `mount {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
 }
