@@ -60,6 +60,27 @@ impl Drop for MemoryClaim {
     }
 }
 
+impl MemorySpool {
+    /// Stores a new message, `claimed` in the same step (under one lock, so nobody can claim
+    /// it in between).
+    fn store(
+        &self,
+        envelope: &Envelope,
+        body: Bytes,
+        arrival: SystemTime,
+        claimed: bool,
+    ) -> QueueId {
+        let id = QueueId::generate();
+        let state = MessageState::new(envelope, body.len() as u64, arrival);
+        let mut inner = self.lock();
+        inner.messages.insert(id, (envelope.clone(), state, body));
+        if claimed {
+            inner.claimed.insert(id);
+        }
+        id
+    }
+}
+
 #[async_trait]
 impl Spool for MemorySpool {
     async fn insert(
@@ -68,12 +89,7 @@ impl Spool for MemorySpool {
         body: Bytes,
         arrival: SystemTime,
     ) -> Result<QueueId, SpoolError> {
-        let id = QueueId::generate();
-        let state = MessageState::new(envelope, body.len() as u64, arrival);
-        self.lock()
-            .messages
-            .insert(id, (envelope.clone(), state, body));
-        Ok(id)
+        Ok(self.store(envelope, body, arrival, false))
     }
 
     async fn insert_claimed(
@@ -82,11 +98,7 @@ impl Spool for MemorySpool {
         body: Bytes,
         arrival: SystemTime,
     ) -> Result<(QueueId, Option<Claim>), SpoolError> {
-        let id = QueueId::generate();
-        let state = MessageState::new(envelope, body.len() as u64, arrival);
-        let mut inner = self.lock();
-        inner.messages.insert(id, (envelope.clone(), state, body));
-        inner.claimed.insert(id);
+        let id = self.store(envelope, body, arrival, true);
         let claim = Claim::new(MemoryClaim {
             spool: self.clone(),
             id,
