@@ -142,3 +142,27 @@ async fn a_replaced_policy_applies_to_the_next_call_and_retires_parked_sessions(
     assert_delivered(&t.deliver(&route, std::slice::from_ref(&second)).await);
     assert_eq!(sink.wait_for(2, 2, LIMIT).await.messages, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_replaced_from_a_plain_thread_closes_parked_sessions_without_a_panic() {
+    use postrider::route::PolicyTable;
+    use std::sync::Arc;
+
+    let sink = Sink::start().await;
+    let route = literal_route(sink.port());
+    let t = Arc::new(caching_transport(Duration::from_secs(60)));
+    let m = message(&["a@example.org"], &body("parked"));
+    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_eq!(sink.wait_for(1, 0, LIMIT).await.sessions, 0, "parked");
+    // A configuration reloader on its own thread, outside the runtime: no QUIT can be sent
+    // from there, so the parked session is closed by dropping it.
+    let from_thread = t.clone();
+    std::thread::spawn(move || from_thread.set_policy(Arc::new(PolicyTable::new())))
+        .join()
+        .expect("set_policy outside a runtime does not panic");
+    let c = sink.wait_for(1, 1, LIMIT).await;
+    assert_eq!((c.messages, c.sessions), (1, 1));
+    // The next call opens a new session.
+    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_eq!(sink.wait_for(2, 1, LIMIT).await.messages, 2);
+}

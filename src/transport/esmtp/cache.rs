@@ -98,7 +98,8 @@ impl SessionCache {
 }
 
 impl SessionCache {
-    /// QUITs every parked session: they were set up under a policy that is no longer in use.
+    /// QUITs every parked session (the policy they were set up under was replaced, or the
+    /// transport is going away).
     pub(crate) fn clear(&self) {
         let parked = std::mem::take(&mut lock(&self.state).parked);
         close_all(parked.into_values().flatten().map(|p| p.session).collect());
@@ -107,11 +108,7 @@ impl SessionCache {
 
 impl Drop for SessionCache {
     fn drop(&mut self) {
-        // Say goodbye properly if a runtime is still there to do it.
-        let parked = std::mem::take(&mut lock(&self.state).parked);
-        if tokio::runtime::Handle::try_current().is_ok() {
-            close_all(parked.into_values().flatten().map(|p| p.session).collect());
-        }
+        self.clear();
     }
 }
 
@@ -122,10 +119,15 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// QUITs sessions in the background: nobody waits for their replies.
+/// QUITs sessions in the background: nobody waits for their replies. Outside a runtime (a
+/// transport dropped or given a new policy from a plain thread) they are only dropped, which
+/// closes their connections without a QUIT.
 fn close_all(sessions: Vec<Session>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     for s in sessions {
-        tokio::spawn(s.quit());
+        runtime.spawn(s.quit());
     }
 }
 

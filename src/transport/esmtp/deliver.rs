@@ -193,7 +193,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
         if !b.pending() {
             return;
         }
-        let table = t.policy();
+        let (generation, table) = t.policy_in_use();
         let policy = table.lookup(hop);
         let _slot = t.limits.acquire(&hop.to_string()).await;
         let mx_of = match (&hop.host, hop.mx) {
@@ -225,7 +225,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
             }
         }
         // A session parked by an earlier call to this hop skips DNS, connect, EHLO, TLS, AUTH.
-        let key = format!("{mailer}:{hop}");
+        let key = format!("{mailer}:{hop}#{generation}");
         if let Some(cache) = &t.cache
             && let Some(mut session) = cache.take(&key)
         {

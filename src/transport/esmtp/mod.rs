@@ -241,8 +241,9 @@ impl EsmtpConfig {
 pub struct EsmtpTransport {
     config: EsmtpConfig,
     resolver: Arc<dyn Resolver>,
-    /// Swapped whole by [`EsmtpTransport::set_policy`]; each delivery takes the table once.
-    policy: RwLock<Arc<PolicyTable>>,
+    /// Swapped whole by [`EsmtpTransport::set_policy`], which also counts the swaps; each
+    /// delivery takes both once (see [`EsmtpTransport::policy_in_use`]).
+    policy: RwLock<(u64, Arc<PolicyTable>)>,
     tls: tls::TlsClient,
     limits: limits::HopLimits,
     cache: Option<cache::SessionCache>,
@@ -262,12 +263,19 @@ impl EsmtpTransport {
             cache: config.connection_cache.map(cache::SessionCache::new),
             config,
             resolver,
-            policy: RwLock::new(policy),
+            policy: RwLock::new((0, policy)),
         }
     }
 
     /// The TLS and credentials policy in use.
     pub fn policy(&self) -> Arc<PolicyTable> {
+        self.policy_in_use().1
+    }
+
+    /// The policy in use and how many times it was replaced before, read together: a session
+    /// is parked under a key that includes that count, so one set up under a policy that was
+    /// replaced while it ran is never taken again (the reaper QUITs it).
+    pub(crate) fn policy_in_use(&self) -> (u64, Arc<PolicyTable>) {
         self.policy
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -278,9 +286,14 @@ impl EsmtpTransport {
     /// password): deliveries that start from now on use `policy`; one already under way
     /// finishes with the table it started with. Parked sessions (see
     /// [`EsmtpConfig::connection_cache`]) were authenticated under the old policy, so they are
-    /// closed rather than reused.
+    /// closed rather than reused, and so is a session still delivering under it when it ends.
+    /// Callable from any thread; outside a tokio runtime the parked sessions are closed
+    /// without a QUIT.
     pub fn set_policy(&self, policy: Arc<PolicyTable>) {
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        {
+            let mut in_use = self.policy.write().unwrap_or_else(PoisonError::into_inner);
+            *in_use = (in_use.0 + 1, policy);
+        }
         if let Some(cache) = &self.cache {
             cache.clear();
         }
