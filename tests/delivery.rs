@@ -2,8 +2,8 @@
 //! `smtp-sink` on loopback. Real clock: the waits are for delivery events, with generous
 //! limits that only matter when something is broken.
 
-#[path = "support/sink.rs"]
-mod sink;
+mod support;
+use support::sink;
 
 use std::sync::Arc;
 use std::time::Duration;

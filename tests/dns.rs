@@ -1,7 +1,7 @@
 //! `DnsResolver` against a real DNS server on 127.0.0.1 (hickory-server, in-process).
 
-#[path = "support/dns_server.rs"]
-mod dns_server;
+mod support;
+use support::dns_server;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

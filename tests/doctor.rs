@@ -3,14 +3,10 @@
 //! the MX and the smart host, a filtered port, tmpfs mounts for the spool, and the `doctor`
 //! example run end to end.
 
-#[path = "support/dns_server.rs"]
-mod dns_server;
-#[path = "support/smtp_peer.rs"]
-mod smtp_peer;
-#[path = "support/doctor.rs"]
 mod support;
-#[path = "support/tmpfs.rs"]
-mod tmpfs;
+use support::dns_server;
+use support::smtp_peer;
+use support::tmpfs;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -23,7 +19,7 @@ use postrider::resolve::{DnsOptions, DnsResolver, HostnameSources};
 use postrider::transport::esmtp::default_roots;
 use rustls::RootCertStore;
 use smtp_peer::{Script, ScriptedPeer, TestCa, Validity, ehlo_reply};
-use support::{ConfigDir, Filtered, closed_port, doctor_example};
+use support::doctor::{ConfigDir, Filtered, closed_port, doctor_example};
 use tmpfs::Tmpfs;
 
 const USER: &str = "pbx@ourtest.test";

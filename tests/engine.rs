@@ -2,7 +2,6 @@
 //! status, delay warnings, bounces, flush, hold/release/delete, recovery, batching, limits,
 //! shutdown.
 
-#[path = "support/engine.rs"]
 mod support;
 
 use std::time::Duration;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use postrider::engine::{Engine, FlushFilter, Limits, RetryPolicy};
 use postrider::spool::{MemorySpool, RecipientStatus, Spool};
 use postrider::{Address, Envelope, Notify, Outcome, ReversePath, Route};
-use support::*;
+use support::engine::*;
 
 fn mins(d: Duration) -> f64 {
     d.as_secs_f64() / 60.0

@@ -2,8 +2,6 @@
 //! itself (`Spool::insert_claimed`), so the engine neither claims it again, nor re-reads its
 //! record, nor reads its body back before delivering it. Later attempts go through the spool.
 
-#[path = "support/engine.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
@@ -17,7 +15,7 @@ use postrider::spool::{
     Claim, MemorySpool, MessageState, QueuedMessage, ScanReport, Spool, SpoolError,
 };
 use postrider::{Envelope, Outcome, QueueId};
-use support::*;
+use support::engine::*;
 
 /// A MemorySpool that counts the reads an attempt may need; with `claimed_inserts` off it
 /// keeps the trait's default `insert_claimed` (insert only), as a third-party spool would.

@@ -2,10 +2,9 @@
 //! smtp-sink: sessions carried over from one `deliver` call to the next, closed with QUIT when
 //! idle, and never reused once the server has hung up.
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/sink.rs"]
-mod sink;
+mod support;
+use support::esmtp;
+use support::sink;
 
 use std::time::Duration;
 

@@ -1,10 +1,9 @@
 //! EsmtpTransport against a real Postfix smtpd on 127.0.0.1:25 (set up by
 //! `.ci/setup-postfix.sh`): STARTTLS at each policy level, and a real refusal.
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/postfix.rs"]
-mod postfix;
+mod support;
+use support::esmtp;
+use support::postfix;
 
 use esmtp::*;
 use postrider::resolve::StaticResolver;

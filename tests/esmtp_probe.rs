@@ -1,10 +1,9 @@
 //! `EsmtpTransport::probe`: the delivery's session setup, then QUIT, against a scripted peer
 //! with real TLS (rcgen); no mail is sent, the password never appears in the report.
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/smtp_peer.rs"]
-mod smtp_peer;
+mod support;
+use support::esmtp;
+use support::smtp_peer;
 
 use esmtp::*;
 use postrider::resolve::StaticResolver;

@@ -1,9 +1,8 @@
 //! EsmtpTransport against a scripted peer: the SMTP dialogue and how every reply is classified.
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/smtp_peer.rs"]
-mod smtp_peer;
+mod support;
+use support::esmtp;
+use support::smtp_peer;
 
 use esmtp::*;
 use postrider::envelope::{BodyType, Notify, OriginalRecipient, Ret};

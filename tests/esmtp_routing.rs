@@ -2,10 +2,9 @@
 //! broken connections, loop detection and the per-hop connection limit, against scripted
 //! peers on loopback. Time limits run on tokio's paused clock.
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/smtp_peer.rs"]
-mod smtp_peer;
+mod support;
+use support::esmtp;
+use support::smtp_peer;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

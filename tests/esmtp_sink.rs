@@ -1,9 +1,8 @@
 //! EsmtpTransport against Postfix's smtp-sink, a real SMTP server (Debian package `postfix`).
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/sink.rs"]
-mod sink;
+mod support;
+use support::esmtp;
+use support::sink;
 
 use std::sync::Arc;
 use std::time::Duration;

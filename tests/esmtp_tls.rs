@@ -1,10 +1,9 @@
 //! EsmtpTransport's TLS levels, implicit TLS, and AUTH against a scripted peer with real TLS
 //! (certificates made by rcgen at test time).
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/smtp_peer.rs"]
-mod smtp_peer;
+mod support;
+use support::esmtp;
+use support::smtp_peer;
 
 use std::sync::Arc;
 

@@ -5,10 +5,9 @@
 //! capture installed with `set_default` while other tests run in the same process can miss
 //! events.
 
-#[path = "support/esmtp.rs"]
-mod esmtp;
-#[path = "support/smtp_peer.rs"]
-mod smtp_peer;
+mod support;
+use support::esmtp;
+use support::smtp_peer;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,8 @@
 //! `qualify_hostname`'s DNS steps against a real DNS server on 127.0.0.1. The hosts-file and
 //! configured-name steps are unit tests in `src/resolve/hostname.rs`.
 
-#[path = "support/dns_server.rs"]
-mod dns_server;
+mod support;
+use support::dns_server;
 
 use std::net::IpAddr;
 use std::time::Duration;

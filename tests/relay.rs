@@ -1,14 +1,13 @@
 //! `examples/relay.rs` as a real process between real peers: Postfix's `smtp-source` (and a raw
 //! client for the protocol details) in front, Postfix's `smtp-sink` as its smart host behind.
 
-#[path = "support/relay.rs"]
-mod relay;
+mod support;
+use support::relay;
+use support::sink;
 // The relay's pure SMTP parsing, with its unit tests.
 #[path = "../examples/relay/protocol.rs"]
 #[allow(dead_code)]
 mod relay_protocol;
-#[path = "support/sink.rs"]
-mod sink;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! The TOML configuration: defaults, errors naming file and line, relative paths, and the
 //! helpers that build the router and the policy table from it.
 
-#[path = "support/route.rs"]
-mod route_support;
+mod support;
+use support::route as route_support;
 
 use std::path::Path;
 

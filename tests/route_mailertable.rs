@@ -1,8 +1,8 @@
 //! The mailertable router through the public API: precedence, every value form, error messages
 //! with line numbers, duplicate keys, and reloads.
 
-#[path = "support/route.rs"]
-mod route_support;
+mod support;
+use support::route as route_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

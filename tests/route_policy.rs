@@ -1,8 +1,8 @@
 //! The per-next-hop TLS and credentials policy file: format, lookup rules, and secrets that
 //! never leak into errors, warnings or Debug output.
 
-#[path = "support/route.rs"]
-mod route_support;
+mod support;
+use support::route as route_support;
 
 use postrider::route::hop::parse_hop;
 use postrider::route::{Origin, PolicyError, PolicyTable, TlsLevel, WarningKind};

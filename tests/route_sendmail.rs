@@ -1,8 +1,8 @@
 //! End-to-end runs of `examples/sendmail.rs -C CONFIG -bv ...`: the exact lines scripts read, and
 //! the sysexits status codes.
 
-#[path = "support/route.rs"]
-mod route_support;
+mod support;
+use support::route as route_support;
 
 use std::process::{Command, Output};
 

@@ -3,10 +3,9 @@
 //! after a deferral, `-q` and its filters, `-v`, the exit codes, and concurrent commands on
 //! one spool delivering each message exactly once.
 
-#[path = "support/examples.rs"]
-mod examples;
-#[path = "support/sink.rs"]
-mod sink;
+mod support;
+use support::examples;
+use support::sink;
 
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};

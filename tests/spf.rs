@@ -1,8 +1,8 @@
 //! The SPF pre-flight against a real DNS server on 127.0.0.1 (hickory-server, in-process)
 //! serving SPF TXT records. Nothing here reaches the system resolver or the internet.
 
-#[path = "support/dns_server.rs"]
-mod dns_server;
+mod support;
+use support::dns_server;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,10 +2,9 @@
 //! (in-process hickory-server) serving SPF records and two real smtp-sinks (the recipient
 //! domain's MX and the smart host).
 
-#[path = "support/dns_server.rs"]
-mod dns_server;
-#[path = "support/sink.rs"]
-mod sink;
+mod support;
+use support::dns_server;
+use support::sink;
 
 use std::net::IpAddr;
 use std::sync::Arc;

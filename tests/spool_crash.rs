@@ -5,8 +5,8 @@
 //! itself by name; the child does its part and reports on stdout, one line per event, each
 //! written only after the spool call returned.
 
-#[path = "support/spool.rs"]
-mod spool_support;
+mod support;
+use support::spool as spool_support;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};

@@ -1,10 +1,9 @@
 //! FsSpool against a real file system: the layout, atomic state changes, claims, cleanup after
 //! interrupted inserts, quarantine of corrupt records, a full disk and a read-only spool.
 
-#[path = "support/spool.rs"]
-mod spool_support;
-#[path = "support/tmpfs.rs"]
-mod tmpfs;
+mod support;
+use support::spool as spool_support;
+use support::tmpfs;
 
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,10 +1,9 @@
 //! End-to-end runs of `examples/voicemail.rs`: the self-contained `--demo`, and a send through
 //! a configured smart host (Postfix's smtp-sink) with the recording checked on arrival.
 
-#[path = "support/examples.rs"]
-mod examples;
-#[path = "support/sink.rs"]
-mod sink;
+mod support;
+use support::examples;
+use support::sink;
 
 use std::process::Command;
 

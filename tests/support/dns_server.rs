@@ -16,7 +16,6 @@
 //! itself and `.` the root. Faults: [`DnsServer::builder`] can make chosen names answer
 //! SERVFAIL or never answer; [`DnsServer::servfail`] fails everything and [`SilentServer`]
 //! never answers at all.
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

@@ -1,14 +1,12 @@
 //! Helpers for the doctor tests: a configuration folder, a listener that never accepts (a
 //! filtered port), and the built `doctor` example.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use tokio::net::{TcpListener, TcpSocket};
 
-#[path = "example_binary.rs"]
-mod example_binary;
+use super::example_binary;
 
 /// A temporary folder holding `postrider.toml` and the files it names.
 pub struct ConfigDir {

@@ -1,6 +1,5 @@
 //! Builders and assertions for EsmtpTransport tests: transports pointed at loopback peers,
 //! messages, and checks on the reports.
-#![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

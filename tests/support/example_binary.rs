@@ -1,6 +1,5 @@
 //! The example binaries that `cargo test` builds next to the test binaries, refused when stale:
 //! the tests of the example commands run them as real processes.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -11,8 +10,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 
 /// The example binary `name` that `cargo test` builds next to the test binaries
 /// (`target/debug/examples/NAME`). Panics with instructions when it is missing or older than
-/// its sources (`examples/NAME.rs` and the `examples/common/` modules it includes) or the
-/// library, so a stale binary is never tested.
+/// any source under `examples/` or the library, so a stale binary is never tested.
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let deps = exe
@@ -24,16 +22,12 @@ pub fn example_binary(name: &str) -> PathBuf {
                `cargo test --test NAME` does not)";
     let built =
         modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let source = root.join(format!("{name}.rs"));
-    let text = std::fs::read_to_string(&source)
-        .unwrap_or_else(|e| panic!("read {}: {e}", source.display()));
-    let mut inputs = vec![source];
-    // The shared modules it includes: `#[path = "common/config_engine.rs"]`.
-    inputs.extend(text.lines().filter_map(|l| {
-        let rest = l.trim().strip_prefix("#[path = \"")?;
-        Some(root.join(rest.split('"').next()?))
-    }));
+    // Every source under examples/ (a program and the modules it shares with the others).
+    let mut inputs = Vec::new();
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"),
+        &mut inputs,
+    );
     if let Ok(entries) = std::fs::read_dir(deps) {
         inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
             p.file_name()
@@ -51,4 +45,19 @@ pub fn example_binary(name: &str) -> PathBuf {
         }
     }
     binary
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
 }

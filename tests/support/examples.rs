@@ -1,12 +1,10 @@
 //! Helpers for the tests of the example commands (`sendmail`, `voicemail`): the built binary,
 //! refused when stale, and a configuration folder with its own spool.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-#[path = "example_binary.rs"]
-mod example_binary;
+use super::example_binary;
 pub use example_binary::example_binary;
 
 /// A temporary folder with `postrider.toml` (host name `sipserver1.ourtest.com`, a spool in

@@ -1,7 +1,6 @@
 //! The system Postfix as a real SMTP peer on 127.0.0.1:25, set up by `.ci/setup-postfix.sh`
 //! (loopback only, STARTTLS `may` with a self-signed certificate for localhost, the alias
 //! `postrider-sink` delivering to /dev/null, log in /var/log/postfix.log).
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! `examples/relay.rs` as a real process: its configuration folder and spool, a free loopback
 //! port, and a raw SMTP client to talk to it line by line.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,8 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-#[path = "example_binary.rs"]
-mod example_binary;
+use super::example_binary;
 
 /// The host name the relay is configured with.
 pub const HOSTNAME: &str = "relay.test.example";

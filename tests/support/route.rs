@@ -1,11 +1,9 @@
 //! Helpers for the routing tests: a configuration folder holding the sample files the issue's
 //! `sendmail -bv` lines come from, and the path of the built `sendmail` example.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 
-#[path = "example_binary.rs"]
-mod example_binary;
+use super::example_binary;
 
 /// The sample mailertable; the line numbers matter (tests assert them).
 pub const MAILERTABLE: &str = "\

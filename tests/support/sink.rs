@@ -1,6 +1,5 @@
 //! Postfix's `smtp-sink` as a real SMTP server on a free loopback port, with its counters
 //! (`-c`) read live and optionally every message dumped to a directory (`-d`).
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,6 @@
 //!
 //! Sleeps use tokio's clock, so a test with `start_paused = true` runs a five-minute tarpit
 //! instantly. Certificates come from [`TestCa`] (rcgen), so TLS is real.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

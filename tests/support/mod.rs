@@ -1,0 +1,18 @@
+//! Support shared by the integration test binaries: each binary declares `mod support;` and
+//! uses the parts it needs (real peers started privately, scripted peers, spools, the built
+//! example programs).
+#![allow(dead_code, unused_imports)] // every binary uses a different part
+
+pub mod dns_server;
+pub mod doctor;
+pub mod engine;
+pub mod esmtp;
+pub mod example_binary;
+pub mod examples;
+pub mod postfix;
+pub mod relay;
+pub mod route;
+pub mod sink;
+pub mod smtp_peer;
+pub mod spool;
+pub mod tmpfs;
