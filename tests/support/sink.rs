@@ -1,5 +1,6 @@
 //! Postfix's `smtp-sink` as a real SMTP server on a free loopback port, with its counters
 //! (`-c`) read live and optionally every message dumped to a directory (`-d`).
+#![allow(dead_code)] // also included by the benches, which use a part
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
