@@ -595,9 +595,7 @@ async fn a_server_closing_with_421_mid_transaction_defers_and_the_rest_wait() {
 async fn local_and_reject_routes_are_not_delivered_over_smtp() {
     let t = plain_transport();
     let m = message(&["a@example.org"], &body("misrouted"));
-    let reports = t
-        .deliver(&Route::Local { user: None }, std::slice::from_ref(&m))
-        .await;
+    let reports = t.deliver(&Route::local(), std::slice::from_ref(&m)).await;
     assert_deferred(
         report(&reports, &m, 0),
         "4.3.5",
