@@ -25,6 +25,12 @@
 //! timeout = "5s"              # per try (default 5s)
 //! attempts = 2                # tries per query (default 2)
 //! address_preference = "ipv4-first"     # ipv4-first | ipv6-first | ipv4-only
+//!
+//! [local]                     # local delivery; without it local mail fails "not configured"
+//! mailbox = "maildir:~/Maildir"           # or mbox:/var/mail/%u (the default), lmtp:unix:/path
+//! aliases = "/etc/aliases"
+//! virtusertable = "virtusertable"         # read by the router for local and virtual domains
+//! # every key: postrider::local::config
 //! ```
 //!
 //! Durations are a number with a unit: `ms`, `s`, `m`, `h`, `d` (`90s`, `66m`, `1h30m`).
@@ -118,6 +124,9 @@ pub struct Config {
     pub spf: SpfSection,
     /// `[dns]`: name servers and lookup settings.
     pub dns: DnsSection,
+    /// `[local]`: local delivery (mailbox format, aliases, virtusertable); `None` when the
+    /// section is absent.
+    pub local: Option<crate::local::LocalConfig>,
     #[serde(skip)]
     file: Option<PathBuf>,
 }
@@ -288,6 +297,7 @@ impl Default for Config {
             retry: RetrySection::default(),
             spf: SpfSection::default(),
             dns: DnsSection::default(),
+            local: None,
             file: None,
         }
     }
@@ -336,6 +346,9 @@ impl Config {
                 *p = dir.join(&*p);
             }
         }
+        if let (Some(local), Some(dir)) = (config.local.as_mut(), base) {
+            local.resolve_paths(dir);
+        }
         config.file = Some(path.to_path_buf());
         Ok(config)
     }
@@ -362,6 +375,9 @@ impl Config {
         }
         if let Some(p) = &self.local_host_names {
             builder = builder.local_host_names_file(p);
+        }
+        if let Some(p) = self.local.as_ref().and_then(|l| l.virtusertable.as_ref()) {
+            builder = builder.virtusertable_file(p);
         }
         builder
     }

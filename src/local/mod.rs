@@ -7,7 +7,14 @@
 //! - [`UserDb`] says who exists ([`SystemUsers`]: the password database).
 
 pub mod aliases;
+pub mod config;
+pub mod error;
 pub mod expand;
+mod fsutil;
+pub mod location;
+mod lock;
+pub mod maildir;
+pub mod mbox;
 pub mod targets;
 pub mod users;
 pub mod virtusertable;
@@ -15,9 +22,15 @@ pub mod virtusertable;
 pub use aliases::{
     AliasEntry, AliasLineError, AliasProblem, Aliases, AliasesError, DuplicateAlias,
 };
+pub use config::{LmtpRecipient, LocalConfig};
+pub use error::{StoreError, StoreStep};
 pub use expand::{
     Expanded, Expansion, ExpansionProblem, FileSystem, SourceFile, Sources, Target, TargetSource,
 };
+pub use fsutil::Owner;
+pub use location::{LmtpTarget, LocationError, MailboxLocation, PathTemplate};
+pub use maildir::Maildir;
+pub use mbox::MboxOptions;
 pub use targets::{AliasTarget, TargetProblem, parse_targets};
 pub use users::{StaticUsers, SystemUsers, User, UserDb, UserDbError};
 pub use virtusertable::{VirtualMatch, VirtualTarget, VirtuserProblem, Virtusertable};
