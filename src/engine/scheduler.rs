@@ -2,30 +2,36 @@
 //!
 //! It keeps a due-time index of waiting messages, one ready queue per route ("next hop"), and
 //! the host status of each route. Everything that does I/O (claiming and loading a message,
-//! routing it, delivering a batch, recording the result) runs in a task of its own and reports
-//! back here by message, so the index is never locked and never waits on a disk or a socket.
+//! routing it, delivering a batch, recording outcomes) runs in a task of its own and reports
+//! back here by [`Command`], so the index is never locked and never waits on a disk or a socket.
 //!
 //! A message moves Idle → Preparing (claim, load, route) → Active (jobs queued per route,
-//! delivered in batches) → Finalizing (state saved, DSNs queued) → Idle or gone.
+//! delivered in batches; each job's outcome made durable as it arrives) → Finalizing (state
+//! saved, DSNs queued) → Idle or gone.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::admin::{FlushFilter, FlushSummary, QueueEntry};
+use super::command::{Ack, AdminOp, Command, Fresh, Prepared, Reply};
+use super::delivery::{self, DeliveryEnd, Job, Recorder, Reported};
+use super::events::Agent;
 use super::finalize::{self, FinalizeJob, Finalized, Report};
-use super::hosts::HostTable;
+use super::hosts::{self, HostTable};
+use super::tasks;
 use super::{EngineError, Shared};
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
-use crate::route::{Route, RouteError};
+use crate::route::{Route, RouteError, RouteKind};
 use crate::spool::{Claim, MessageState, QueuedMessage, SpoolError};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome};
-use crate::transport::{Delivery, RecipientReport};
+use crate::transport::Redirect;
 
 /// How long to wait before looking again at a message another process is delivering.
 const BUSY_RETRY: Duration = Duration::from_secs(60);
@@ -34,94 +40,20 @@ const BUSY_RETRY: Duration = Duration::from_secs(60);
 /// past it, deliveries read bodies from the spool as for any queued message.
 const FRESH_BODY_BUDGET: usize = 64 << 20;
 
-/// An administrator's change to one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AdminOp {
-    Hold,
-    Release,
-    Delete,
-}
-
-type Reply<T> = oneshot::Sender<T>;
-
-/// A message just submitted, still claimed by the spool insert that stored it: its first
-/// attempt needs no claim, no re-read of its record and no read of its body.
-pub(crate) struct Fresh {
-    pub claim: Claim,
-    pub body: Bytes,
-}
-
-/// Everything the scheduler is told, by the engine handle and by its own tasks.
-pub(crate) enum Command {
-    Submitted {
-        id: QueueId,
-        envelope: Envelope,
-        state: MessageState,
-        /// `None` when the spool could not hand over a claim: the message is scheduled as if
-        /// found by a scan.
-        fresh: Option<Fresh>,
-    },
-    List(Reply<Vec<QueueEntry>>),
-    Flush(FlushFilter, Reply<FlushSummary>),
-    Admin(AdminOp, QueueId, Reply<Result<(), EngineError>>),
-    Shutdown(Option<Reply<()>>),
-    Prepared(QueueId, Prepared),
-    Delivered(u64, DeliveryResult),
-    Finalized(QueueId, Finalized),
-    AdminDone(
-        QueueId,
-        Result<Option<MessageState>, EngineError>,
-        Reply<Result<(), EngineError>>,
-    ),
-    Scanned(
-        u64,
-        Result<Vec<QueuedMessage>, SpoolError>,
-        Option<(FlushFilter, Reply<FlushSummary>)>,
-    ),
-}
-
-/// What preparing a message found.
-pub(crate) enum Prepared {
-    Ready {
-        claim: Claim,
-        envelope: Arc<Envelope>,
-        state: MessageState,
-        routes: Vec<(usize, Result<Route, RouteError>)>,
-    },
-    /// Another engine or process holds the claim.
-    Busy,
-    /// The message left the spool (another process delivered or deleted it).
-    Gone,
-    /// An administrator held it (possibly from another process).
-    Held(MessageState),
-    /// The spool failed; try again later.
-    Failed(SpoolError),
-}
-
-/// One message's share of a batch: the recipients to try with the batch's route.
-#[derive(Debug, Clone)]
-pub(crate) struct Job {
-    id: QueueId,
-    envelope: Arc<Envelope>,
-    recipients: Vec<usize>,
-    forced: bool,
-    /// The body, when still in memory from the submission.
-    body: Option<Bytes>,
-}
-
-/// What a delivery task reports.
-pub(crate) struct DeliveryResult {
-    route: Route,
-    jobs: Vec<QueueId>,
-    started: SystemTime,
-    finished: SystemTime,
-    reports: Vec<RecipientReport>,
-}
-
+/// A message under attempt.
 struct Active {
     claim: Claim,
-    pending_jobs: usize,
+    /// Jobs of this attempt queued or being delivered.
+    jobs: usize,
+    /// Every outcome of this attempt so far.
     reports: Vec<Report>,
+    /// A partial state is being written; these transports wait for it.
+    saving: Option<Vec<Ack>>,
+    /// Transports waiting for the next write.
+    waiting: Vec<Ack>,
+    /// A write failed: outcomes of this message cannot be recorded now, so nothing more of it
+    /// is sent in this attempt.
+    unrecorded: bool,
 }
 
 enum Phase {
@@ -129,13 +61,15 @@ enum Phase {
     Idle,
     Preparing,
     Active(Active),
-    Finalizing,
+    /// The end of the attempt is being written; these transports wait for it.
+    Finalizing(Vec<Ack>),
     /// An administrator's change is being written.
     Admin,
 }
 
 struct Entry {
     envelope: Arc<Envelope>,
+    /// The state as the spool holds it — or, when `unsaved`, as it really is.
     state: MessageState,
     phase: Phase,
     /// A flush asked for this attempt: ignore host status.
@@ -146,6 +80,24 @@ struct Entry {
     generation: u64,
     /// The body, kept from the submission for the first attempt (counted in `fresh_bytes`).
     body: Option<Bytes>,
+    /// `state` could not be written: it knows of deliveries the spool does not. It is written
+    /// before the message is attempted again.
+    unsaved: bool,
+}
+
+impl Entry {
+    fn new(envelope: Arc<Envelope>, state: MessageState, phase: Phase, generation: u64) -> Entry {
+        Entry {
+            envelope,
+            state,
+            phase,
+            forced: false,
+            requested: None,
+            generation,
+            body: None,
+            unsaved: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -160,6 +112,18 @@ struct FlushWaiter {
     reply: Reply<FlushSummary>,
 }
 
+struct Draining {
+    replies: Vec<Reply<()>>,
+    abort_at: tokio::time::Instant,
+    aborted: bool,
+}
+
+/// A delivery task under way.
+struct Running {
+    route: Route,
+    abort: AbortHandle,
+}
+
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -168,20 +132,13 @@ pub(crate) struct Scheduler {
     hops: HashMap<Route, HopQueue>,
     hosts: HostTable,
     active_messages: usize,
-    active_deliveries: usize,
-    deliveries: HashMap<u64, AbortHandle>,
+    deliveries: HashMap<u64, Running>,
     next_delivery: u64,
     generation: u64,
     flushes: Vec<FlushWaiter>,
     draining: Option<Draining>,
     /// Bytes of the bodies kept in `Entry::body`.
     fresh_bytes: usize,
-}
-
-struct Draining {
-    replies: Vec<Reply<()>>,
-    abort_at: tokio::time::Instant,
-    aborted: bool,
 }
 
 impl Scheduler {
@@ -198,7 +155,6 @@ impl Scheduler {
             hops: HashMap::new(),
             hosts: HostTable::default(),
             active_messages: 0,
-            active_deliveries: 0,
             deliveries: HashMap::new(),
             next_delivery: 0,
             generation: 0,
@@ -262,29 +218,7 @@ impl Scheduler {
                 envelope,
                 state,
                 fresh,
-            } => {
-                let startable = fresh.is_some()
-                    && self.draining.is_none()
-                    && self.active_messages < self.shared.limits.max_active_messages;
-                let mut forced = false;
-                if let Some(e) = self.messages.get(&id) {
-                    // A rescan listed it first. Idle, it is taken over (its attempt would only
-                    // find it claimed); otherwise the claim goes and the attempt under way wins.
-                    if !(startable && matches!(e.phase, Phase::Idle)) {
-                        return;
-                    }
-                    forced = e.forced;
-                    self.unschedule(id);
-                    self.messages.remove(&id);
-                }
-                match fresh {
-                    Some(fresh) if startable => {
-                        self.start_fresh(id, envelope, state, fresh, forced)
-                    }
-                    // Dropping the claim lets the normal path (or another process) take it.
-                    _ => self.learn(id, envelope, state),
-                }
-            }
+            } => self.on_submitted(id, envelope, state, fresh),
             Command::List(reply) => {
                 let _ = reply.send(self.list());
             }
@@ -292,7 +226,14 @@ impl Scheduler {
             Command::Admin(op, id, reply) => self.admin(op, id, reply),
             Command::Shutdown(reply) => self.begin_drain(reply),
             Command::Prepared(id, p) => self.on_prepared(id, p),
-            Command::Delivered(n, r) => self.on_delivered(n, r),
+            Command::Recorded {
+                delivery,
+                id,
+                reports,
+                ack,
+            } => self.on_recorded(delivery, id, reports, ack),
+            Command::Saved(id, result) => self.on_saved(id, result),
+            Command::DeliveryEnded(n, end) => self.on_delivery_ended(n, end),
             Command::Finalized(id, f) => self.on_finalized(id, f),
             Command::AdminDone(id, result, reply) => self.on_admin_done(id, result, reply),
             Command::Scanned(generation, result, flush) => {
@@ -304,17 +245,37 @@ impl Scheduler {
     // ---- the index ---------------------------------------------------------------------
 
     fn learn(&mut self, id: QueueId, envelope: Envelope, state: MessageState) {
-        let entry = Entry {
-            envelope: Arc::new(envelope),
-            state,
-            phase: Phase::Idle,
-            forced: false,
-            requested: None,
-            generation: self.generation,
-            body: None,
-        };
+        let entry = Entry::new(Arc::new(envelope), state, Phase::Idle, self.generation);
         self.messages.insert(id, entry);
         self.schedule(id);
+    }
+
+    fn on_submitted(
+        &mut self,
+        id: QueueId,
+        envelope: Envelope,
+        state: MessageState,
+        fresh: Option<Fresh>,
+    ) {
+        let startable = fresh.is_some()
+            && self.draining.is_none()
+            && self.active_messages < self.shared.limits.max_active_messages;
+        let mut forced = false;
+        if let Some(e) = self.messages.get(&id) {
+            // A rescan listed it first. Idle, it is taken over (its attempt would only find it
+            // claimed); otherwise the claim goes and the attempt under way wins.
+            if !(startable && matches!(e.phase, Phase::Idle)) {
+                return;
+            }
+            forced = e.forced;
+            self.unschedule(id);
+            self.messages.remove(&id);
+        }
+        match fresh {
+            Some(fresh) if startable => self.start_fresh(id, envelope, state, fresh, forced),
+            // Dropping the claim lets the normal path (or another process) take it.
+            _ => self.learn(id, envelope, state),
+        }
     }
 
     /// Starts the first attempt of a message submitted through this engine at once: it is
@@ -331,22 +292,19 @@ impl Scheduler {
         let body = (self.fresh_bytes + body.len() <= FRESH_BODY_BUDGET).then_some(body);
         self.fresh_bytes += body.as_ref().map_or(0, Bytes::len);
         let envelope = Arc::new(envelope);
-        self.messages.insert(
-            id,
-            Entry {
-                envelope: envelope.clone(),
-                state: state.clone(),
-                phase: Phase::Preparing,
-                forced,
-                requested: None,
-                generation: self.generation,
-                body,
-            },
+        let mut entry = Entry::new(
+            envelope.clone(),
+            state.clone(),
+            Phase::Preparing,
+            self.generation,
         );
+        entry.forced = forced;
+        entry.body = body;
+        self.messages.insert(id, entry);
         self.active_messages += 1;
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let routes = route_pending(&shared, &envelope, &state).await;
+            let routes = tasks::route_pending(&shared, &envelope, &state).await;
             let ready = Prepared::Ready {
                 claim,
                 envelope,
@@ -412,10 +370,11 @@ impl Scheduler {
                 continue;
             };
             e.phase = Phase::Preparing;
+            let unsaved = e.unsaved.then(|| e.state.clone());
             self.active_messages += 1;
             let shared = self.shared.clone();
             tokio::spawn(async move {
-                let p = prepare(&shared, id).await;
+                let p = tasks::prepare(&shared, id, unsaved).await;
                 shared.send(Command::Prepared(id, p));
             });
         }
@@ -442,14 +401,16 @@ impl Scheduler {
             }
             Prepared::Held(state) => {
                 e.state = state;
+                e.unsaved = false;
                 self.back_to_idle(id);
                 self.resolve_flush(id, |s| s.held += 1);
             }
             Prepared::Failed(err) => {
                 tracing::error!(target: "postrider::engine", "{id}: cannot load from the spool: {err}");
+                let unsaved = e.unsaved;
                 e.state.next_attempt = now + self.shared.retry.initial;
                 self.back_to_idle(id);
-                self.resolve_flush(id, |_| {});
+                self.resolve_flush(id, |s| s.unrecorded += usize::from(unsaved));
             }
             Prepared::Ready {
                 claim,
@@ -459,6 +420,7 @@ impl Scheduler {
             } => {
                 e.envelope = envelope;
                 e.state = state;
+                e.unsaved = false;
                 if self.draining.is_some() {
                     drop(claim);
                     self.back_to_idle(id);
@@ -469,8 +431,11 @@ impl Scheduler {
                 let body = e.body.clone();
                 e.phase = Phase::Active(Active {
                     claim,
-                    pending_jobs: 0,
+                    jobs: 0,
                     reports: Vec::new(),
+                    saving: None,
+                    waiting: Vec::new(),
+                    unrecorded: false,
                 });
                 self.route_recipients(id, envelope, forced, body, routes, now);
             }
@@ -500,73 +465,74 @@ impl Scheduler {
         let mut groups: HashMap<Route, Vec<usize>> = HashMap::new();
         let mut immediate = Vec::new();
         for (idx, route) in routes {
-            match route {
-                Ok(Route::Reject { reply }) => {
-                    immediate.push(Report::immediate(
-                        idx,
-                        Outcome::from_reply(reply),
-                        "error",
-                        now,
-                    ));
+            let decided = match route {
+                Ok(Route::Reject { reply }) => Some((Outcome::from_reply(reply), Agent::Error)),
+                Ok(Route::Local { .. }) if self.shared.local.is_none() => Some((
+                    Outcome::failed(
+                        EnhancedStatus::new(5, 3, 0),
+                        "local delivery is not configured: give the engine a local transport \
+                         or route this domain elsewhere in the mailertable",
+                    ),
+                    Agent::Local,
+                )),
+                Ok(route) => {
+                    groups.entry(route).or_default().push(idx);
+                    None
                 }
-                Ok(Route::Local { .. }) if self.shared.local.is_none() => {
-                    immediate.push(Report::immediate(
-                        idx,
-                        Outcome::failed(
-                            EnhancedStatus::new(5, 3, 0),
-                            "local delivery is not configured: give the engine a local transport \
-                             or route this domain elsewhere in the mailertable",
-                        ),
-                        "local",
-                        now,
-                    ));
-                }
-                Ok(route) => groups.entry(route).or_default().push(idx),
-                Err(RouteError::Temporary { reason }) => immediate.push(Report::immediate(
-                    idx,
+                Err(RouteError::Temporary { reason }) => Some((
                     Outcome::deferred(
                         EnhancedStatus::new(4, 4, 0),
                         format!("routing failed: {reason}"),
                     ),
-                    "error",
-                    now,
+                    Agent::Error,
                 )),
-                Err(RouteError::Permanent { reason }) => immediate.push(Report::immediate(
-                    idx,
+                Err(RouteError::Permanent { reason }) => Some((
                     Outcome::failed(
                         EnhancedStatus::new(5, 4, 4),
                         format!("unroutable: {reason}"),
                     ),
-                    "error",
-                    now,
+                    Agent::Error,
                 )),
+            };
+            if let Some((outcome, agent)) = decided {
+                immediate.push(Report::immediate(idx, outcome, agent, now));
             }
         }
         for r in &immediate {
             self.emit(id, r);
         }
-        let jobs = groups.len();
-        if let Some(Entry {
-            phase: Phase::Active(a),
-            ..
-        }) = self.messages.get_mut(&id)
-        {
+        if let Some(a) = self.active(id) {
             a.reports.extend(immediate);
-            a.pending_jobs = jobs;
-        }
-        if jobs == 0 {
-            self.start_finalize(id);
-            return;
+            a.jobs = groups.len();
         }
         for (route, recipients) in groups {
-            self.hops.entry(route).or_default().ready.push_back(Job {
-                id,
-                envelope: envelope.clone(),
-                recipients,
-                forced,
-                body: body.clone(),
-            });
+            self.queue_job(
+                route,
+                Job {
+                    id,
+                    envelope: envelope.clone(),
+                    recipients,
+                    forced,
+                    body: body.clone(),
+                    note: None,
+                },
+            );
         }
+        self.advance(id);
+    }
+
+    fn active(&mut self, id: QueueId) -> Option<&mut Active> {
+        match self.messages.get_mut(&id) {
+            Some(Entry {
+                phase: Phase::Active(a),
+                ..
+            }) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn queue_job(&mut self, route: Route, job: Job) {
+        self.hops.entry(route).or_default().ready.push_back(job);
     }
 
     // ---- delivering --------------------------------------------------------------------
@@ -605,7 +571,7 @@ impl Scheduler {
                 }
             }
             loop {
-                if self.active_deliveries >= global {
+                if self.deliveries.len() >= global {
                     return;
                 }
                 let Some(hop) = self.hops.get_mut(&route) else {
@@ -617,7 +583,6 @@ impl Scheduler {
                 let n = hop.ready.len().min(batch);
                 let jobs: Vec<Job> = hop.ready.drain(..n).collect();
                 hop.active += 1;
-                self.active_deliveries += 1;
                 self.spawn_delivery(route.clone(), jobs);
             }
         }
@@ -630,11 +595,11 @@ impl Scheduler {
             reply: reason.reply.clone(),
             text: format!("delivery temporarily suspended: {}", reason.text),
         });
-        let mailer = mailer_name(route);
+        let agent = Agent::of(route);
         let reports: Vec<Report> = job
             .recipients
             .iter()
-            .map(|&idx| Report::immediate(idx, outcome.clone(), mailer, now))
+            .map(|&idx| Report::immediate(idx, outcome.clone(), agent, now))
             .collect();
         for r in &reports {
             self.emit(job.id, r);
@@ -643,101 +608,230 @@ impl Scheduler {
     }
 
     fn spawn_delivery(&mut self, route: Route, jobs: Vec<Job>) {
+        let transport = match route.kind() {
+            RouteKind::Local => self.shared.local.clone(),
+            RouteKind::Relay | RouteKind::Reject => Some(self.shared.relay.clone()),
+        }
+        .expect("invariant: local jobs are queued only when a local transport exists");
         let n = self.next_delivery;
         self.next_delivery += 1;
+        let recorder = Arc::new(Recorder::new(self.shared.clone(), n, &route, &jobs));
+        let inner = {
+            let (shared, recorder, route) = (self.shared.clone(), recorder.clone(), route.clone());
+            tokio::spawn(async move {
+                delivery::run(&shared, &transport, &route, &jobs, &recorder).await;
+            })
+        };
+        self.deliveries.insert(
+            n,
+            Running {
+                route: route.clone(),
+                abort: inner.abort_handle(),
+            },
+        );
         let shared = self.shared.clone();
-        let inner_route = route.clone();
-        let inner_jobs = jobs.clone();
-        let inner_shared = shared.clone();
-        let inner =
-            tokio::spawn(async move { deliver(&inner_shared, &inner_route, &inner_jobs).await });
-        self.deliveries.insert(n, inner.abort_handle());
         tokio::spawn(async move {
-            let started = shared.clock.now();
-            let result = match inner.await {
-                Ok(r) => r,
+            let interrupted = match inner.await {
+                Ok(()) => None,
+                Err(e) if e.is_cancelled() => Some(Outcome::deferred(
+                    EnhancedStatus::new(4, 3, 2),
+                    "delivery interrupted: the engine is shutting down",
+                )),
                 Err(e) => {
-                    let (status, why) = if e.is_cancelled() {
-                        (
-                            EnhancedStatus::new(4, 3, 2),
-                            "delivery interrupted: the engine is shutting down",
-                        )
-                    } else {
-                        (
-                            EnhancedStatus::new(4, 3, 0),
-                            "internal error: the transport panicked",
-                        )
-                    };
-                    if !e.is_cancelled() {
-                        tracing::error!(target: "postrider::engine", "delivery task failed: {e}");
-                    }
-                    DeliveryResult {
-                        route: route.clone(),
-                        jobs: jobs.iter().map(|j| j.id).collect(),
-                        started,
-                        finished: shared.clock.now(),
-                        reports: missing_reports(&jobs, status, why),
-                    }
+                    tracing::error!(target: "postrider::engine", "delivery task failed: {e}");
+                    Some(Outcome::deferred(
+                        EnhancedStatus::new(4, 3, 0),
+                        "internal error: the transport panicked",
+                    ))
                 }
             };
-            shared.send(Command::Delivered(n, result));
+            shared.send(Command::DeliveryEnded(
+                n,
+                recorder.end(route, interrupted.as_ref()),
+            ));
         });
     }
 
-    fn on_delivered(&mut self, n: u64, r: DeliveryResult) {
+    /// One message of delivery `n` is reported: its outcomes are recorded now, and the
+    /// transport goes on once they are durable (`ack`).
+    fn on_recorded(&mut self, n: u64, id: QueueId, reported: Vec<Reported>, ack: Ack) {
+        let route = self.deliveries.get(&n).map(|r| r.route.clone());
+        let mut reports = Vec::with_capacity(reported.len());
+        let mut redirected = Vec::new();
+        for r in reported {
+            match r.redirect {
+                Some(Redirect::SmartHost { reason }) => redirected.push((r.report, reason)),
+                None => reports.push(r.report),
+            }
+        }
+        if !redirected.is_empty() {
+            reports.extend(self.redirect(id, route.as_ref(), redirected));
+        }
+        for r in &reports {
+            self.emit(id, r);
+        }
+        let Some(a) = self.active(id) else {
+            let _ = ack.send(false);
+            return;
+        };
+        a.reports.extend(reports);
+        a.jobs = a.jobs.saturating_sub(1);
+        if a.unrecorded {
+            let _ = ack.send(false);
+        } else {
+            a.waiting.push(ack);
+        }
+        self.advance(id);
+    }
+
+    /// Queues recipients a transport asked to send through the smart host on its route, as a
+    /// job of the same attempt. Returns the reports that stand instead: when there is no smart
+    /// host, when they came from it already, or when the engine is stopping (then nothing:
+    /// they stay as they were).
+    fn redirect(
+        &mut self,
+        id: QueueId,
+        from: Option<&Route>,
+        redirected: Vec<(Report, String)>,
+    ) -> Vec<Report> {
+        if self.draining.is_some() {
+            return Vec::new();
+        }
+        let smart_host = self
+            .shared
+            .router
+            .smart_host()
+            .filter(|r| Some(r) != from && r.kind() == RouteKind::Relay);
+        let (Some(route), Some(e)) = (smart_host, self.messages.get(&id)) else {
+            return redirected.into_iter().map(|(r, _)| r).collect();
+        };
+        let envelope = e.envelope.clone();
+        let forced = e.forced;
+        let mut by_reason: HashMap<String, Vec<usize>> = HashMap::new();
+        for (r, reason) in redirected {
+            by_reason.entry(reason).or_default().push(r.recipient);
+        }
+        for (reason, recipients) in by_reason {
+            tracing::info!(target: "postrider::spf", "{id}: {reason}; sending through the smart host instead");
+            if let Some(a) = self.active(id) {
+                a.jobs += 1;
+            }
+            self.queue_job(
+                route.clone(),
+                Job {
+                    id,
+                    envelope: envelope.clone(),
+                    recipients,
+                    forced,
+                    body: None,
+                    note: Some(format!("{reason}; sent through the smart host instead")),
+                },
+            );
+        }
+        Vec::new()
+    }
+
+    /// Takes the attempt of `id` one step further: writes what was reported, or finalizes once
+    /// no job is left. One write per message at a time; reports that arrive meanwhile wait for
+    /// the next.
+    fn advance(&mut self, id: QueueId) {
+        let Some(a) = self.active(id) else {
+            return;
+        };
+        if a.saving.is_some() {
+            return;
+        }
+        if a.jobs == 0 {
+            self.start_finalize(id);
+        } else if !a.waiting.is_empty() {
+            self.start_save(id);
+        }
+    }
+
+    fn start_save(&mut self, id: QueueId) {
+        let Some(e) = self.messages.get_mut(&id) else {
+            return;
+        };
+        let Phase::Active(a) = &mut e.phase else {
+            return;
+        };
+        let state = finalize::partial_state(&e.state, &a.reports);
+        a.saving = Some(std::mem::take(&mut a.waiting));
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let result = shared.spool.save_state(&id, &state).await;
+            shared.send(Command::Saved(id, result));
+        });
+    }
+
+    fn on_saved(&mut self, id: QueueId, result: Result<(), SpoolError>) {
+        let Some(a) = self.active(id) else {
+            return;
+        };
+        let acks = a.saving.take().unwrap_or_default();
+        match result {
+            Ok(()) => {
+                for ack in acks {
+                    let _ = ack.send(true);
+                }
+            }
+            Err(e) => {
+                for ack in acks.into_iter().chain(a.waiting.drain(..)) {
+                    let _ = ack.send(false);
+                }
+                a.unrecorded = true;
+                tracing::error!(
+                    target: "postrider::engine",
+                    "{id}: cannot record delivery state: {e}; its other recipients are not attempted now, so nothing delivered is sent twice"
+                );
+                let withdrawn = self.withdraw(id);
+                if let Some(a) = self.active(id) {
+                    a.jobs = a.jobs.saturating_sub(withdrawn);
+                }
+            }
+        }
+        self.advance(id);
+    }
+
+    /// Takes the message's jobs that have not started out of their queues; returns how many.
+    fn withdraw(&mut self, id: QueueId) -> usize {
+        let mut withdrawn = 0;
+        for hop in self.hops.values_mut() {
+            let before = hop.ready.len();
+            hop.ready.retain(|j| j.id != id);
+            withdrawn += before - hop.ready.len();
+        }
+        withdrawn
+    }
+
+    fn on_delivery_ended(&mut self, n: u64, end: DeliveryEnd) {
         self.deliveries.remove(&n);
-        self.active_deliveries -= 1;
-        if let Some(hop) = self.hops.get_mut(&r.route) {
+        if let Some(hop) = self.hops.get_mut(&end.route) {
             hop.active -= 1;
         }
         let now = self.shared.clock.now();
-        if self
+        if let Some(reason) = self
             .hosts
-            .record(&r.route, &r.reports, now, &self.shared.retry)
+            .record(&end.route, &end.outcomes, now, &self.shared.retry)
         {
-            tracing::warn!(
-                target: "postrider::engine",
-                "next hop {} is not answering; deferring its mail without connecting until its backoff ends",
-                route_label(&r.route)
-            );
+            tracing::warn!(target: "postrider::engine", "{}", hosts::dead_line(&route_label(&end.route), &reason));
         }
-        let mailer = mailer_name(&r.route);
-        let mut by_message: HashMap<QueueId, Vec<Report>> = HashMap::new();
-        for rep in r.reports {
-            by_message.entry(rep.id).or_default().push(Report {
-                recipient: rep.recipient,
-                outcome: rep.outcome,
-                remote: rep.remote,
-                mailer: mailer.to_string(),
-                started: r.started,
-                finished: r.finished,
-                note: rep.note,
-                dsn_passed_on: rep.dsn_passed_on,
-            });
-        }
-        for id in r.jobs {
-            let reports = by_message.remove(&id).unwrap_or_default();
-            for rep in &reports {
-                self.emit(id, rep);
+        for (id, reports) in end.unreported {
+            for r in &reports {
+                self.emit(id, r);
             }
             self.job_done(id, reports);
         }
     }
 
-    /// Records the reports of one finished job; finalizes the message after its last job.
+    /// Records the reports of a job that ended without going through the recorder (suspended,
+    /// not attempted, interrupted).
     fn job_done(&mut self, id: QueueId, reports: Vec<Report>) {
-        let Some(Entry {
-            phase: Phase::Active(a),
-            ..
-        }) = self.messages.get_mut(&id)
-        else {
-            return;
-        };
-        a.reports.extend(reports);
-        a.pending_jobs = a.pending_jobs.saturating_sub(1);
-        if a.pending_jobs == 0 {
-            self.start_finalize(id);
+        if let Some(a) = self.active(id) {
+            a.reports.extend(reports);
+            a.jobs = a.jobs.saturating_sub(1);
         }
+        self.advance(id);
     }
 
     fn emit(&self, id: QueueId, r: &Report) {
@@ -753,9 +847,10 @@ impl Scheduler {
         let Some(e) = self.messages.get_mut(&id) else {
             return;
         };
-        let Phase::Active(active) = std::mem::replace(&mut e.phase, Phase::Finalizing) else {
+        let Phase::Active(mut active) = std::mem::replace(&mut e.phase, Phase::Idle) else {
             return;
         };
+        e.phase = Phase::Finalizing(std::mem::take(&mut active.waiting));
         let job = FinalizeJob {
             id,
             envelope: e.envelope.clone(),
@@ -773,19 +868,37 @@ impl Scheduler {
 
     fn on_finalized(&mut self, id: QueueId, f: Finalized) {
         self.active_messages -= 1;
+        let acks = match self.messages.get_mut(&id).map(|e| &mut e.phase) {
+            Some(Phase::Finalizing(acks)) => std::mem::take(acks),
+            _ => Vec::new(),
+        };
+        let durable = !matches!(f, Finalized::Unsaved(_));
+        for ack in acks {
+            let _ = ack.send(durable);
+        }
         match f {
             Finalized::Removed => {
                 self.messages.remove(&id);
                 self.resolve_flush(id, |s| s.completed += 1);
             }
-            Finalized::Kept(state) => {
-                if let Some(e) = self.messages.get_mut(&id) {
-                    e.state = state;
-                    e.phase = Phase::Idle;
-                    e.forced = false;
-                }
+            Finalized::Kept(state) | Finalized::Unsaved(state) => {
+                let requested = match self.messages.get_mut(&id) {
+                    Some(e) => {
+                        e.state = state;
+                        e.unsaved = !durable;
+                        e.phase = Phase::Idle;
+                        e.forced = false;
+                        e.requested.take()
+                    }
+                    None => None,
+                };
                 self.schedule(id);
-                self.resolve_flush(id, |_| {});
+                self.resolve_flush(id, |s| s.unrecorded += usize::from(!durable));
+                if let Some(op) = requested {
+                    // Asked for while the end of the attempt was being written: apply it now.
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    self.admin(op, id, reply);
+                }
             }
         }
     }
@@ -821,7 +934,7 @@ impl Scheduler {
         }
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let result = apply_admin(&shared, op, id).await;
+            let result = tasks::apply_admin(&shared, op, id).await;
             shared.send(Command::AdminDone(id, result, reply));
         });
     }
@@ -975,7 +1088,11 @@ impl Scheduler {
 
     // ---- shutting down -----------------------------------------------------------------
 
+    /// Stops taking new work: jobs that have not started are not attempted (their recipients
+    /// stay as they were), and each running session finishes the message it is on — its
+    /// outcome is recorded — and then closes.
     fn begin_drain(&mut self, reply: Option<Reply<()>>) {
+        self.shared.draining.store(true, Ordering::Release);
         let grace = self.shared.limits.shutdown_grace;
         let d = self.draining.get_or_insert_with(|| Draining {
             replies: Vec::new(),
@@ -985,7 +1102,6 @@ impl Scheduler {
         if let Some(r) = reply {
             d.replies.push(r);
         }
-        // Jobs that have not started are simply not attempted: their recipients stay pending.
         let queued: Vec<QueueId> = self
             .hops
             .values_mut()
@@ -1005,12 +1121,12 @@ impl Scheduler {
             if !self.deliveries.is_empty() {
                 tracing::warn!(
                     target: "postrider::engine",
-                    "shutdown grace period over: interrupting {} deliveries (their recipients stay queued)",
+                    "shutdown grace period over: interrupting {} deliveries (their unanswered messages stay queued)",
                     self.deliveries.len()
                 );
             }
-            for h in self.deliveries.values() {
-                h.abort();
+            for running in self.deliveries.values() {
+                running.abort.abort();
             }
         }
         self.active_messages == 0
@@ -1033,14 +1149,6 @@ async fn tick_opt(t: &mut Option<tokio::time::Interval>) {
     }
 }
 
-pub(crate) fn mailer_name(route: &Route) -> &'static str {
-    match route {
-        Route::Relay { mailer, .. } => mailer.name(),
-        Route::Local { .. } => "local",
-        Route::Reject { .. } => "error",
-    }
-}
-
 fn route_label(route: &Route) -> String {
     match route {
         Route::Relay { hops, .. } => hops
@@ -1051,187 +1159,4 @@ fn route_label(route: &Route) -> String {
         Route::Local { .. } => "local".into(),
         Route::Reject { .. } => "error".into(),
     }
-}
-
-/// Claims, re-reads and routes one message.
-async fn prepare(shared: &Shared, id: QueueId) -> Prepared {
-    let claim = match shared.spool.claim(&id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return Prepared::Busy,
-        Err(SpoolError::NotFound(_)) => return Prepared::Gone,
-        Err(e) => return Prepared::Failed(e),
-    };
-    // Another process may have advanced the state since this engine last read it.
-    let msg = match shared.spool.load(&id).await {
-        Ok(m) => m,
-        Err(SpoolError::NotFound(_)) => return Prepared::Gone,
-        Err(e) => return Prepared::Failed(e),
-    };
-    if msg.state.held {
-        return Prepared::Held(msg.state);
-    }
-    let routes = route_pending(shared, &msg.envelope, &msg.state).await;
-    Prepared::Ready {
-        claim,
-        envelope: Arc::new(msg.envelope),
-        state: msg.state,
-        routes,
-    }
-}
-
-/// The route of every recipient still pending.
-async fn route_pending(
-    shared: &Shared,
-    envelope: &Envelope,
-    state: &MessageState,
-) -> Vec<(usize, Result<Route, RouteError>)> {
-    let mut routes = Vec::new();
-    for (idx, (r, s)) in envelope
-        .recipients
-        .iter()
-        .zip(&state.recipients)
-        .enumerate()
-    {
-        if s.status == crate::spool::RecipientStatus::Pending {
-            routes.push((idx, shared.router.route(&r.address).await));
-        }
-    }
-    routes
-}
-
-/// Loads the bodies and hands one batch to the transport; makes sure every recipient gets
-/// exactly one report.
-async fn deliver(shared: &Shared, route: &Route, jobs: &[Job]) -> DeliveryResult {
-    let started = shared.clock.now();
-    let mut batch = Vec::with_capacity(jobs.len());
-    let mut reports = Vec::new();
-    for job in jobs {
-        let body = match &job.body {
-            Some(body) => Ok(body.clone()),
-            None => shared.spool.body(&job.id).await,
-        };
-        match body {
-            Ok(body) => batch.push(Delivery {
-                id: job.id,
-                envelope: job.envelope.clone(),
-                recipients: job.recipients.clone(),
-                body,
-            }),
-            Err(e) => reports.extend(job.recipients.iter().map(|&idx| RecipientReport {
-                id: job.id,
-                recipient: idx,
-                outcome: Outcome::deferred(
-                    EnhancedStatus::new(4, 3, 0),
-                    format!("cannot read the message from the spool: {e}"),
-                ),
-                remote: None,
-                note: None,
-                dsn_passed_on: false,
-            })),
-        }
-    }
-    if !batch.is_empty() {
-        let transport = match route {
-            Route::Local { .. } => shared.local.as_ref().unwrap_or(&shared.transport),
-            _ => &shared.transport,
-        };
-        let got = transport.deliver(route, &batch).await;
-        let mut expected: HashSet<(QueueId, usize)> = batch
-            .iter()
-            .flat_map(|d| d.recipients.iter().map(move |&i| (d.id, i)))
-            .collect();
-        for r in got {
-            if expected.remove(&(r.id, r.recipient)) {
-                reports.push(r);
-            } else {
-                tracing::warn!(target: "postrider::engine", "{}: transport reported on recipient {} it was not given (ignored)", r.id, r.recipient);
-            }
-        }
-        let mut missing: Vec<(QueueId, usize)> = expected.into_iter().collect();
-        missing.sort();
-        for (id, idx) in missing {
-            reports.push(RecipientReport {
-                id,
-                recipient: idx,
-                outcome: Outcome::deferred(
-                    EnhancedStatus::new(4, 3, 0),
-                    "internal error: the transport gave no report for this recipient",
-                ),
-                remote: None,
-                note: None,
-                dsn_passed_on: false,
-            });
-        }
-    }
-    DeliveryResult {
-        route: route.clone(),
-        jobs: jobs.iter().map(|j| j.id).collect(),
-        started,
-        finished: shared.clock.now(),
-        reports,
-    }
-}
-
-fn missing_reports(jobs: &[Job], status: EnhancedStatus, why: &str) -> Vec<RecipientReport> {
-    jobs.iter()
-        .flat_map(|j| {
-            j.recipients.iter().map(move |&idx| RecipientReport {
-                id: j.id,
-                recipient: idx,
-                outcome: Outcome::deferred(status, why),
-                remote: None,
-                note: None,
-                dsn_passed_on: false,
-            })
-        })
-        .collect()
-}
-
-/// Writes a hold, release or delete under the message's claim. `Ok(None)`: the message is gone.
-async fn apply_admin(
-    shared: &Shared,
-    op: AdminOp,
-    id: QueueId,
-) -> Result<Option<MessageState>, EngineError> {
-    let claim = match shared.spool.claim(&id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return Err(EngineError::Busy(id)),
-        Err(SpoolError::NotFound(_)) => return Err(EngineError::NotFound(id)),
-        Err(e) => return Err(EngineError::Spool(e)),
-    };
-    let mut msg = match shared.spool.load(&id).await {
-        Ok(m) => m,
-        Err(SpoolError::NotFound(_)) => return Err(EngineError::NotFound(id)),
-        Err(e) => return Err(EngineError::Spool(e)),
-    };
-    let result = match op {
-        AdminOp::Delete => {
-            shared.spool.remove(&id).await.map_err(EngineError::Spool)?;
-            tracing::info!(target: "postrider::engine", "{id}: deleted by the administrator");
-            None
-        }
-        AdminOp::Hold => {
-            msg.state.held = true;
-            shared
-                .spool
-                .save_state(&id, &msg.state)
-                .await
-                .map_err(EngineError::Spool)?;
-            tracing::info!(target: "postrider::engine", "{id}: held by the administrator");
-            Some(msg.state)
-        }
-        AdminOp::Release => {
-            msg.state.held = false;
-            msg.state.next_attempt = shared.clock.now();
-            shared
-                .spool
-                .save_state(&id, &msg.state)
-                .await
-                .map_err(EngineError::Spool)?;
-            tracing::info!(target: "postrider::engine", "{id}: released by the administrator");
-            Some(msg.state)
-        }
-    };
-    drop(claim);
-    Ok(result)
 }
