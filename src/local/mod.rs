@@ -10,12 +10,17 @@ pub mod aliases;
 pub mod config;
 pub mod error;
 pub mod expand;
+mod file;
 mod fsutil;
+pub mod lmtp;
 pub mod location;
 mod lock;
 pub mod maildir;
 pub mod mbox;
+pub mod pipe;
 pub mod targets;
+pub mod trace;
+mod transport;
 pub mod users;
 pub mod virtusertable;
 
@@ -28,9 +33,12 @@ pub use expand::{
     Expanded, Expansion, ExpansionProblem, FileSystem, SourceFile, Sources, Target, TargetSource,
 };
 pub use fsutil::Owner;
+pub use lmtp::{LmtpError, LmtpMessage, LmtpSession};
 pub use location::{LmtpTarget, LocationError, MailboxLocation, PathTemplate};
 pub use maildir::Maildir;
 pub use mbox::MboxOptions;
+pub use pipe::PipeJob;
 pub use targets::{AliasTarget, TargetProblem, parse_targets};
+pub use transport::LocalTransport;
 pub use users::{StaticUsers, SystemUsers, User, UserDb, UserDbError};
 pub use virtusertable::{VirtualMatch, VirtualTarget, VirtuserProblem, Virtusertable};

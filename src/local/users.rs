@@ -67,6 +67,13 @@ impl UserDbError {
 pub trait UserDb: Send + Sync + fmt::Debug {
     /// The user named `name`, `Ok(None)` when there is none.
     fn lookup(&self, name: &str) -> Result<Option<User>, UserDbError>;
+
+    /// The user with uid `uid` (the owner of an include file), `Ok(None)` when there is none.
+    /// The default knows nobody by uid.
+    fn lookup_uid(&self, uid: u32) -> Result<Option<User>, UserDbError> {
+        let _ = uid;
+        Ok(None)
+    }
 }
 
 /// The system password database (`getpwnam_r`, so `/etc/passwd` and any NSS source).
@@ -80,16 +87,33 @@ impl UserDb for SystemUsers {
             source,
         })
     }
+
+    fn lookup_uid(&self, uid: u32) -> Result<Option<User>, UserDbError> {
+        getpw(Key::Uid(uid)).map_err(|source| UserDbError::Lookup {
+            name: format!("uid {uid}"),
+            source,
+        })
+    }
 }
 
-/// The largest buffer `getpwnam_r` is given: entries longer than this are not real users.
-const MAX_PW_BUFFER: usize = 1 << 20;
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Name(&'a CString),
+    Uid(u32),
+}
 
 fn getpwnam(name: &str) -> io::Result<Option<User>> {
     // A name with a NUL cannot be in the database.
     let Ok(c_name) = CString::new(name) else {
         return Ok(None);
     };
+    getpw(Key::Name(&c_name))
+}
+
+/// The largest buffer `getpwnam_r` is given: entries longer than this are not real users.
+const MAX_PW_BUFFER: usize = 1 << 20;
+
+fn getpw(key: Key<'_>) -> io::Result<Option<User>> {
     let mut size = 1024;
     loop {
         let mut buf = vec![0u8; size];
@@ -99,13 +123,22 @@ fn getpwnam(name: &str) -> io::Result<Option<User>> {
         let mut result: *mut libc::passwd = std::ptr::null_mut();
         // SAFETY: every pointer is valid for the call; `buf` outlives every use of `pw`.
         let rc = unsafe {
-            libc::getpwnam_r(
-                c_name.as_ptr(),
-                &mut pw,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
+            match key {
+                Key::Name(c_name) => libc::getpwnam_r(
+                    c_name.as_ptr(),
+                    &mut pw,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut result,
+                ),
+                Key::Uid(uid) => libc::getpwuid_r(
+                    uid,
+                    &mut pw,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut result,
+                ),
+            }
         };
         if rc == libc::ERANGE && size < MAX_PW_BUFFER {
             size *= 4;
@@ -199,6 +232,10 @@ impl UserDb for StaticUsers {
     fn lookup(&self, name: &str) -> Result<Option<User>, UserDbError> {
         Ok(self.users.get(name).cloned())
     }
+
+    fn lookup_uid(&self, uid: u32) -> Result<Option<User>, UserDbError> {
+        Ok(self.users.values().find(|u| u.uid == uid).cloned())
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +260,11 @@ mod tests {
         );
         assert!(SystemUsers.lookup("nul\0inside").unwrap().is_none());
         assert!(SystemUsers.lookup("").unwrap().is_none());
+    }
+
+    #[test]
+    fn root_is_found_by_uid_too() {
+        assert_eq!(SystemUsers.lookup_uid(0).unwrap().unwrap().name, "root");
     }
 
     #[test]
