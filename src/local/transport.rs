@@ -12,7 +12,9 @@
 //! 3. Mailboxes are the configured [`MailboxLocation`]: a Maildir or mbox file belonging to
 //!    the user from the password database (unknown: `550 5.1.1 <x>... User unknown`), or an
 //!    LMTP server, which knows its own users. Stored copies start with `Return-Path:` and
-//!    `Delivered-To:` (an LMTP server adds its own).
+//!    `Delivered-To:` (over LMTP the server writes `Return-Path:` from the envelope, and each
+//!    envelope recipient gets a transaction of its own so its copy carries its
+//!    `Delivered-To:`).
 //!
 //! The recipient's outcome combines its targets': delivered when every target took the
 //! message (the reply lists them, with "forwarded as QUEUEID" for queued copies); deferred
@@ -597,51 +599,56 @@ impl LocalTransport {
         }
     }
 
+    /// Sends the LMTP targets, one transaction per envelope recipient: each copy carries its
+    /// recipient's `Delivered-To:` (the loop check needs it, and an LMTP server adds its own
+    /// only when a transaction has a single recipient).
     async fn run_lmtp(&self, d: &Delivery, plans: &mut [Plan], lmtp: &mut Option<LmtpSession>) {
         let MailboxLocation::Lmtp(target) = &self.config.mailbox else {
             return;
         };
-        let mut slots = Vec::new();
-        let mut rcpts = Vec::new();
-        for (p, plan) in plans.iter().enumerate() {
+        for plan in plans.iter_mut() {
             if plan.outcome.is_some() {
                 continue;
             }
+            let mut slots = Vec::new();
+            let mut rcpts = Vec::new();
             for (j, job) in plan.jobs.iter().enumerate() {
                 if let (Kind::Lmtp(r), None) = (&job.kind, &job.outcome) {
-                    slots.push((p, j));
+                    slots.push(j);
                     rcpts.push(r.clone());
                 }
             }
-        }
-        if rcpts.is_empty() {
-            return;
-        }
-        let session = match lmtp.take() {
-            Some(s) => Ok(s),
-            None => LmtpSession::connect(target, self.hostname.as_str(), self.timeouts).await,
-        };
-        let outcomes = match session {
-            Ok(mut s) => {
-                let m = LmtpMessage {
-                    sender: &d.envelope.sender,
-                    recipients: &rcpts,
-                    body: &d.body,
-                    body_type: d.envelope.body,
-                    smtputf8: d.envelope.smtputf8,
-                };
-                match s.send(&m).await {
-                    Ok(o) => {
-                        *lmtp = Some(s);
-                        o
-                    }
-                    Err(e) => vec![e.outcome(); rcpts.len()],
-                }
+            if rcpts.is_empty() {
+                continue;
             }
-            Err(e) => vec![e.outcome(); rcpts.len()],
-        };
-        for ((p, j), o) in slots.into_iter().zip(outcomes) {
-            plans[p].jobs[j].outcome = Some(o);
+            let mut body = trace::delivered_to(&plan.address);
+            body.extend_from_slice(&d.body);
+            let session = match lmtp.take() {
+                Some(s) => Ok(s),
+                None => LmtpSession::connect(target, self.hostname.as_str(), self.timeouts).await,
+            };
+            let outcomes = match session {
+                Ok(mut s) => {
+                    let m = LmtpMessage {
+                        sender: &d.envelope.sender,
+                        recipients: &rcpts,
+                        body: &body,
+                        body_type: d.envelope.body,
+                        smtputf8: d.envelope.smtputf8,
+                    };
+                    match s.send(&m).await {
+                        Ok(o) => {
+                            *lmtp = Some(s);
+                            o
+                        }
+                        Err(e) => vec![e.outcome(); rcpts.len()],
+                    }
+                }
+                Err(e) => vec![e.outcome(); rcpts.len()],
+            };
+            for (j, o) in slots.into_iter().zip(outcomes) {
+                plan.jobs[j].outcome = Some(o);
+            }
         }
     }
 }

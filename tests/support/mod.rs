@@ -5,10 +5,13 @@
 
 pub mod dns_server;
 pub mod doctor;
+pub mod dovecot;
 pub mod engine;
 pub mod esmtp;
 pub mod example_binary;
 pub mod examples;
+pub mod imap;
+pub mod local;
 pub mod postfix;
 pub mod relay;
 pub mod route;
