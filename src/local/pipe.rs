@@ -131,12 +131,17 @@ async fn spawn_and_wait(job: &PipeJob, input: Vec<u8>) -> io::Result<Outcome> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let groups: Vec<libc::gid_t> = group_list(&job.user)?;
-        cmd.uid(job.user.uid).gid(job.user.gid);
-        // SAFETY: setgroups is async-signal-safe and the closure only reads `groups`, which
-        // was built before the fork.
+        let (uid, gid) = (job.user.uid, job.user.gid);
+        // The groups must be set while still root, so the switch is done here rather than by
+        // Command::uid/gid (which run before pre_exec closures).
+        // SAFETY: setgroups, setgid and setuid are async-signal-safe; the closure only reads
+        // values built before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
