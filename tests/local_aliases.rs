@@ -74,7 +74,12 @@ fn read_maildir(md: &Path) -> Vec<Vec<u8>> {
 
 const BODY: &[u8] = b"Subject: test\r\n\r\nhello\r\n";
 
-async fn send(t: &LocalTransport, route: &Route, rcpts: &[&str], body: &[u8]) -> (Recorder, postrider::QueueId) {
+async fn send(
+    t: &LocalTransport,
+    route: &Route,
+    rcpts: &[&str],
+    body: &[u8],
+) -> (Recorder, postrider::QueueId) {
     let d = delivery("aaa@ourtest.com", rcpts, body);
     let r = Recorder::new();
     t.deliver(route, std::slice::from_ref(&d), &r).await;
@@ -92,20 +97,35 @@ fn failed_status(o: &Outcome) -> (String, String) {
 #[tokio::test]
 async fn remote_targets_are_forwarded_and_mailboxes_delivered_at_once() {
     let site = Site::new();
-    let t = site.transport("ops: jane@example.net, \\bob, kim@partner.example\n", |_| {});
+    let t = site.transport(
+        "ops: jane@example.net, \\bob, kim@partner.example\n",
+        |_| {},
+    );
     let (r, id) = send(&t, &Route::local(), &["ops@mx.ourtest.com"], BODY).await;
     let text = delivered_text(&r.outcome(id, 0));
     let fwd = r.forwarded();
     assert_eq!(fwd.len(), 1, "one queued copy for both remote targets");
-    assert!(text.contains(&format!("forwarded as {} to jane@example.net, kim@partner.example", fwd[0].id)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "forwarded as {} to jane@example.net, kim@partner.example",
+            fwd[0].id
+        )),
+        "{text}"
+    );
     assert!(text.contains("delivered to maildir"), "{text}");
     let f = &fwd[0];
     assert_eq!(f.sender.to_string(), "<aaa@ourtest.com>");
     let rcpts: Vec<String> = f.recipients.iter().map(|r| r.address.to_string()).collect();
     assert_eq!(rcpts, ["jane@example.net", "kim@partner.example"]);
     let orcpt = f.recipients[0].orcpt.as_ref().unwrap();
-    assert_eq!((orcpt.addr_type.as_str(), orcpt.address.as_str()), ("rfc822", "ops@mx.ourtest.com"));
-    assert!(f.body.starts_with(b"Delivered-To: ops@mx.ourtest.com\r\nSubject: test\r\n"));
+    assert_eq!(
+        (orcpt.addr_type.as_str(), orcpt.address.as_str()),
+        ("rfc822", "ops@mx.ourtest.com")
+    );
+    assert!(
+        f.body
+            .starts_with(b"Delivered-To: ops@mx.ourtest.com\r\nSubject: test\r\n")
+    );
     let mail = site.mailbox("bob");
     assert_eq!(mail.len(), 1);
     assert_eq!(
@@ -121,16 +141,26 @@ async fn a_forward_that_cannot_be_queued_defers_the_alias() {
     let d = delivery("aaa@ourtest.com", &["ops@mx.ourtest.com"], BODY);
     let r = Recorder::new();
     *r.forward_error.lock().unwrap() = Some(queue_full());
-    t.deliver(&Route::local(), std::slice::from_ref(&d), &r).await;
+    t.deliver(&Route::local(), std::slice::from_ref(&d), &r)
+        .await;
     let report = r.report(d.id, 0);
     match &report.outcome {
         Outcome::Deferred(diag) => {
             assert_eq!(diag.status.to_string(), "4.3.1");
-            assert!(diag.text.starts_with("jane@example.net: the spool is full"), "{}", diag.text);
+            assert!(
+                diag.text.starts_with("jane@example.net: the spool is full"),
+                "{}",
+                diag.text
+            );
         }
         other => panic!("{other:?}"),
     }
-    assert!(report.note.unwrap().contains("1 of 2 targets took the message already"));
+    assert!(
+        report
+            .note
+            .unwrap()
+            .contains("1 of 2 targets took the message already")
+    );
 }
 
 #[tokio::test]
@@ -147,10 +177,19 @@ async fn an_alias_loop_fails_with_5_4_6() {
 async fn unknown_users_are_refused_with_sendmails_words() {
     let site = Site::new();
     let t = site.transport("team: bob, nosuch\n", |_| {});
-    let (r, id) = send(&t, &Route::local(), &["ghost@mx.ourtest.com", "team@mx.ourtest.com"], BODY).await;
+    let (r, id) = send(
+        &t,
+        &Route::local(),
+        &["ghost@mx.ourtest.com", "team@mx.ourtest.com"],
+        BODY,
+    )
+    .await;
     match r.outcome(id, 0) {
         Outcome::Failed(d) => {
-            assert_eq!(d.reply.unwrap().one_line(), "550 5.1.1 <ghost@mx.ourtest.com>... User unknown");
+            assert_eq!(
+                d.reply.unwrap().one_line(),
+                "550 5.1.1 <ghost@mx.ourtest.com>... User unknown"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -158,7 +197,10 @@ async fn unknown_users_are_refused_with_sendmails_words() {
     let report = r.report(id, 1);
     assert!(matches!(report.outcome, Outcome::Delivered { .. }));
     let note = report.note.unwrap();
-    assert!(note.contains("User unknown (alias target nosuch)"), "{note}");
+    assert!(
+        note.contains("User unknown (alias target nosuch)"),
+        "{note}"
+    );
     assert_eq!(site.mailbox("bob").len(), 1);
 }
 
@@ -185,7 +227,11 @@ async fn include_files_are_read_at_delivery() {
     std::fs::remove_file(&list).unwrap();
     let (r, id) = send(&t, &Route::local(), &["staff@mx.ourtest.com"], BODY).await;
     match r.outcome(id, 0) {
-        Outcome::Deferred(d) => assert!(d.text.starts_with("cannot read :include: file"), "{}", d.text),
+        Outcome::Deferred(d) => assert!(
+            d.text.starts_with("cannot read :include: file"),
+            "{}",
+            d.text
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -198,7 +244,10 @@ async fn a_message_that_already_went_through_here_is_refused_as_a_loop() {
     let (r, id) = send(&t, &Route::local(), &["bob@mx.ourtest.com"], body).await;
     let (status, text) = failed_status(&r.outcome(id, 0));
     assert_eq!(status, "5.4.6");
-    assert!(text.starts_with("mail forwarding loop for bob@mx.ourtest.com"), "{text}");
+    assert!(
+        text.starts_with("mail forwarding loop for bob@mx.ourtest.com"),
+        "{text}"
+    );
     assert!(site.mailbox("bob").is_empty());
 }
 
@@ -206,7 +255,13 @@ async fn a_message_that_already_went_through_here_is_refused_as_a_loop() {
 async fn two_recipients_reaching_one_mailbox_get_one_copy() {
     let site = Site::new();
     let t = site.transport("info: bob\nsales: bob\n", |_| {});
-    let (r, id) = send(&t, &Route::local(), &["info@mx.ourtest.com", "sales@mx.ourtest.com"], BODY).await;
+    let (r, id) = send(
+        &t,
+        &Route::local(),
+        &["info@mx.ourtest.com", "sales@mx.ourtest.com"],
+        BODY,
+    )
+    .await;
     assert!(matches!(r.outcome(id, 0), Outcome::Delivered { .. }));
     assert!(matches!(r.outcome(id, 1), Outcome::Delivered { .. }));
     assert_eq!(site.mailbox("bob").len(), 1);
@@ -216,9 +271,19 @@ async fn two_recipients_reaching_one_mailbox_get_one_copy() {
 async fn commands_and_files_are_refused_unless_allowed() {
     let site = Site::new();
     let out = site.path("out");
-    let aliases = format!("cmd: \"|cat > {}\"\nfile: {}\n", out.display(), site.path("copy").display());
+    let aliases = format!(
+        "cmd: \"|cat > {}\"\nfile: {}\n",
+        out.display(),
+        site.path("copy").display()
+    );
     let t = site.transport(&aliases, |_| {});
-    let (r, id) = send(&t, &Route::local(), &["cmd@mx.ourtest.com", "file@mx.ourtest.com"], BODY).await;
+    let (r, id) = send(
+        &t,
+        &Route::local(),
+        &["cmd@mx.ourtest.com", "file@mx.ourtest.com"],
+        BODY,
+    )
+    .await;
     let (status, text) = failed_status(&r.outcome(id, 0));
     assert_eq!(status, "5.7.1");
     assert!(text.contains("allow_pipes = false"), "{text}");
@@ -245,22 +310,44 @@ async fn allowed_commands_and_files_run_as_the_default_user() {
         c.allow_pipes = true;
         c.allow_files = true;
     });
-    let (r, id) = send(&t, &Route::local(), &["cmd@mx.ourtest.com", "file@mx.ourtest.com"], BODY).await;
-    assert!(matches!(r.outcome(id, 0), Outcome::Delivered { .. }), "{:?}", r.outcome(id, 0));
-    assert!(matches!(r.outcome(id, 1), Outcome::Delivered { .. }), "{:?}", r.outcome(id, 1));
+    let (r, id) = send(
+        &t,
+        &Route::local(),
+        &["cmd@mx.ourtest.com", "file@mx.ourtest.com"],
+        BODY,
+    )
+    .await;
+    assert!(
+        matches!(r.outcome(id, 0), Outcome::Delivered { .. }),
+        "{:?}",
+        r.outcome(id, 0)
+    );
+    assert!(
+        matches!(r.outcome(id, 1), Outcome::Delivered { .. }),
+        "{:?}",
+        r.outcome(id, 1)
+    );
     let got = std::fs::read_to_string(&out).unwrap();
     assert!(got.starts_with("From aaa@ourtest.com "), "{got}");
     assert!(got.contains("\nReturn-Path: <aaa@ourtest.com>\nDelivered-To: cmd@mx.ourtest.com\nSubject: test\n\nhello\n"), "{got}");
-    assert!(got.ends_with(&format!("{}\n", n.uid)), "ran as nobody: {got}");
+    assert!(
+        got.ends_with(&format!("{}\n", n.uid)),
+        "ran as nobody: {got}"
+    );
     use std::os::unix::fs::MetadataExt;
     let copy_text = std::fs::read_to_string(&copy).unwrap();
-    assert!(copy_text.starts_with("From aaa@ourtest.com "), "{copy_text}");
+    assert!(
+        copy_text.starts_with("From aaa@ourtest.com "),
+        "{copy_text}"
+    );
     assert!(copy_text.ends_with("hello\n\n"), "{copy_text}");
     assert_eq!(std::fs::metadata(&copy).unwrap().uid(), n.uid);
     // A file nobody may not write to is not written, even though this process is root.
     let locked = site.path("root-only");
     std::fs::write(&locked, b"").unwrap();
-    let t = site.transport(&format!("file: {}\n", locked.display()), |c| c.allow_files = true);
+    let t = site.transport(&format!("file: {}\n", locked.display()), |c| {
+        c.allow_files = true
+    });
     let (r, id) = send(&t, &Route::local(), &["file@mx.ourtest.com"], BODY).await;
     match r.outcome(id, 0) {
         Outcome::Deferred(d) => assert!(d.text.contains("may not write to it"), "{}", d.text),
@@ -277,7 +364,10 @@ async fn forward_files_redirect_mail_when_enabled() {
     let (r, id) = send(&t, &Route::local(), &["bob@mx.ourtest.com"], BODY).await;
     assert!(matches!(r.outcome(id, 0), Outcome::Delivered { .. }));
     assert_eq!(site.mailbox("bob").len(), 1);
-    assert_eq!(r.forwarded()[0].recipients[0].address.to_string(), "bob@home.example");
+    assert_eq!(
+        r.forwarded()[0].recipients[0].address.to_string(),
+        "bob@home.example"
+    );
     // Without the setting the file is not read.
     let t = site.transport("", |_| {});
     let (r, _) = send(&t, &Route::local(), &["bob@mx.ourtest.com"], BODY).await;
@@ -294,8 +384,15 @@ async fn a_virtusertable_forward_route_queues_a_copy_for_its_address() {
     let (r, id) = send(&t, &route, &["sales@ourtest.com"], BODY).await;
     let text = delivered_text(&r.outcome(id, 0));
     let fwd = r.forwarded();
-    assert_eq!(text, format!("forwarded as {} to team@partner.example", fwd[0].id));
-    assert!(fwd[0].body.starts_with(b"Delivered-To: sales@ourtest.com\r\n"));
+    assert_eq!(
+        text,
+        format!("forwarded as {} to team@partner.example", fwd[0].id)
+    );
+    assert!(
+        fwd[0]
+            .body
+            .starts_with(b"Delivered-To: sales@ourtest.com\r\n")
+    );
     // A mailertable `local:user` route delivers to that user.
     let route = Route::Local {
         target: LocalTarget::User("carol".into()),
