@@ -22,6 +22,7 @@ pub mod targets;
 pub mod trace;
 mod transport;
 pub mod users;
+pub mod verify;
 pub mod virtusertable;
 
 pub use aliases::{
@@ -41,4 +42,5 @@ pub use pipe::PipeJob;
 pub use targets::{AliasTarget, TargetProblem, parse_targets};
 pub use transport::LocalTransport;
 pub use users::{StaticUsers, SystemUsers, User, UserDb, UserDbError};
+pub use verify::{AliasesCheck, Verdict, Verification, Verified, check_aliases};
 pub use virtusertable::{VirtualMatch, VirtualTarget, VirtuserProblem, Virtusertable};
