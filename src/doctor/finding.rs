@@ -27,6 +27,8 @@ pub enum Check {
     Policy,
     /// The spool directory is writable and fsync works there.
     Spool,
+    /// Dovecot reads local mail where postrider delivers it.
+    Mailbox,
 }
 
 impl Check {
@@ -43,6 +45,7 @@ impl Check {
             Check::Mailertable => "mailertable",
             Check::Policy => "policy",
             Check::Spool => "spool",
+            Check::Mailbox => "mailbox",
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | `mailertable` | the mailertable and local-host-names parse | a line has an error (one finding per line) |
 //! | `policy` | the TLS and credentials policy file parses | a line has an error |
 //! | `spool` | the spool directory is writable and fsync works there | read-only, full, not a directory |
+//! | `mailbox` | Dovecot's `mail_location` is where `[local] mailbox` delivers (when `[local]` and a Dovecot configuration exist) | another format or path |
 //!
 //! A `FAIL` means mail will not go out (or receivers will refuse or junk it) until it is
 //! fixed; a `WARN` means mail goes out but something is off or could not be checked. With a
@@ -46,6 +47,7 @@
 mod egress;
 mod finding;
 mod hostname;
+pub mod mailbox;
 mod port25;
 mod smart_host;
 mod spf;
@@ -113,6 +115,7 @@ pub struct Doctor {
     names: NameSources,
     options: DoctorOptions,
     tls_roots: RootCertStore,
+    dovecot_config: PathBuf,
 }
 
 impl std::fmt::Debug for Doctor {
@@ -142,6 +145,7 @@ impl Doctor {
             },
             options: DoctorOptions::default(),
             tls_roots: default_roots(),
+            dovecot_config: PathBuf::from(mailbox::DEFAULT_DOVECOT_CONFIG),
         }
     }
 
@@ -172,6 +176,12 @@ impl Doctor {
     /// transport's default is the Mozilla set).
     pub fn with_tls_roots(mut self, roots: RootCertStore) -> Doctor {
         self.tls_roots = roots;
+        self
+    }
+
+    /// Reads Dovecot's configuration from `path` instead of `/etc/dovecot/dovecot.conf`.
+    pub fn with_dovecot_config(mut self, path: impl Into<PathBuf>) -> Doctor {
+        self.dovecot_config = path.into();
         self
     }
 
@@ -216,6 +226,7 @@ impl Doctor {
                 format!("the spool check did not finish: {e}"),
             )]
         }));
+        findings.extend(self.check_mailbox());
         findings
     }
 
@@ -249,6 +260,13 @@ impl Doctor {
     /// warning).
     pub fn check_mailertable(&self) -> Vec<Finding> {
         tables::mailertable(&self.config)
+    }
+
+    /// `mailbox`: Dovecot's `mail_location` agrees with `[local] mailbox`. Nothing without a
+    /// `[local]` section or without a Dovecot configuration (see [`Doctor::with_dovecot_config`]).
+    pub fn check_mailbox(&self) -> Option<Finding> {
+        let local = self.config.local.as_ref()?;
+        mailbox::check(local, self.config.file(), &self.dovecot_config)
     }
 
     /// `policy`: the TLS and credentials policy file parses.

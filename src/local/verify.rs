@@ -82,14 +82,25 @@ impl fmt::Display for Verified {
             (Verdict::UserUnknown, t) => write!(f, "{}... User unknown ({t})", self.name),
             (Verdict::Forwarded(a), _) => write!(f, "{}... forwarded: {a}", self.name),
             (Verdict::Allowed, Target::Pipe(c)) => {
-                write!(f, "{}... deliverable: mailer prog, command \"{c}\"", self.name)
+                write!(
+                    f,
+                    "{}... deliverable: mailer prog, command \"{c}\"",
+                    self.name
+                )
             }
             (Verdict::Allowed, Target::File(p)) => {
-                write!(f, "{}... deliverable: mailer *file*, file {}", self.name, p.display())
+                write!(
+                    f,
+                    "{}... deliverable: mailer *file*, file {}",
+                    self.name,
+                    p.display()
+                )
             }
             (Verdict::Allowed, t) => write!(f, "{}... deliverable: {t}", self.name),
             (Verdict::Refused(why), _) => write!(f, "{}... refused: {why}", self.name),
-            (Verdict::Unknown(why), _) => write!(f, "{}... cannot be verified now: {why}", self.name),
+            (Verdict::Unknown(why), _) => {
+                write!(f, "{}... cannot be verified now: {why}", self.name)
+            }
         }
     }
 }
@@ -255,7 +266,13 @@ pub fn check_aliases(
     users: &dyn UserDb,
 ) -> Result<AliasesCheck, AliasesError> {
     let (aliases, duplicates) = Aliases::load(path)?;
-    Ok(summarise(&aliases, &path.display().to_string(), duplicates.iter().map(ToString::to_string).collect(), config, users))
+    Ok(summarise(
+        &aliases,
+        &path.display().to_string(),
+        duplicates.iter().map(ToString::to_string).collect(),
+        config,
+        users,
+    ))
 }
 
 fn summarise(
@@ -345,7 +362,10 @@ mod tests {
             "postmaster... deliverable: mailer local, user root (maildir /root/Maildir)"
         );
         assert!(v.deliverable());
-        assert_eq!(t.verify("nobody", "x").to_string(), "nobody... User unknown");
+        assert_eq!(
+            t.verify("nobody", "x").to_string(),
+            "nobody... User unknown"
+        );
         assert!(t.user_exists("bob").unwrap());
         assert!(!t.user_exists("ghost").unwrap());
     }
@@ -365,13 +385,38 @@ mod tests {
             crate::route::Origin::named("aliases"),
         )
         .unwrap();
-        let users = StaticUsers::new([User::new("root", 0, 0, "/root"), User::new("bob", 1, 1, "/")]);
-        let c = summarise(&a, "/etc/aliases", Vec::new(), &LocalConfig::default(), &users);
+        let users = StaticUsers::new([
+            User::new("root", 0, 0, "/root"),
+            User::new("bob", 1, 1, "/"),
+        ]);
+        let c = summarise(
+            &a,
+            "/etc/aliases",
+            Vec::new(),
+            &LocalConfig::default(),
+            &users,
+        );
         let text = c.to_string();
-        assert!(text.starts_with("/etc/aliases: 4 aliases, longest "), "{text}");
-        assert!(text.contains("warning: /etc/aliases:2: alias staff: ghost is neither an alias nor a local user"), "{text}");
-        assert!(text.contains("/etc/aliases:3: alias vac: \"|/usr/bin/vacation\" will be refused"), "{text}");
-        assert!(text.contains("/etc/aliases:4: alias list: :include: file /nonexistent/list does not exist"), "{text}");
+        assert!(
+            text.starts_with("/etc/aliases: 4 aliases, longest "),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "warning: /etc/aliases:2: alias staff: ghost is neither an alias nor a local user"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("/etc/aliases:3: alias vac: \"|/usr/bin/vacation\" will be refused"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "/etc/aliases:4: alias list: :include: file /nonexistent/list does not exist"
+            ),
+            "{text}"
+        );
         assert_eq!(c.warnings.len(), 3);
     }
 
@@ -383,6 +428,11 @@ mod tests {
         let err = check_aliases(&p, &LocalConfig::default(), &StaticUsers::default()).unwrap_err();
         let text = err.to_string();
         assert_eq!(text.lines().count(), 2, "{text}");
-        assert!(text.lines().next().unwrap().ends_with(":2: no ':' after the alias name in \"broken line\" (expected name: target, ...)"), "{text}");
+        assert!(
+            text.lines().next().unwrap().ends_with(
+                ":2: no ':' after the alias name in \"broken line\" (expected name: target, ...)"
+            ),
+            "{text}"
+        );
     }
 }
