@@ -303,7 +303,14 @@ struct Walk<'a> {
     seen: HashSet<Target>,
     problems: Vec<ExpansionProblem>,
     full: bool,
+    /// Names and includes already expanded in full: meeting one again adds nothing (its
+    /// targets are out already), and expanding it again would make the walk exponential in
+    /// the number of names that share it.
+    done: HashSet<String>,
 }
+
+/// At most this many problems are kept; past it they say nothing new.
+const MAX_PROBLEMS: usize = 100;
 
 pub(crate) fn expand(aliases: &Aliases, name: &str, sources: &dyn Sources) -> Expansion {
     let mut walk = Walk {
@@ -313,6 +320,7 @@ pub(crate) fn expand(aliases: &Aliases, name: &str, sources: &dyn Sources) -> Ex
         seen: HashSet::new(),
         problems: Vec::new(),
         full: false,
+        done: HashSet::new(),
     };
     let mut chain = Vec::new();
     walk.name(name, &mut chain, &TargetSource::Name);
@@ -345,7 +353,7 @@ impl Walk<'_> {
 
     fn deep(&mut self, chain: &[String]) -> bool {
         if chain.len() >= MAX_DEPTH {
-            self.problems.push(ExpansionProblem::TooDeep {
+            self.problem(ExpansionProblem::TooDeep {
                 chain: chain.to_vec(),
             });
             return true;
@@ -353,8 +361,28 @@ impl Walk<'_> {
         false
     }
 
+    fn problem(&mut self, p: ExpansionProblem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        }
+    }
+
     fn name(&mut self, name: &str, chain: &mut Vec<String>, source: &TargetSource) {
         let key = name.to_ascii_lowercase();
+        if self.done.contains(&key) && !chain.contains(&key) {
+            return;
+        }
+        self.name_once(name, key.clone(), chain, source);
+        self.done.insert(key);
+    }
+
+    fn name_once(
+        &mut self,
+        name: &str,
+        key: String,
+        chain: &mut Vec<String>,
+        source: &TargetSource,
+    ) {
         if let Some(pos) = chain.iter().position(|c| *c == key) {
             if pos + 1 == chain.len() {
                 // The name lists itself: its own mailbox.
@@ -362,7 +390,7 @@ impl Walk<'_> {
             } else {
                 let mut looped = chain[pos..].to_vec();
                 looped.push(key);
-                self.problems.push(ExpansionProblem::Loop { chain: looped });
+                self.problem(ExpansionProblem::Loop { chain: looped });
             }
             return;
         }
@@ -397,7 +425,7 @@ impl Walk<'_> {
         match self.sources.forward(user) {
             Ok(None) => self.push(Target::Mailbox(user.to_string()), chain, source),
             Ok(Some((path, file))) => self.forward(user, path, file, chain, source),
-            Err(e) => self.problems.push(ExpansionProblem::Forward {
+            Err(e) => self.problem(ExpansionProblem::Forward {
                 path: PathBuf::from(format!("~{user}/.forward")),
                 error: e.to_string(),
             }),
@@ -414,7 +442,7 @@ impl Walk<'_> {
     ) {
         // sendmail's and Postfix's rule: only the user (or root) may have written it.
         if file.writable_by_others {
-            self.problems.push(ExpansionProblem::UnsafeForward {
+            self.problem(ExpansionProblem::UnsafeForward {
                 path,
                 reason: "group or others may write it (chmod go-w)".into(),
             });
@@ -456,7 +484,7 @@ impl Walk<'_> {
                         self.target(t, chain, &source);
                     }
                 }
-                Err(problem) => self.problems.push(ExpansionProblem::Syntax {
+                Err(problem) => self.problem(ExpansionProblem::Syntax {
                     path: path.to_path_buf(),
                     line: i + 1,
                     problem,
@@ -480,10 +508,18 @@ impl Walk<'_> {
 
     fn include(&mut self, path: &Path, chain: &mut Vec<String>) {
         let key = format!(":include:{}", path.display());
+        if self.done.contains(&key) && !chain.contains(&key) {
+            return;
+        }
+        self.include_once(path, key.clone(), chain);
+        self.done.insert(key);
+    }
+
+    fn include_once(&mut self, path: &Path, key: String, chain: &mut Vec<String>) {
         if let Some(pos) = chain.iter().position(|c| *c == key) {
             let mut looped = chain[pos..].to_vec();
             looped.push(key);
-            self.problems.push(ExpansionProblem::Loop { chain: looped });
+            self.problem(ExpansionProblem::Loop { chain: looped });
             return;
         }
         if self.deep(chain) {
@@ -501,7 +537,7 @@ impl Walk<'_> {
                 });
                 chain.pop();
             }
-            Err(e) => self.problems.push(ExpansionProblem::Include {
+            Err(e) => self.problem(ExpansionProblem::Include {
                 path: path.to_path_buf(),
                 error: e.to_string(),
             }),
@@ -701,6 +737,24 @@ mod tests {
             ..Fake::default()
         };
         assert!(a.expand_with("bob", &broken).deferral().is_some());
+    }
+
+    #[test]
+    fn fuzz_regression_shared_names_are_expanded_once() {
+        // Found by fuzz/aliases: every level names the next two twice over (and loops back to
+        // the top), so a walk that expands a name each time it is met visits 2^18 names and
+        // keeps a loop report for each.
+        let mut text = String::new();
+        for i in 0..18 {
+            text.push_str(&format!(
+                "n{i}: n{0}, n{0}a, n0\nn{i}a: n{0}, n{0}a, n0\n",
+                i + 1
+            ));
+        }
+        let e = aliases(&text).expand_with("n0", &Fake::default());
+        // n0 lists itself: its own mailbox.
+        assert_eq!(shown(&e), ["\\n18", "\\n18a", "\\n0"]);
+        assert!(e.problems.len() <= MAX_PROBLEMS);
     }
 
     #[test]
