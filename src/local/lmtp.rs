@@ -385,6 +385,112 @@ mod tests {
         Reply::new(code, Some(status.parse().unwrap()), text).unwrap()
     }
 
+    /// A scripted LMTP server: answers each line with the next reply of `script` (a reply of
+    /// `""` reads the data up to the dot without answering), then closes.
+    async fn scripted(script: Vec<&'static str>) -> (tempfile::TempDir, LmtpTarget) {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lmtp");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            let mut script = script.into_iter();
+            w.write_all(b"220 scripted LMTP\r\n").await.unwrap();
+            let mut line = String::new();
+            while let Some(reply) = script.next() {
+                line.clear();
+                if r.read_line(&mut line).await.unwrap() == 0 {
+                    return;
+                }
+                if line.starts_with("DATA") {
+                    w.write_all(reply.as_bytes()).await.unwrap();
+                    loop {
+                        line.clear();
+                        r.read_line(&mut line).await.unwrap();
+                        if line == ".\r\n" {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                w.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        (dir, LmtpTarget::Unix(path))
+    }
+
+    fn message<'a>(sender: &'a ReversePath, rcpts: &'a [String]) -> LmtpMessage<'a> {
+        LmtpMessage {
+            sender,
+            recipients: rcpts,
+            body: b"Subject: x\r\n\r\nbody\r\n",
+            body_type: BodyType::SevenBit,
+            smtputf8: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_accepted_recipient_gets_its_own_reply_and_a_drop_defers_the_rest() {
+        let (_dir, target) = scripted(vec![
+            "250-scripted\r\n250 PIPELINING\r\n",
+            "250 2.1.0 ok\r\n",
+            "250 2.1.5 ok\r\n",
+            "550 5.1.1 <ghost> User doesn't exist\r\n",
+            "250 2.1.5 ok\r\n",
+            // After DATA: the reply for the first accepted recipient, then the server dies.
+            "354 go\r\n250 2.0.0 <bob> Saved\r\n",
+        ])
+        .await;
+        let mut s = LmtpSession::connect(&target, "mx.example", Timeouts::default())
+            .await
+            .unwrap();
+        let sender = ReversePath::parse("a@example.com").unwrap();
+        let rcpts = vec!["bob".to_string(), "ghost".to_string(), "carol".to_string()];
+        let o = s.send(&message(&sender, &rcpts)).await.unwrap();
+        assert!(matches!(o[0], Outcome::Delivered { .. }), "{:?}", o[0]);
+        assert!(
+            matches!(&o[1], Outcome::Failed(d) if d.status.to_string() == "5.1.1"),
+            "{:?}",
+            o[1]
+        );
+        match &o[2] {
+            Outcome::Deferred(d) => {
+                assert_eq!(d.status.to_string(), "4.4.2");
+                assert!(
+                    d.text
+                        .contains("connection lost waiting for the reply to the data"),
+                    "{}",
+                    d.text
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_transaction_applies_to_every_recipient() {
+        let (_dir, target) = scripted(vec!["250 scripted\r\n", "451 4.3.0 try later\r\n"]).await;
+        let mut s = LmtpSession::connect(&target, "mx.example", Timeouts::default())
+            .await
+            .unwrap();
+        let sender = ReversePath::parse("a@example.com").unwrap();
+        let rcpts = vec!["bob".to_string()];
+        let e = s.send(&message(&sender, &rcpts)).await.unwrap_err();
+        assert!(matches!(e.outcome(), Outcome::Deferred(_)));
+        assert!(
+            e.to_string()
+                .contains("refused MAIL FROM: 451 4.3.0 try later"),
+            "{e}"
+        );
+        let gone = LmtpTarget::Unix("/nonexistent/lmtp".into());
+        let e = LmtpSession::connect(&gone, "mx", Timeouts::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e.outcome(), Outcome::Deferred(d) if d.status.to_string() == "4.4.1"));
+    }
+
     #[test]
     fn a_full_mailbox_defers_instead_of_bouncing() {
         let o = reply_outcome(&reply(
