@@ -570,6 +570,28 @@ mod tests {
     }
 
     #[test]
+    fn the_local_section_resolves_its_paths_and_feeds_the_router() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("virtusertable"), "info@ourtest.com bob\n").unwrap();
+        let text = "hostname = \"mx.ourtest.com\"\n[local]\nmailbox = \"maildir:~/Maildir\"\n\
+                    aliases = \"aliases\"\nvirtusertable = \"virtusertable\"\n";
+        let c = Config::parse(text, dir.path().join("postrider.toml")).unwrap();
+        let local = c.local.as_ref().unwrap();
+        assert_eq!(local.aliases.as_deref(), Some(dir.path().join("aliases").as_path()));
+        let (router, _) = c.build_router().unwrap();
+        let info = crate::Address::parse("info@ourtest.com").unwrap();
+        assert_eq!(
+            router.lookup(&info),
+            crate::Route::Local {
+                target: crate::LocalTarget::User("bob".into())
+            }
+        );
+        assert!(Config::parse("", "c.toml").unwrap().local.is_none());
+        let err = Config::parse("[local]\nmailbox = \"maildir\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:2: "), "{err}");
+    }
+
+    #[test]
     fn the_system_hostname_is_the_default_hostname() {
         let c = Config::default();
         assert_eq!(c.hostname(), system_hostname());
