@@ -389,9 +389,10 @@ mod tests {
     use super::*;
 
     fn local(mailbox: &str) -> LocalConfig {
-        let mut c = LocalConfig::default();
-        c.mailbox = mailbox.parse().unwrap();
-        c
+        LocalConfig {
+            mailbox: mailbox.parse().unwrap(),
+            ..LocalConfig::default()
+        }
     }
 
     fn debian_like(dir: &Path, mail_location: &str) -> PathBuf {

@@ -396,10 +396,9 @@ mod tests {
             let (s, _) = listener.accept().await.unwrap();
             let (r, mut w) = s.into_split();
             let mut r = BufReader::new(r);
-            let mut script = script.into_iter();
             w.write_all(b"220 scripted LMTP\r\n").await.unwrap();
             let mut line = String::new();
-            while let Some(reply) = script.next() {
+            for reply in script {
                 line.clear();
                 if r.read_line(&mut line).await.unwrap() == 0 {
                     return;

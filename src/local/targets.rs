@@ -256,7 +256,7 @@ fn classify(text: &str, written: &str) -> Result<AliasTarget, TargetProblem> {
         ));
     }
     if let Some(name) = text.strip_prefix('\\') {
-        check_name(name).map_err(|r| bad(r))?;
+        check_name(name).map_err(&bad)?;
         return Ok(AliasTarget::Mailbox(name.to_string()));
     }
     if text.contains('@') {
@@ -267,7 +267,7 @@ fn classify(text: &str, written: &str) -> Result<AliasTarget, TargetProblem> {
                 source,
             });
     }
-    check_name(text).map_err(|r| bad(r))?;
+    check_name(text).map_err(bad)?;
     Ok(AliasTarget::Local(text.to_string()))
 }
 

@@ -331,8 +331,10 @@ mod tests {
     use std::sync::Arc;
 
     fn transport(aliases: &str) -> LocalTransport {
-        let mut config = LocalConfig::default();
-        config.mailbox = "maildir:~/Maildir".parse().unwrap();
+        let config = LocalConfig {
+            mailbox: "maildir:~/Maildir".parse().unwrap(),
+            ..LocalConfig::default()
+        };
         let (a, _) = Aliases::parse(aliases, crate::route::Origin::named("aliases")).unwrap();
         LocalTransport::new(config, "mx.example".parse().unwrap())
             .unwrap()

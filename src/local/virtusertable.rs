@@ -348,9 +348,7 @@ fn parse_error(spec: &str) -> Result<Reply, String> {
         _ => match default_code {
             Some(c) => (c, rest),
             None => {
-                return Err(format!(
-                    "no reply code after error: (expected error:D.S.N:CODE text, error:CODE text or error:nouser text)"
-                ));
+                return Err("no reply code after error: (expected error:D.S.N:CODE text, error:CODE text or error:nouser text)".to_string());
             }
         },
     };

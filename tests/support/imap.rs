@@ -67,18 +67,14 @@ impl Imap {
                 return out;
             }
             let mut literals = Vec::new();
-            let mut head = line;
-            loop {
-                let Some(n) = literal_size(&head) else { break };
+            let mut head = line.clone();
+            let mut last = line;
+            while let Some(n) = literal_size(&last) {
                 let mut lit = vec![0u8; n];
                 self.reader.read_exact(&mut lit).unwrap();
                 literals.push(lit);
-                let more = self.line();
-                head.extend_from_slice(&more);
-                if literal_size(&more).is_none() {
-                    break;
-                }
-                head = more;
+                last = self.line();
+                head.extend_from_slice(&last);
             }
             out.push((head, literals));
         }
