@@ -64,7 +64,12 @@ fn the_commands_at_the_top_of_the_readme_exist_and_the_test_command_is_what_ci_r
         .unwrap_or_else(|e| panic!("{}: {e}", test_command.display()))
         .permissions()
         .mode();
-    assert_ne!(mode & 0o111, 0, "{} is not executable", test_command.display());
+    assert_ne!(
+        mode & 0o111,
+        0,
+        "{} is not executable",
+        test_command.display()
+    );
     let script = read(commands_at_top[1]);
     assert_eq!(
         commands(&script).last(),

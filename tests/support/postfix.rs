@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 pub use config::{Listener, SmtpTls, SmtpdTls};
 pub use log::{Received, queue_id};
+pub use process::processes_of;
 
 use config::{Layout, MAIN_LISTENER, Parameters};
 use port::PortLease;
@@ -48,7 +49,10 @@ pub const POSTQUEUE: &str = "/usr/sbin/postqueue";
 /// Instance directories are `<temp>/postrider-postfix/instance-*`.
 const INSTANCE_PREFIX: &str = "instance-";
 /// Who started an instance (pid and start time), for the clean-up of orphans.
-const OWNER_FILE: &str = "owner";
+pub const OWNER_FILE: &str = "owner";
+
+/// Set (to anything) to keep each stopped instance's directory for a look at its files.
+const KEEP_ENV: &str = "POSTRIDER_KEEP_POSTFIX";
 
 /// How long `wait_for_delivery` waits for Postfix's delivery line.
 const DELIVERY_WAIT: Duration = Duration::from_secs(20);
@@ -177,6 +181,9 @@ impl PostfixBuilder {
         };
         create_public_dir(&layout.config_dir());
         create_public_dir(&layout.queue_dir());
+        // local(8) writes a mailbox as its recipient, like /var/mail (sticky, world-writable).
+        create_public_dir(&layout.mail_dir());
+        set_mode(&layout.mail_dir(), 0o1777);
 
         static NEXT: AtomicUsize = AtomicUsize::new(1);
         let myhostname = self.myhostname.clone().unwrap_or_else(|| {
@@ -365,6 +372,11 @@ impl PrivatePostfix {
         self.layout.maillog()
     }
 
+    /// The directory holding `etc/`, `queue/`, `data/`, `mail/` and `maillog`.
+    pub fn root(&self) -> &Path {
+        &self.layout.root
+    }
+
     /// The instance's log so far.
     pub fn log(&self) -> String {
         read_log(&self.layout.maillog())
@@ -428,6 +440,21 @@ impl PrivatePostfix {
         }
     }
 
+    /// The instance's running processes (master and daemons).
+    pub fn processes(&self) -> Vec<libc::pid_t> {
+        processes_of(&self.layout.config_dir())
+    }
+
+    /// The master's pid, from `queue_directory/pid/master.pid`.
+    pub fn master_pid(&self) -> libc::pid_t {
+        let path = self.layout.queue_dir().join("pid/master.pid");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {text:?} is no pid: {e}", path.display()))
+    }
+
     /// Stops the instance; panics if some of its processes outlived even SIGKILL.
     pub fn stop(mut self) {
         if let Err(e) = self.shut_down() {
@@ -483,6 +510,14 @@ impl Drop for PrivatePostfix {
         if let Err(e) = self.shut_down() {
             // A panic here would abort a test that is already unwinding.
             eprintln!("{e}");
+        }
+        if std::env::var_os(KEEP_ENV).is_some()
+            && let Some(dir) = self._dir.take()
+        {
+            let kept = dir.keep();
+            // Without an owner the next start's sweep leaves it alone for an hour.
+            let _ = std::fs::remove_file(kept.join(OWNER_FILE));
+            eprintln!("{KEEP_ENV}: kept {}", kept.display());
         }
     }
 }

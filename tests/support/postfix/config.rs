@@ -132,6 +132,10 @@ impl Layout {
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
     }
+    /// Local mailboxes (`mail_spool_directory`), one file per user.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.root.join("mail")
+    }
     pub fn maillog(&self) -> PathBuf {
         self.root.join("maillog")
     }
@@ -171,6 +175,9 @@ pub fn base_parameters(layout: &Layout, myhostname: &str) -> Parameters {
         ("inet_protocols", "ipv4".to_string()),
         ("alias_maps", aliases.clone()),
         ("alias_database", aliases),
+        // Local mailboxes stay in the instance, and no user's ~/.forward is read.
+        ("mail_spool_directory", path(layout.mail_dir())),
+        ("forward_path", String::new()),
         ("biff", "no".to_string()),
         ("append_dot_mydomain", "no".to_string()),
         // Nothing leaves loopback unless a test names a next hop.
