@@ -10,7 +10,7 @@ use esmtp::*;
 use postrider::resolve::StaticResolver;
 use postrider::route::TlsLevel;
 use postrider::transport::esmtp::EsmtpTransport;
-use postrider::{Mailer, Outcome, Route, Transport};
+use postrider::{Mailer, Outcome, Route};
 
 /// A recipient the instances accept and deliver to /dev/null.
 const SINK_RCPT: &str = "postrider-sink@localhost";
@@ -30,7 +30,7 @@ async fn deliver_to_postfix(
     route: &Route,
 ) -> postfix::Received {
     let m = message(&[SINK_RCPT], &body("to postfix"));
-    let reports = t.deliver(route, std::slice::from_ref(&m)).await;
+    let reports = t.deliver_all(route, std::slice::from_ref(&m)).await;
     let r = report(&reports, &m, 0);
     let Outcome::Delivered { reply } = &r.outcome else {
         panic!("Postfix did not accept the message: {r:#?}\n{}", pf.log());
@@ -97,7 +97,7 @@ async fn postfix_without_trust_in_its_certificate_fails_verify_with_the_reason()
     );
     let m = message(&[SINK_RCPT], &body("unverified"));
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Esmtp, "localhost", pf.port()),
             std::slice::from_ref(&m),
         )
@@ -118,7 +118,7 @@ async fn postfix_refuses_an_unknown_local_user_permanently() {
     let pf = start_postfix();
     let m = message(&["no-such-user-here@localhost"], &body("unknown"));
     let reports = plain_transport()
-        .deliver(&literal_route(pf.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(pf.port()), std::slice::from_ref(&m))
         .await;
     assert_failed(
         report(&reports, &m, 0),
