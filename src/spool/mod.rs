@@ -3,11 +3,21 @@
 //! A spool holds each message as an immutable body plus a small record (the envelope and the
 //! delivery state) that is replaced atomically whenever the state changes, like sendmail's
 //! `df`/`qf` pair. [`FsSpool`] is the durable one; [`MemorySpool`] is for tests and for
-//! embedders that accept losing the queue on restart.
+//! embedders that accept losing the queue on restart. With the `postgres` feature, `PgSpool`
+//! keeps the queue in PostgreSQL so that several engines share it.
+//!
+//! Beyond the core methods, the trait has provided methods for a queue shared by several
+//! engines (see [`shared`]): due work in batches ([`Spool::claim_due`], [`Spool::next_due`]),
+//! wake-ups when mail arrives elsewhere ([`Spool::wakeups`]) and administration from any node
+//! ([`Spool::list`], [`Spool::admin`]). Their defaults are built on the core methods, so every
+//! spool answers them.
 
 pub mod fs;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod record;
+pub mod shared;
 
 use std::io;
 use std::path::PathBuf;
@@ -23,6 +33,11 @@ use crate::status::{Diagnostic, Severity};
 
 pub use fs::FsSpool;
 pub use memory::MemorySpool;
+#[cfg(feature = "postgres")]
+pub use pg::PgSpool;
+pub use shared::{
+    AdminAction, AdminOutcome, ClaimedMessage, Lease, ListedMessage, QueuePage, Wakeups,
+};
 
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -210,7 +225,7 @@ pub enum SpoolError {
     /// A record exists but cannot be read.
     #[error("record {path} is corrupt: {reason}")]
     Corrupt {
-        /// The record file.
+        /// The record file (for a database spool: the table and the id).
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
@@ -223,6 +238,32 @@ pub enum SpoolError {
         id: QueueId,
         /// What does not fit.
         reason: String,
+    },
+    /// Another engine or process holds the message (its claim or lease is live), so a write
+    /// without that claim was refused and nothing changed.
+    #[error("message {0} is being delivered by another engine or process; try again shortly")]
+    Busy(QueueId),
+    /// The caller's claim is no longer the message's current one: its lease ended and another
+    /// engine took the message over, or an administrator changed the message meanwhile. The
+    /// outcome was not written, so it cannot overwrite the newer state (fencing).
+    #[error(
+        "the claim on message {id} was lost (its lease ended and another engine took the \
+         message over); this attempt's outcome was not written"
+    )]
+    LeaseLost {
+        /// The message.
+        id: QueueId,
+    },
+    /// The database behind the spool failed or could not be reached.
+    #[error("spool database: {op} failed: {source}")]
+    Database {
+        /// What the spool was doing ("insert", "claim", ...).
+        op: &'static str,
+        /// Temporary (the server is down, restarting, overloaded, or a transaction conflicted)
+        /// or permanent (the schema or the configuration is wrong).
+        severity: Severity,
+        /// What the database or its client said.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// The spool configuration is unusable (a path that is not a directory, ...).
     #[error("spool at {path}: {reason}")]
@@ -252,10 +293,13 @@ impl SpoolError {
     /// corrupt message and a bad configuration.
     pub fn severity(&self) -> Severity {
         match self {
-            SpoolError::NoSpace { .. } | SpoolError::NotWritable { .. } | SpoolError::Io { .. } => {
-                Severity::Temporary
-            }
+            SpoolError::NoSpace { .. }
+            | SpoolError::NotWritable { .. }
+            | SpoolError::Io { .. }
+            | SpoolError::Busy(_) => Severity::Temporary,
+            SpoolError::Database { severity, .. } => *severity,
             SpoolError::NotFound(_)
+            | SpoolError::LeaseLost { .. }
             | SpoolError::Corrupt { .. }
             | SpoolError::InvalidState { .. }
             | SpoolError::Config { .. } => Severity::Permanent,
@@ -318,6 +362,53 @@ pub trait Spool: Send + Sync + 'static {
 
     /// Tries to claim a message for delivery: `None` when another engine or process holds it.
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError>;
+
+    /// Claims up to `limit` messages that are due by `due_by`, not held, and not claimed by
+    /// anyone, earliest due first, and returns them loaded. The default scans the whole spool
+    /// and claims one message at a time; a spool with an index answers from it.
+    async fn claim_due(
+        &self,
+        due_by: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<ClaimedMessage>, SpoolError> {
+        shared::claim_due_by_scan(self, due_by, limit).await
+    }
+
+    /// When the earliest message that is not held becomes due (or, for a message claimed by
+    /// someone else, when it may be taken over at the earliest); `None` for an empty queue.
+    /// The engine sleeps until then unless [`Spool::wakeups`] says otherwise.
+    async fn next_due(&self) -> Result<Option<SystemTime>, SpoolError> {
+        shared::next_due_by_scan(self).await
+    }
+
+    /// A stream telling this engine that work may have become due because of another engine
+    /// or process (mail submitted there, a claim released, an administrator's release).
+    /// `None` (the default) when the spool cannot tell: the engine then rescans on a timer.
+    /// Call it inside the tokio runtime.
+    fn wakeups(&self) -> Option<Wakeups> {
+        None
+    }
+
+    /// One page of the whole queue in id (arrival) order: up to `limit` messages whose id
+    /// sorts after `after` (`None`: from the start), with who holds each one where the spool
+    /// can tell. The default scans the whole spool.
+    async fn list(&self, after: Option<QueueId>, limit: usize) -> Result<QueuePage, SpoolError> {
+        shared::list_by_scan(self, after, limit).await
+    }
+
+    /// Holds, releases, flushes or deletes one message, whichever engine is delivering it; `at`
+    /// is the caller's "now" (a release or flush makes the message due then). The default
+    /// claims the message, applies the action and drops the claim, and answers
+    /// [`AdminOutcome::Busy`] when someone else holds it; a shared spool records the action for
+    /// the holder to apply when its attempt ends ([`AdminOutcome::Deferred`]).
+    async fn admin(
+        &self,
+        id: &QueueId,
+        action: AdminAction,
+        at: SystemTime,
+    ) -> Result<AdminOutcome, SpoolError> {
+        shared::admin_by_claim(self, id, action, at).await
+    }
 }
 
 #[cfg(test)]
