@@ -19,8 +19,10 @@ pub mod pg;
 pub mod record;
 pub mod shared;
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -168,17 +170,48 @@ pub struct ScanReport {
 /// Holds a message for delivery by one engine or process; dropping it releases the claim.
 ///
 /// For [`FsSpool`] this is an `flock` on the message's body file, which the kernel releases
-/// when the process dies, so a crashed engine never leaves a message locked.
+/// when the process dies, so a crashed engine never leaves a message locked. For a spool with
+/// leases, dropping starts the release in the background; [`Claim::release`] waits for it.
 pub struct Claim {
-    _guard: Box<dyn Send + Sync>,
+    guard: Box<dyn ClaimGuard>,
 }
 
+/// What keeps a claim alive, for a spool whose release takes a round trip (a database lease):
+/// dropping the guard must release the claim (in the background if need be); `release` does
+/// it now.
+pub trait ClaimGuard: Send + Sync + 'static {
+    /// Ends the claim and returns once other engines can claim the message. The default drops
+    /// the guard.
+    fn release(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { drop(self) })
+    }
+}
+
+/// A guard whose drop releases at once (a lock, a set entry).
+struct Plain<T>(T);
+
+impl<T: Send + Sync + 'static> ClaimGuard for Plain<T> {}
+
 impl Claim {
-    /// Wraps whatever keeps the claim alive (a locked file, a lease).
+    /// Wraps whatever keeps the claim alive (a locked file, a set entry) and releases it when
+    /// dropped.
     pub fn new(guard: impl Send + Sync + 'static) -> Claim {
         Claim {
-            _guard: Box::new(guard),
+            guard: Box::new(Plain(guard)),
         }
+    }
+
+    /// Wraps a guard that can also be released and waited for.
+    pub fn with_guard(guard: impl ClaimGuard) -> Claim {
+        Claim {
+            guard: Box::new(guard),
+        }
+    }
+
+    /// Releases the claim and returns once another engine can claim the message (dropping
+    /// the claim releases it too, but may finish later).
+    pub async fn release(self) {
+        self.guard.release().await
     }
 }
 

@@ -10,10 +10,13 @@
 //! when a renewal finds the lease lost, so a write after the loss is always fenced.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::Inner;
+use crate::spool::ClaimGuard;
 use crate::queue_id::QueueId;
 
 /// The generation of every claim this node holds, by message.
@@ -62,6 +65,21 @@ pub(crate) struct LeaseGuard {
     pub(crate) spool: Arc<Inner>,
     pub(crate) id: QueueId,
     pub(crate) generation: i64,
+}
+
+impl ClaimGuard for LeaseGuard {
+    fn release(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            if self.spool.leases.forget(&self.id, self.generation)
+                && let Err(e) = self.spool.release(&self.id, self.generation).await
+            {
+                tracing::warn!(target: "postrider::spool",
+                    "{}: could not release the lease ({e}); it ends by itself in {:?}",
+                    self.id, self.spool.lease);
+            }
+            // Forgotten above: the drop that follows does nothing.
+        })
+    }
 }
 
 impl Drop for LeaseGuard {

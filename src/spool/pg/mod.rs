@@ -317,7 +317,7 @@ impl Inner {
     /// Wraps a lease this node just took into a [`Claim`].
     fn claim_of(self: &Arc<Self>, id: QueueId, generation: i64) -> Claim {
         self.leases.hold(id, generation);
-        Claim::new(LeaseGuard {
+        Claim::with_guard(LeaseGuard {
             spool: self.clone(),
             id,
             generation,
