@@ -187,7 +187,17 @@ impl PgCluster {
         check("pg_ctl stop", &out);
     }
 
-    /// Starts the server again after [`PgCluster::stop`].
+    /// Stops the server the way a crash would: every backend killed, no checkpoint, so the
+    /// next start replays the write-ahead log.
+    pub fn crash(&self) {
+        let out = pg_ctl(
+            &self.bin,
+            &["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+        );
+        check("pg_ctl stop -m immediate", &out);
+    }
+
+    /// Starts the server again after [`PgCluster::stop`] or [`PgCluster::crash`].
     pub fn start_again(&self) {
         self.start_server();
     }

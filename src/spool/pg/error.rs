@@ -22,7 +22,7 @@ pub enum PgError {
     #[error("{}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No connection could be had from the pool.
-    #[error("no database connection: {0}")]
+    #[error("no database connection: {}", describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// The operation did not finish in time.
     #[error("no answer from the database within {0:?}")]
@@ -53,6 +53,13 @@ fn describe(e: &tokio_postgres::Error) -> String {
             db.code().code()
         ),
         None => e.to_string(),
+    }
+}
+
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
     }
 }
 
