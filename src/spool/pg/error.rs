@@ -43,8 +43,8 @@ pub enum PgError {
     Tls(String),
 }
 
-/// tokio-postgres shows a server error as "db error"; the server's own words are more useful.
-fn describe(e: &tokio_postgres::Error) -> String {
+/// An error in the server's own words (tokio-postgres shows a server error as "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!(
             "{}: {} (SQLSTATE {})",

@@ -59,7 +59,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use config::{PgConfigError, PgSpoolConfig};
-pub use error::PgError;
+pub use error::{PgError, describe as describe_error};
 
 use super::{
     AdminAction, AdminOutcome, Claim, ClaimedMessage, Lease, ListedMessage, MessageState,
@@ -963,6 +963,11 @@ impl Inner {
         }
         Some(Wakeups::new(rx))
     }
+}
+
+/// The TLS connector a connection for `config` uses (the doctor connects outside the pool).
+pub fn connector(config: &PgSpoolConfig) -> Result<MakeRustlsConnect, PgError> {
+    tls::connector(config.ca_file.as_deref())
 }
 
 fn is_unique_violation(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
