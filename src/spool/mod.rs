@@ -41,6 +41,12 @@ pub use shared::{
     AdminAction, AdminOutcome, ClaimedMessage, Lease, ListedMessage, QueuePage, Wakeups,
 };
 
+/// True when a `spool` setting names a database (`postgresql://…` or `postgres://…`) rather
+/// than a directory.
+pub fn is_database_url(value: &str) -> bool {
+    value.starts_with("postgresql://") || value.starts_with("postgres://")
+}
+
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

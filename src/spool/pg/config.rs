@@ -190,11 +190,6 @@ impl FromStr for PgSpoolConfig {
     }
 }
 
-/// True when a `spool` value names a database rather than a directory.
-pub fn is_database_url(value: &str) -> bool {
-    value.starts_with("postgresql://") || value.starts_with("postgres://")
-}
-
 /// The `[spool]` table as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,6 +315,7 @@ mod tests {
 
     #[test]
     fn only_postgresql_urls_name_a_database() {
+        use crate::spool::is_database_url;
         assert!(is_database_url("postgresql://m@h/q"));
         assert!(is_database_url("postgres://m@h/q"));
         assert!(!is_database_url("/var/spool/postrider"));
