@@ -202,6 +202,35 @@ impl PgCluster {
         self.start_server();
     }
 
+    /// The process ids of the server: the postmaster and its children (for CPU accounting).
+    pub fn pids(&self) -> Vec<u32> {
+        let Ok(pidfile) = std::fs::read_to_string(self.data().join("postmaster.pid")) else {
+            return Vec::new();
+        };
+        let Some(master) = pidfile.lines().next().and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![master];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Field 4 (after the parenthesised command) is the parent pid.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(master) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     /// A connection string for `dbname`.
     pub fn url(&self, dbname: &str) -> String {
         format!(

@@ -41,7 +41,7 @@ impl Leases {
     }
 
     /// Forgets the claim if it is still the one held; true when it was.
-    fn forget(&self, id: &QueueId, generation: i64) -> bool {
+    pub(crate) fn forget(&self, id: &QueueId, generation: i64) -> bool {
         let mut held = self.lock();
         if held.get(id) == Some(&generation) {
             held.remove(id);

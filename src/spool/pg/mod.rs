@@ -1014,7 +1014,12 @@ impl Spool for PgSpool {
 
     async fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
         let generation = self.inner.leases.generation(id);
-        self.inner.remove(id, generation).await
+        self.inner.remove(id, generation).await?;
+        if let Some(g) = generation {
+            // Nothing left to release: the claim's drop need not ask the server.
+            self.inner.leases.forget(id, g);
+        }
+        Ok(())
     }
 
     async fn scan(&self) -> Result<ScanReport, SpoolError> {
