@@ -1,15 +1,21 @@
-//! Wake-ups: one connection per spool, outside the pool, `LISTEN`ing on the spool's channel.
+//! Wake-ups: one connection per spool, outside the pool, `LISTEN`ing on the spool's channel,
+//! and one task that `NOTIFY`s it.
 //!
-//! Inserts, released claims and administrators' releases `NOTIFY` the channel with the time
-//! the message is due (microseconds since the epoch) when their transaction commits. The
-//! listener forwards each to [`Wakeups`](crate::spool::Wakeups). While it is disconnected
+//! Inserts, released claims and administrators' releases hand the time the message is due to
+//! the notifier once their transaction has committed; it sends `NOTIFY` with the earliest of
+//! those waiting (microseconds since the epoch), one statement at a time, so a burst of inserts
+//! costs a few notifications. Not inside the writers' transactions: PostgreSQL serialises the
+//! commits of notifying transactions on one lock held until their commit record is flushed,
+//! which measured one WAL flush per insert and no gain from concurrency (`benches/README.md`).
+//! A notification lost because the process died between commit and notify costs nothing but
+//! latency: the others find the message through `next_due`. The listener forwards each to [`Wakeups`](crate::spool::Wakeups). While it is disconnected
 //! notifications are lost, so after every (re)connection it sends "look at everything"
 //! ([`SystemTime::UNIX_EPOCH`]). It reconnects on its own, backing off from 100 ms to 5 s.
 
 use std::future::poll_fn;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -31,6 +37,30 @@ pub(crate) fn payload_of(due: SystemTime) -> String {
         .map(|d| d.as_micros())
         .unwrap_or(0)
         .to_string()
+}
+
+/// Sends the notifications handed to it until the spool is gone.
+pub(crate) async fn notify_forever(
+    pool: deadpool_postgres::Pool,
+    mut rx: mpsc::UnboundedReceiver<SystemTime>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut due = first;
+        while let Ok(more) = rx.try_recv() {
+            due = due.min(more);
+        }
+        let sent = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute("SELECT pg_notify('postrider_wakeup', $1)", &[&payload_of(due)])
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = sent.await {
+            tracing::debug!(target: "postrider::spool",
+                "could not notify the other nodes ({e}); they find the message when it is due");
+        }
+    }
 }
 
 /// Listens until aborted (the spool aborts it when dropped).

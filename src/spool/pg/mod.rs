@@ -52,7 +52,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
@@ -104,7 +104,10 @@ pub(crate) struct Inner {
     connection: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     wake: broadcast::Sender<SystemTime>,
-    /// The renewal task, and the wake-up listener once somebody asked for wake-ups.
+    /// Due times to `NOTIFY` the other nodes of, sent by one task outside the writers'
+    /// transactions.
+    notifier: mpsc::UnboundedSender<SystemTime>,
+    /// The renewal and notifying tasks, and the wake-up listener once somebody asked for wake-ups.
     tasks: Mutex<Vec<AbortHandle>>,
     listening: std::sync::atomic::AtomicBool,
 }
@@ -156,6 +159,7 @@ impl PgSpool {
         schema::migrate(&mut client).await?;
         drop(client);
         let (wake, _) = broadcast::channel(1024);
+        let (notifier, notifications) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool,
             node: config.node_name(),
@@ -166,6 +170,7 @@ impl PgSpool {
             connection,
             tls,
             wake,
+            notifier,
             tasks: Mutex::new(Vec::new()),
             listening: std::sync::atomic::AtomicBool::new(false),
         });
@@ -174,6 +179,8 @@ impl PgSpool {
             config.lease / 3,
         ));
         inner.push_task(renewer.abort_handle());
+        let notifying = tokio::spawn(listen::notify_forever(inner.pool.clone(), notifications));
+        inner.push_task(notifying.abort_handle());
         Ok(PgSpool { inner })
     }
 
@@ -250,6 +257,12 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(task);
+    }
+
+    /// Tells the other nodes, soon and coalesced, that a message is due at `due` (a hint:
+    /// see [`listen`]).
+    fn notify(&self, due: SystemTime) {
+        let _ = self.notifier.send(due);
     }
 
     fn lease_secs(&self) -> f64 {
@@ -335,21 +348,14 @@ impl Inner {
                 INSERT INTO postrider_messages
                     (id, generation, lease_owner, lease_until, next_attempt, held, recipients, state)
                 VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, false, $6, $7)
-            ), c AS (
-                INSERT INTO postrider_contents (id, envelope, body) VALUES ($1, $8, $9)
             )
-            SELECT pg_notify('postrider_wakeup', $10) WHERE $10 IS NOT NULL";
+            INSERT INTO postrider_contents (id, envelope, body) VALUES ($1, $8, $9)";
         let state = MessageState::new(envelope, body.len() as u64, arrival);
         let recipients = envelope.recipients.len() as i32;
-        let (generation, owner, lease, notify) = if claimed {
-            (1i64, Some(self.node.as_str()), Some(self.lease_secs()), None)
+        let (generation, owner, lease) = if claimed {
+            (1i64, Some(self.node.as_str()), Some(self.lease_secs()))
         } else {
-            (
-                0i64,
-                None,
-                None,
-                Some(listen::payload_of(state.next_attempt)),
-            )
+            (0i64, None, None)
         };
         let mut last = None;
         for _ in 0..INSERT_ATTEMPTS {
@@ -368,12 +374,14 @@ impl Inner {
                         &Json(&state),
                         &Json(envelope),
                         &body.as_ref(),
-                        &notify,
                     ],
                 )
                 .await;
             match result {
                 Ok(_) => {
+                    if !claimed {
+                        self.notify(state.next_attempt);
+                    }
                     let claim = claimed.then(|| self.claim_of(id, generation));
                     return Ok((id, claim));
                 }
@@ -633,15 +641,14 @@ impl Inner {
                 UPDATE postrider_messages SET lease_owner = NULL, lease_until = NULL
                  WHERE id = $1 AND generation = $2 AND admin_request IS NULL
                 RETURNING next_attempt, held)
-            SELECT (SELECT count(*) FROM r),
-                   (SELECT count(*) FROM (
-                       SELECT pg_notify('postrider_wakeup',
-                                  (floor(extract(epoch FROM next_attempt) * 1000000))::bigint::text)
-                         FROM r WHERE NOT held) AS n)";
-        let row = self
-            .query_one("release lease", SQL, &[&id.as_str(), &generation])
+            SELECT next_attempt, held FROM r";
+        let rows = self
+            .query("release lease", SQL, &[&id.as_str(), &generation])
             .await?;
-        if row.get::<_, i64>(0) == 1 {
+        if let Some(row) = rows.first() {
+            if !row.get::<_, bool>(1) {
+                self.notify(row.get(0));
+            }
             return Ok(());
         }
         // Not released: the message is gone, another node took it over, or a request waits.
@@ -934,14 +941,11 @@ impl Inner {
                 )
                 .await
                 .map_err(db(op))?;
+                tx.commit().await.map_err(db(op))?;
                 if !state.held {
-                    tx.execute(
-                        "SELECT pg_notify('postrider_wakeup', $1)",
-                        &[&listen::payload_of(state.next_attempt)],
-                    )
-                    .await
-                    .map_err(db(op))?;
+                    self.notify(state.next_attempt);
                 }
+                return Ok(AdminOutcome::Done);
             }
         }
         tx.commit().await.map_err(db(op))?;
