@@ -98,7 +98,7 @@ async fn a_database_that_does_not_exist_is_a_permanent_error_naming_it() {
 
 #[tokio::test]
 async fn a_node_whose_lease_ran_out_cannot_overwrite_the_state_written_by_the_node_that_took_over()
- {
+{
     let cluster = postgres::shared();
     let url = cluster.database();
     let a = node(&url, "a", Duration::from_secs(60)).await;
@@ -108,7 +108,11 @@ async fn a_node_whose_lease_ran_out_cannot_overwrite_the_state_written_by_the_no
     let mut stale = a.load(&id).await.unwrap().state;
     expire_leases(cluster, &url);
     // b takes the message over and records a delivery.
-    let new = b.claim(&id).await.unwrap().expect("taken over after the lease ended");
+    let new = b
+        .claim(&id)
+        .await
+        .unwrap()
+        .expect("taken over after the lease ended");
     let mut fresh = b.load(&id).await.unwrap().state;
     fresh.attempts = 1;
     fresh.recipients[0].status = postrider::spool::RecipientStatus::Delivered;
@@ -116,14 +120,20 @@ async fn a_node_whose_lease_ran_out_cannot_overwrite_the_state_written_by_the_no
     // a comes back with its stale view.
     stale.attempts = 7;
     let err = a.save_state(&id, &stale).await.unwrap_err();
-    assert!(matches!(err, SpoolError::LeaseLost { id: x } if x == id), "{err}");
+    assert!(
+        matches!(err, SpoolError::LeaseLost { id: x } if x == id),
+        "{err}"
+    );
     assert!(!err.is_temporary());
     let err = a.remove(&id).await.unwrap_err();
     assert!(matches!(err, SpoolError::LeaseLost { .. }), "{err}");
     assert_eq!(b.load(&id).await.unwrap().state, fresh);
     // The stale claim's release does not free b's lease.
     old.release().await;
-    assert!(a.claim(&id).await.unwrap().is_none(), "a's release ended b's lease");
+    assert!(
+        a.claim(&id).await.unwrap().is_none(),
+        "a's release ended b's lease"
+    );
     b.remove(&id).await.unwrap();
     new.release().await;
 }
@@ -164,7 +174,10 @@ async fn renewal_keeps_a_claim_past_its_lease_for_as_long_as_the_attempt_runs() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let listed = b.list(None, 10).await.unwrap();
-    assert_eq!(listed.messages[0].lease.as_ref().map(|l| l.holder.as_str()), Some("a"));
+    assert_eq!(
+        listed.messages[0].lease.as_ref().map(|l| l.holder.as_str()),
+        Some("a")
+    );
     let state = a.load(&id).await.unwrap().state;
     a.save_state(&id, &state).await.unwrap();
     claim.release().await;
@@ -232,7 +245,11 @@ fn a_killed_nodes_messages_are_taken_over_by_another_once_its_lease_ends() {
     let killed = Instant::now();
     rt.block_on(async {
         assert!(
-            survivor.claim_due(SystemTime::now(), 100).await.unwrap().is_empty(),
+            survivor
+                .claim_due(SystemTime::now(), 100)
+                .await
+                .unwrap()
+                .is_empty(),
             "messages of a node were taken before its lease ended"
         );
         let mut taken = HashSet::new();
@@ -252,7 +269,11 @@ fn a_killed_nodes_messages_are_taken_over_by_another_once_its_lease_ends() {
         }
         assert_eq!(taken, ids);
         // Within the lease (plus the time the child took to say "ready") of the kill.
-        assert!(killed.elapsed() < Duration::from_secs(4), "{:?}", killed.elapsed());
+        assert!(
+            killed.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            killed.elapsed()
+        );
     });
 }
 
@@ -282,7 +303,11 @@ async fn other_nodes_are_woken_by_new_mail_a_released_claim_and_an_administrator
     a.save_state(&id, &state).await.unwrap();
     claim.release().await;
     let woke = tokio::time::timeout(wait, wakeups.next()).await.unwrap();
-    assert_eq!(woke, Some(arrival + Duration::from_secs(300)), "released claim");
+    assert_eq!(
+        woke,
+        Some(arrival + Duration::from_secs(300)),
+        "released claim"
+    );
 
     assert_eq!(
         a.admin(&id, AdminAction::Hold, arrival).await.unwrap(),
@@ -290,7 +315,9 @@ async fn other_nodes_are_woken_by_new_mail_a_released_claim_and_an_administrator
     );
     let release_at = arrival + Duration::from_secs(60);
     assert_eq!(
-        a.admin(&id, AdminAction::Release, release_at).await.unwrap(),
+        a.admin(&id, AdminAction::Release, release_at)
+            .await
+            .unwrap(),
         AdminOutcome::Done
     );
     let woke = tokio::time::timeout(wait, wakeups.next()).await.unwrap();
@@ -306,10 +333,15 @@ async fn a_hold_waiting_for_a_killed_holder_is_applied_by_the_node_that_takes_ov
     let id = insert(&a, 4).await;
     let claim = a.claim(&id).await.unwrap().unwrap();
     assert_eq!(
-        b.admin(&id, AdminAction::Hold, SystemTime::now()).await.unwrap(),
+        b.admin(&id, AdminAction::Hold, SystemTime::now())
+            .await
+            .unwrap(),
         AdminOutcome::Deferred
     );
-    assert!(b.load(&id).await.unwrap().state.held, "readers see the hold at once");
+    assert!(
+        b.load(&id).await.unwrap().state.held,
+        "readers see the hold at once"
+    );
     std::mem::forget(claim); // a dies holding it
     expire_leases(cluster, &url);
     assert!(
@@ -340,7 +372,14 @@ async fn an_insert_that_returned_survives_a_server_crash() {
     cluster.crash();
     cluster.start_again();
     let a = node(&url, "a", Duration::from_secs(60)).await;
-    let found: Vec<QueueId> = a.scan().await.unwrap().messages.iter().map(|m| m.id).collect();
+    let found: Vec<QueueId> = a
+        .scan()
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(found, ids);
     for (seed, id) in ids.iter().enumerate() {
         assert_eq!(a.body(id).await.unwrap(), body_for(seed as u64, 200));
@@ -360,7 +399,11 @@ async fn while_the_server_is_down_every_call_fails_temporarily_and_then_the_spoo
     let mut refused = 0;
     for seed in 100..105 {
         let err = a
-            .insert(&envelope_for(seed, 10), Bytes::from(body_for(seed, 10)), SystemTime::now())
+            .insert(
+                &envelope_for(seed, 10),
+                Bytes::from(body_for(seed, 10)),
+                SystemTime::now(),
+            )
             .await
             .expect_err("an insert succeeded with the server down");
         assert!(err.is_temporary(), "{err}");
@@ -371,7 +414,10 @@ async fn while_the_server_is_down_every_call_fails_temporarily_and_then_the_spoo
         a.body(&kept).await.unwrap_err(),
         a.claim(&kept).await.map(|_| ()).unwrap_err(),
         a.scan().await.map(|_| ()).unwrap_err(),
-        a.claim_due(SystemTime::now(), 10).await.map(|_| ()).unwrap_err(),
+        a.claim_due(SystemTime::now(), 10)
+            .await
+            .map(|_| ())
+            .unwrap_err(),
         a.remove(&kept).await.unwrap_err(),
     ] {
         assert!(err.is_temporary(), "{err}");
@@ -382,19 +428,37 @@ async fn while_the_server_is_down_every_call_fails_temporarily_and_then_the_spoo
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
         match a
-            .insert(&envelope_for(7, 10), Bytes::from(body_for(7, 10)), SystemTime::now())
+            .insert(
+                &envelope_for(7, 10),
+                Bytes::from(body_for(7, 10)),
+                SystemTime::now(),
+            )
             .await
         {
             Ok(id) => break id,
             Err(e) => {
                 assert!(e.is_temporary(), "{e}");
-                assert!(Instant::now() < deadline, "no recovery 20 s after the restart: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no recovery 20 s after the restart: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     };
-    let ids: Vec<QueueId> = a.scan().await.unwrap().messages.iter().map(|m| m.id).collect();
-    assert_eq!(ids, vec![kept, id], "{refused} refused inserts left nothing behind");
+    let ids: Vec<QueueId> = a
+        .scan()
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![kept, id],
+        "{refused} refused inserts left nothing behind"
+    );
     // The wake-up connection came back too, and says so.
     let woke = tokio::time::timeout(Duration::from_secs(20), async {
         loop {

@@ -24,7 +24,11 @@ async fn a_database_in_use_passes_with_its_schema_version_and_the_clock_skew() {
     assert_eq!(findings.len(), 2, "{findings:#?}");
     assert!(findings.iter().all(|f| f.check == Check::Spool));
     assert_eq!(findings[0].verdict, Verdict::Pass, "{}", findings[0]);
-    assert!(findings[0].detail.contains("schema version 1"), "{}", findings[0]);
+    assert!(
+        findings[0].detail.contains("schema version 1"),
+        "{}",
+        findings[0]
+    );
     assert!(findings[0].detail.contains("postrider@"), "{}", findings[0]);
     // Same machine, same clock.
     assert_eq!(findings[1].verdict, Verdict::Pass, "{}", findings[1]);
@@ -37,7 +41,11 @@ async fn a_database_without_the_schema_warns_and_the_doctor_does_not_create_it()
     let url = cluster.database();
     let findings = pg_spool::check(&config(&url)).await;
     assert_eq!(findings[0].verdict, Verdict::Warn, "{}", findings[0]);
-    assert!(findings[0].detail.contains("no spool schema"), "{}", findings[0]);
+    assert!(
+        findings[0].detail.contains("no spool schema"),
+        "{}",
+        findings[0]
+    );
     let tables = cluster.psql(
         postgres::PgCluster::dbname_of(&url),
         "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'postrider%'",

@@ -12,8 +12,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::{Check, Finding};
-use crate::spool::pg::schema::{self, SCHEMA_VERSION};
 use crate::spool::pg::PgSpoolConfig;
+use crate::spool::pg::schema::{self, SCHEMA_VERSION};
 
 /// Clock skew above this is a warning.
 pub const SKEW_WARN: Duration = Duration::from_secs(1);
@@ -34,8 +34,7 @@ pub async fn check(config: &PgSpoolConfig) -> Vec<Finding> {
     if connection.get_connect_timeout().is_none() {
         connection.connect_timeout(config.timeout);
     }
-    let connected =
-        tokio::time::timeout(config.timeout, connection.connect(tls)).await;
+    let connected = tokio::time::timeout(config.timeout, connection.connect(tls)).await;
     let (client, driver) = match connected {
         Ok(Ok((client, conn))) => (client, tokio::spawn(conn)),
         Ok(Err(e)) => return vec![unreachable(config, &place, &e)],
@@ -48,7 +47,9 @@ pub async fn check(config: &PgSpoolConfig) -> Vec<Finding> {
                         config.timeout
                     ),
                 )
-                .with_fix("check that PostgreSQL runs there and that no firewall drops the connection"),
+                .with_fix(
+                    "check that PostgreSQL runs there and that no firewall drops the connection",
+                ),
             ];
         }
     };
@@ -61,7 +62,10 @@ pub async fn check(config: &PgSpoolConfig) -> Vec<Finding> {
         )),
         Err(_) => findings.push(Finding::fail(
             Check::Spool,
-            format!("spool database {place}: no answer to a query within {:?}", config.timeout),
+            format!(
+                "spool database {place}: no answer to a query within {:?}",
+                config.timeout
+            ),
         )),
     }
     let before = SystemTime::now();
@@ -206,7 +210,11 @@ mod tests {
     #[test]
     fn skew_is_measured_from_the_middle_of_the_round_trip() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let (s, rtt) = skew(t, t + Duration::from_millis(2_050), t + Duration::from_millis(100));
+        let (s, rtt) = skew(
+            t,
+            t + Duration::from_millis(2_050),
+            t + Duration::from_millis(100),
+        );
         assert!((s - 2.0).abs() < 1e-9, "{s}");
         assert_eq!(rtt, Duration::from_millis(100));
         let (s, _) = skew(t, t - Duration::from_secs(3), t);

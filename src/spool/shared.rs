@@ -119,9 +119,7 @@ impl Wakeups {
         loop {
             match self.rx.try_recv() {
                 Ok(t) => earliest = earliest.min(t),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    earliest = SystemTime::UNIX_EPOCH
-                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => earliest = SystemTime::UNIX_EPOCH,
                 Err(_) => return Some(earliest),
             }
         }

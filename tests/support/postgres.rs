@@ -49,7 +49,10 @@ extern "C" fn stop_shared() {
     if let Ok(guard) = SHARED_ROOT.lock()
         && let Some((bin, data, root)) = guard.as_ref()
     {
-        let _ = pg_ctl(bin, &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]);
+        let _ = pg_ctl(
+            bin,
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
         let _ = std::fs::remove_dir_all(root);
     }
 }
@@ -58,7 +61,11 @@ extern "C" fn stop_shared() {
 fn bin_dir() -> PathBuf {
     let base = Path::new("/usr/lib/postgresql");
     let mut versions: Vec<PathBuf> = std::fs::read_dir(base)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|p| p.join("initdb").exists());
     versions.sort();
@@ -182,7 +189,14 @@ impl PgCluster {
     pub fn stop(&self) {
         let out = pg_ctl(
             &self.bin,
-            &["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"],
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
         );
         check("pg_ctl stop", &out);
     }
@@ -192,7 +206,14 @@ impl PgCluster {
     pub fn crash(&self) {
         let out = pg_ctl(
             &self.bin,
-            &["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         );
         check("pg_ctl stop -m immediate", &out);
     }
@@ -207,13 +228,20 @@ impl PgCluster {
         let Ok(pidfile) = std::fs::read_to_string(self.data().join("postmaster.pid")) else {
             return Vec::new();
         };
-        let Some(master) = pidfile.lines().next().and_then(|l| l.trim().parse::<u32>().ok())
+        let Some(master) = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
         else {
             return Vec::new();
         };
         let mut pids = vec![master];
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -285,7 +313,13 @@ impl Drop for PgCluster {
         if self.stopped_on_drop {
             let _ = pg_ctl(
                 &self.bin,
-                &["-D", self.data().to_str().unwrap(), "-m", "immediate", "stop"],
+                &[
+                    "-D",
+                    self.data().to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ],
             );
         }
     }

@@ -14,9 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use postrider::QueueId;
-use postrider::spool::{
-    AdminAction, AdminOutcome, Claim, RecipientStatus, Spool, SpoolError,
-};
+use postrider::spool::{AdminAction, AdminOutcome, Claim, RecipientStatus, Spool, SpoolError};
 use postrider::{Address, Envelope, ReversePath};
 
 use super::spool::{body_for, envelope_for};
@@ -132,7 +130,11 @@ pub async fn a_saved_state_replaces_the_old_one_and_every_handle_sees_it(
     b: &dyn Spool,
 ) {
     let id = insert(a, 1, at(0)).await;
-    let claim = a.claim(&id).await.unwrap().expect("a free message is claimable");
+    let claim = a
+        .claim(&id)
+        .await
+        .unwrap()
+        .expect("a free message is claimable");
     let mut state = a.load(&id).await.unwrap().state;
     state.attempts = 3;
     state.next_attempt = at(600);
@@ -160,7 +162,14 @@ pub async fn a_removed_message_is_gone_for_every_operation(a: &dyn Spool, b: &dy
         b.save_state(&id, &state).await,
         Err(SpoolError::NotFound(_))
     ));
-    let ids: Vec<QueueId> = b.scan().await.unwrap().messages.iter().map(|m| m.id).collect();
+    let ids: Vec<QueueId> = b
+        .scan()
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(ids, vec![keep]);
 }
 
@@ -194,18 +203,27 @@ pub async fn a_scan_lists_every_message_oldest_first(a: &dyn Spool, b: &dyn Spoo
 pub async fn a_claim_excludes_every_other_handle_until_dropped(a: &dyn Spool, b: &dyn Spool) {
     let id = insert(a, 4, at(0)).await;
     let first = a.claim(&id).await.unwrap().expect("free");
-    assert!(b.claim(&id).await.unwrap().is_none(), "b claimed a's message");
+    assert!(
+        b.claim(&id).await.unwrap().is_none(),
+        "b claimed a's message"
+    );
     assert!(a.claim(&id).await.unwrap().is_none(), "claimed twice by a");
     first.release().await;
     let second = b.claim(&id).await.unwrap().expect("released");
-    assert!(a.claim(&id).await.unwrap().is_none(), "a claimed b's message");
+    assert!(
+        a.claim(&id).await.unwrap().is_none(),
+        "a claimed b's message"
+    );
     drop(second);
     // Dropping releases too, in the background for some spools.
     let third = claim_soon(a, &id).await;
     assert!(b.claim(&id).await.unwrap().is_none());
     drop(third);
     let second = claim_soon(b, &id).await;
-    assert!(a.claim(&id).await.unwrap().is_none(), "a claimed b's message");
+    assert!(
+        a.claim(&id).await.unwrap().is_none(),
+        "a claimed b's message"
+    );
     drop(second);
 }
 
@@ -214,11 +232,7 @@ pub async fn a_message_inserted_claimed_cannot_be_claimed_until_its_claim_drops(
     b: &dyn Spool,
 ) {
     let (id, claim) = a
-        .insert_claimed(
-            &envelope_for(5, 10),
-            Bytes::from(body_for(5, 10)),
-            at(0),
-        )
+        .insert_claimed(&envelope_for(5, 10), Bytes::from(body_for(5, 10)), at(0))
         .await
         .unwrap();
     if let Some(claim) = claim {
@@ -286,8 +300,15 @@ pub async fn claim_due_takes_due_free_unheld_messages_earliest_first_up_to_the_l
     assert_eq!(first[0].message.envelope, envelope_for(1, 300));
     let rest = a.claim_due(at(100), 10).await.unwrap();
     let got: Vec<QueueId> = rest.iter().map(|c| c.message.id).collect();
-    assert_eq!(got, vec![ids[0]], "claimed, held, b's and undue messages left out");
-    assert!(b.claim(&ids[1]).await.unwrap().is_none(), "claim_due claims");
+    assert_eq!(
+        got,
+        vec![ids[0]],
+        "claimed, held, b's and undue messages left out"
+    );
+    assert!(
+        b.claim(&ids[1]).await.unwrap().is_none(),
+        "claim_due claims"
+    );
     drop(first);
     drop(rest);
     drop(held_by_b);
@@ -310,11 +331,19 @@ pub async fn two_handles_claiming_due_work_at_once_never_get_the_same_message(
             break;
         }
         for c in x.into_iter().chain(y) {
-            assert!(seen.insert(c.message.id), "{} handed out twice", c.message.id);
+            assert!(
+                seen.insert(c.message.id),
+                "{} handed out twice",
+                c.message.id
+            );
             held.push(c.claim);
         }
     }
-    assert_eq!(seen.len(), all.len(), "every due message was handed out once");
+    assert_eq!(
+        seen.len(),
+        all.len(),
+        "every due message was handed out once"
+    );
 }
 
 pub async fn next_due_is_the_earliest_message_not_held(a: &dyn Spool, b: &dyn Spool) {
@@ -356,10 +385,7 @@ pub async fn list_pages_through_the_whole_queue_in_id_order(a: &dyn Spool, b: &d
     assert_eq!(one.next, None);
 }
 
-pub async fn admin_holds_releases_flushes_and_deletes_a_free_message(
-    a: &dyn Spool,
-    b: &dyn Spool,
-) {
+pub async fn admin_holds_releases_flushes_and_deletes_a_free_message(a: &dyn Spool, b: &dyn Spool) {
     let id = insert(a, 0, at(0)).await;
     let claim = a.claim(&id).await.unwrap().unwrap();
     let mut state = a.load(&id).await.unwrap().state;
@@ -374,7 +400,10 @@ pub async fn admin_holds_releases_flushes_and_deletes_a_free_message(
     assert_eq!(a.load(&id).await.unwrap().state.next_attempt, at(60));
     admin(AdminAction::Hold).await;
     assert!(a.load(&id).await.unwrap().state.held);
-    assert!(a.claim_due(at(1000), 10).await.unwrap().is_empty(), "held yet due");
+    assert!(
+        a.claim_due(at(1000), 10).await.unwrap().is_empty(),
+        "held yet due"
+    );
     admin(AdminAction::Release).await;
     let s = a.load(&id).await.unwrap().state;
     assert!(!s.held);

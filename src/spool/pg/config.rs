@@ -244,7 +244,9 @@ impl<'de> Deserialize<'de> for PgSpoolConfig {
             type Value = PgSpoolConfig;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a postgresql:// URL or a [spool] table with url = \"postgresql://...\"")
+                f.write_str(
+                    "a postgresql:// URL or a [spool] table with url = \"postgresql://...\"",
+                )
             }
 
             fn visit_str<E: de::Error>(self, url: &str) -> Result<PgSpoolConfig, E> {
@@ -309,7 +311,10 @@ mod tests {
             "postgresql://m@h/q?sslmode=sometimes".parse::<PgSpoolConfig>(),
             Err(PgConfigError::Url(_))
         ));
-        let debug = format!("{:?}", PgSpoolConfig::new("postgresql://m:secret@h/q").unwrap());
+        let debug = format!(
+            "{:?}",
+            PgSpoolConfig::new("postgresql://m:secret@h/q").unwrap()
+        );
         assert!(!debug.contains("secret"), "{debug}");
     }
 

@@ -69,9 +69,7 @@ impl PgError {
         match self {
             PgError::Postgres(e) => postgres_severity(e),
             PgError::Pool(deadpool_postgres::PoolError::Backend(e)) => postgres_severity(e),
-            PgError::Pool(deadpool_postgres::PoolError::NoRuntimeSpecified) => {
-                Severity::Permanent
-            }
+            PgError::Pool(deadpool_postgres::PoolError::NoRuntimeSpecified) => Severity::Permanent,
             PgError::Pool(_) | PgError::Timeout(_) => Severity::Temporary,
             PgError::SchemaTooNew { .. } | PgError::Tls(_) => Severity::Permanent,
         }

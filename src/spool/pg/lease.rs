@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::Inner;
-use crate::spool::ClaimGuard;
 use crate::queue_id::QueueId;
+use crate::spool::ClaimGuard;
 
 /// The generation of every claim this node holds, by message.
 #[derive(Default)]

@@ -52,7 +52,10 @@ pub(crate) async fn notify_forever(
         let sent = async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
             client
-                .execute("SELECT pg_notify('postrider_wakeup', $1)", &[&payload_of(due)])
+                .execute(
+                    "SELECT pg_notify('postrider_wakeup', $1)",
+                    &[&payload_of(due)],
+                )
                 .await
                 .map_err(|e| e.to_string())
         };

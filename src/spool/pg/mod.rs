@@ -17,12 +17,12 @@
 //!   messages over. Batches of due work are taken with `FOR UPDATE SKIP LOCKED`, so engines
 //!   asking at once get disjoint batches without waiting for each other.
 //! - **save_state** and **remove** by the claim's holder are fenced: they apply only if the row
-//!   still carries the claim's generation (see [`lease`]), so a node that comes back after its
+//!   still carries the claim's generation (see `lease.rs`), so a node that comes back after its
 //!   lease ran out cannot overwrite the state written by the node that took over. Without a
 //!   claim they apply only to a message nobody holds.
 //! - **admin** works on the whole queue from any node: on a message nobody holds it applies at
 //!   once; on one being delivered it is recorded and applied by the holder with its outcome
-//!   (see [`request`]).
+//!   (see `request.rs`).
 //! - While PostgreSQL is down or restarting every operation fails with a temporary
 //!   [`SpoolError::Database`]; the pool drops broken connections and makes new ones, so the
 //!   spool recovers on its own. No operation waits longer than the configured timeout.
@@ -201,7 +201,11 @@ impl PgSpool {
     pub async fn count(&self) -> Result<u64, SpoolError> {
         let row = self
             .inner
-            .query_one("count messages", "SELECT count(*) FROM postrider_messages", &[])
+            .query_one(
+                "count messages",
+                "SELECT count(*) FROM postrider_messages",
+                &[],
+            )
             .await?;
         Ok(row.get::<_, i64>(0) as u64)
     }
@@ -241,15 +245,16 @@ fn message_of(row: &Row, first: usize) -> Result<Option<QueuedMessage>, SpoolErr
     let request = Request::from_column(row.get(first + 3));
     let at: Option<SystemTime> = row.get(first + 4);
     let qid = parse_id(id)?;
-    Ok(request::effective(state, request, at).map(|state| QueuedMessage {
-        id: qid,
-        envelope,
-        state,
-    }))
+    Ok(
+        request::effective(state, request, at).map(|state| QueuedMessage {
+            id: qid,
+            envelope,
+            state,
+        }),
+    )
 }
 
-const MESSAGE_COLUMNS: &str =
-    "m.id, c.envelope::text, m.state::text, m.admin_request, m.admin_at";
+const MESSAGE_COLUMNS: &str = "m.id, c.envelope::text, m.state::text, m.admin_request, m.admin_at";
 
 impl Inner {
     fn push_task(&self, task: AbortHandle) {
@@ -445,12 +450,10 @@ impl Inner {
                     .await?;
                 Ok(true)
             }
-            Err(SpoolError::NotFound(_)) => {
-                match self.remove(id, Some(generation)).await {
-                    Ok(()) | Err(SpoolError::NotFound(_)) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
+            Err(SpoolError::NotFound(_)) => match self.remove(id, Some(generation)).await {
+                Ok(()) | Err(SpoolError::NotFound(_)) => Ok(false),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
@@ -611,10 +614,7 @@ impl Inner {
         const FREE: &str = "DELETE FROM postrider_messages
              WHERE id = $1 AND (lease_until IS NULL OR lease_until <= now())";
         let removed = match generation {
-            Some(g) => {
-                self.execute("remove", FENCED, &[&id.as_str(), &g])
-                    .await?
-            }
+            Some(g) => self.execute("remove", FENCED, &[&id.as_str(), &g]).await?,
             None => self.execute("remove", FREE, &[&id.as_str()]).await?,
         };
         if removed == 1 {
@@ -821,7 +821,9 @@ impl Inner {
                   ORDER BY next_attempt LIMIT 1),
                 (SELECT min(greatest(lease_until, next_attempt)) FROM postrider_messages
                   WHERE NOT held AND lease_until > now()))";
-        let row = self.query_one("find the next due message", SQL, &[]).await?;
+        let row = self
+            .query_one("find the next due message", SQL, &[])
+            .await?;
         Ok(row.get(0))
     }
 
@@ -937,7 +939,12 @@ impl Inner {
                         SET state = $2, next_attempt = $3, held = $4, generation = generation + 1,
                             admin_request = NULL, admin_at = NULL
                       WHERE id = $1",
-                    &[&id.as_str(), &Json(&state), &state.next_attempt, &state.held],
+                    &[
+                        &id.as_str(),
+                        &Json(&state),
+                        &state.next_attempt,
+                        &state.held,
+                    ],
                 )
                 .await
                 .map_err(db(op))?;

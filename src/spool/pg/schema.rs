@@ -99,10 +99,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<i32, SpoolError> {
 /// The schema version in the database (0: none yet), without changing anything.
 pub(crate) async fn version(client: &tokio_postgres::Client) -> Result<i32, SpoolError> {
     let exists: bool = client
-        .query_one(
-            "SELECT to_regclass('postrider_schema') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('postrider_schema') IS NOT NULL", &[])
         .await
         .map_err(db("look for postrider_schema"))?
         .get(0);
