@@ -6,6 +6,8 @@
 //! The take-over test re-executes this binary with `POSTRIDER_PG_TEST_CHILD` set: the child
 //! is a node that claims messages and is then killed.
 
+#![cfg(feature = "postgres")] // a build without the feature has no PgSpool to test
+
 mod support;
 
 use std::collections::HashSet;

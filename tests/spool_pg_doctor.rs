@@ -1,6 +1,8 @@
 //! The doctor's check of a PostgreSQL spool against a private cluster: a database in use, one
 //! without the schema yet, one that does not exist, and a server that is not running.
 
+#![cfg(feature = "postgres")] // a build without the feature has no PgSpool to test
+
 mod support;
 
 use std::time::Duration;

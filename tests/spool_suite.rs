@@ -42,6 +42,7 @@ mod fs {
     spool_suite!(pair());
 }
 
+#[cfg(feature = "postgres")]
 mod pg {
     use super::*;
     use postrider::spool::pg::{PgSpool, PgSpoolConfig};
