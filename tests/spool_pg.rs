@@ -108,7 +108,17 @@ async fn a_node_whose_lease_ran_out_cannot_overwrite_the_state_written_by_the_no
     let id = insert(&a, 1).await;
     let old = a.claim(&id).await.unwrap().expect("free");
     let mut stale = a.load(&id).await.unwrap().state;
-    expire_leases(cluster, &url);
+    // b takes the message over once the lease has ended (ended again if a's renewal, every
+    // 20 s, happened to fall in between).
+    let mut new = None;
+    for _ in 0..3 {
+        expire_leases(cluster, &url);
+        new = b.claim(&id).await.unwrap();
+        if new.is_some() {
+            break;
+        }
+    }
+    let new = new.expect("taken over after the lease ended");
     // b takes the message over and records a delivery.
     let new = b
         .claim(&id)
