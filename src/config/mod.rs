@@ -181,8 +181,19 @@ impl Config {
             }
         })?;
         let base = path.parent();
+        let spool_is_url = crate::spool::is_database_url(&config.spool.to_string_lossy());
+        if spool_is_url && !cfg!(feature = "postgres") {
+            return Err(ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line: line_of_key(text, "spool"),
+                column: 1,
+                message: "spool names a PostgreSQL database, but this postrider was built \
+                          without the \"postgres\" feature"
+                    .into(),
+            });
+        }
         for p in [
-            Some(&mut config.spool),
+            (!spool_is_url).then_some(&mut config.spool),
             config.mailertable.as_mut(),
             config.local_host_names.as_mut(),
             config.policy.as_mut(),
@@ -199,6 +210,15 @@ impl Config {
         }
         config.file = Some(path.to_path_buf());
         Ok(config)
+    }
+
+    /// The PostgreSQL spool when `spool` is a `postgresql://` URL (`None`: a directory).
+    #[cfg(feature = "postgres")]
+    pub fn pg_spool(
+        &self,
+    ) -> Option<Result<crate::spool::pg::PgSpoolConfig, crate::spool::pg::PgConfigError>> {
+        let text = self.spool.to_str()?;
+        crate::spool::is_database_url(text).then(|| text.parse())
     }
 
     /// The file the configuration was read from.
@@ -278,6 +298,17 @@ impl Config {
     }
 }
 
+/// The line (from 1) where `key` is set at the top level, for errors found after parsing.
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
 fn system_hostname() -> Option<Domain> {
     let mut buf = [0u8; 256];
     // SAFETY: the pointer and length describe `buf`, which outlives the call.
@@ -296,6 +327,25 @@ mod tests {
 
     use super::*;
     use crate::resolve::AddressPreference;
+
+    #[test]
+    fn a_postgresql_spool_url_is_kept_as_written_not_joined_to_the_config_folder() {
+        let c = Config::parse(
+            "spool = \"postgresql://mta@db.example/queue\"\n",
+            "/etc/postrider/postrider.toml",
+        );
+        #[cfg(feature = "postgres")]
+        {
+            let c = c.unwrap();
+            assert_eq!(c.spool, Path::new("postgresql://mta@db.example/queue"));
+            let pg = c.pg_spool().unwrap().unwrap();
+            assert_eq!(pg.connection.get_dbname(), Some("queue"));
+            let dir = Config::parse("spool = \"q\"\n", "/etc/postrider/postrider.toml").unwrap();
+            assert!(dir.pg_spool().is_none());
+        }
+        #[cfg(not(feature = "postgres"))]
+        assert!(c.unwrap_err().to_string().contains("postgres"));
+    }
 
     #[test]
     fn every_setting_has_a_default() {

@@ -46,6 +46,8 @@
 mod egress;
 mod finding;
 mod hostname;
+#[cfg(feature = "postgres")]
+pub mod pg_spool;
 mod port25;
 mod smart_host;
 mod spf;
