@@ -150,7 +150,7 @@ async fn run(args: Args) -> ExitCode {
         eprintln!("relay: warning: {w}");
     }
     let hostname = parts.hostname().clone();
-    let spool = match config.open_spool() {
+    let spool = match config.open_spool().await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("relay: {e}");

@@ -32,7 +32,7 @@
 //!         eprintln!("warning: {warning}"); // e.g. a host name that is not fully qualified
 //!     }
 //!     let engine = parts
-//!         .engine_builder(config.open_spool()?)
+//!         .engine_builder(config.open_spool().await?)
 //!         .start() // recovers whatever an earlier run left in the spool
 //!         .await?;
 //!
