@@ -1,4 +1,4 @@
-//! The TOML configuration file every example reads.
+//! `postrider.toml`: the configuration every program reads, and the engine built from it.
 //!
 //! ```toml
 //! hostname = "sipserver1.ourtest.com"      # default: the system's host name
@@ -25,7 +25,27 @@
 //! timeout = "5s"              # per try (default 5s)
 //! attempts = 2                # tries per query (default 2)
 //! address_preference = "ipv4-first"     # ipv4-first | ipv6-first | ipv4-only
+//!
+//! [esmtp]                     # the SMTP client
+//! connection_cache = "2s"     # keep an idle session for the next message (default 2s; "off")
+//! trust_anchors = "company-ca.pem"      # CAs trusted for `verify` hops besides the Mozilla roots
+//!
+//! [esmtp.timeouts]            # each phase's limit (defaults: RFC 5321 §4.5.3.2)
+//! connect = "30s"             # also greeting, helo, tls, auth, mail, rcpt (5m), data_init (2m),
+//! data_term = "10m"           #   data_block (3m), data_term (10m), rset (20s), quit (30s)
+//!
+//! [queue]                     # the engine's limits
+//! max_message_size = 10240000 # octets (Postfix's message_size_limit)
+//! max_recipients = 1000
+//! max_deliveries = 100        # deliveries at once, over all next hops
+//! destination_concurrency = 20          # connections at once to one next hop
+//! max_batch_messages = 50     # messages one connection carries per batch
+//! max_active_messages = 1000
+//! scan_interval = "5m"        # re-read the spool for other processes' mail ("off": never)
+//! shutdown_grace = "30s"      # how long a stop lets each session finish its message
 //! ```
+//!
+//! [`Config::assemble`] builds the engine's parts from all of this.
 //!
 //! Durations are a number with a unit: `ms`, `s`, `m`, `h`, `d` (`90s`, `66m`, `1h30m`).
 //!
