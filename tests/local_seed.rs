@@ -165,3 +165,47 @@ async fn sendmail_bbb_as_aaa_lands_in_bbbs_mailbox_and_dovecot_shows_it() {
         aaa[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_with_a_local_section_assembles_an_engine_that_delivers_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aliases"),
+        "postmaster: root\nroot: \\root\n",
+    )
+    .unwrap();
+    let text = format!(
+        "hostname = \"sipserver1.ourtest.com\"\nspool = \"spool\"\n[dns]\nname_servers = [\"127.0.0.1:1\"]\n\
+         [local]\nmailbox = \"maildir:{}/%u/Maildir\"\naliases = \"aliases\"\n",
+        dir.path().display()
+    );
+    let config =
+        postrider::config::Config::parse(&text, dir.path().join("postrider.toml")).unwrap();
+    let assembly = config.assemble().await.unwrap();
+    assert!(assembly.local().is_some());
+    let v = assembly
+        .local()
+        .unwrap()
+        .verify("postmaster", "sipserver1.ourtest.com");
+    assert_eq!(
+        v.to_string(),
+        format!(
+            "postmaster... deliverable: mailer local, user root (maildir {}/root/Maildir)",
+            dir.path().display()
+        )
+    );
+    let spool = Arc::new(FsSpool::open(dir.path().join("spool")).unwrap());
+    let engine = assembly.engine_builder(spool).start().await.unwrap();
+    let host: Domain = "sipserver1.ourtest.com".parse().unwrap();
+    sendmail(
+        &engine,
+        &host,
+        "aaa",
+        "postmaster",
+        b"Subject: hi\n\nto the postmaster\n",
+    )
+    .await;
+    engine.shutdown().await;
+    let new = dir.path().join("root/Maildir/new");
+    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 1);
+}

@@ -194,6 +194,11 @@ impl LocalTransport {
         Arc::clone(&self.aliases.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Swaps in `aliases` (deliveries under way finish with the ones they started with).
+    pub fn set_aliases(&self, aliases: Aliases) {
+        *self.aliases.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(aliases);
+    }
+
     /// Reads the configured aliases file again and swaps it in; on error the old aliases stay.
     pub fn reload_aliases(&self) -> Result<Vec<DuplicateAlias>, AliasesError> {
         let Some(path) = &self.config.aliases else {
