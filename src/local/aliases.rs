@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Names are matched case-insensitively (newaliases folds them to lower case); the targets are
-//! those of [`parse_targets`](super::targets::parse_targets). A comment or blank line ends an
+//! those of [`parse_targets`]. A comment or blank line ends an
 //! entry. Every bad line is reported at once, each as `file:line: problem`. A name given twice
 //! keeps its first entry, with a warning naming both lines (as the mailertable does).
 //!

@@ -1,5 +1,5 @@
 //! mbox delivery: append one message to a mailbox file (`/var/mail/bob`) under the locks
-//! Debian's Dovecot and mail(1) use (see [`super::lock`]).
+//! Debian's Dovecot and mail(1) use: an `fcntl` lock, then a dotlock.
 //!
 //! Each message is `From SENDER DATE` (the envelope sender, `MAILER-DAEMON` for `<>`, and
 //! `asctime`'s date in UTC), the message with LF line ends, and a blank line. Body lines that
