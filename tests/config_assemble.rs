@@ -53,8 +53,11 @@ async fn by_default_the_transport_keeps_sessions_for_two_seconds() {
 #[tokio::test]
 async fn a_broken_mailertable_is_an_error_naming_its_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mt"), "ok.example esmtp:[a.example]\nbad.example frob:x\n")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("mt"),
+        "ok.example esmtp:[a.example]\nbad.example frob:x\n",
+    )
+    .unwrap();
     let config = Config::parse(
         "hostname = \"mta.example.com\"\nmailertable = \"mt\"\n[dns]\nname_servers = [\"127.0.0.1:9\"]\n",
         dir.path().join("postrider.toml"),
@@ -63,7 +66,10 @@ async fn a_broken_mailertable_is_an_error_naming_its_file_and_line() {
     let err = config.assemble().await.unwrap_err();
     assert!(matches!(err, AssembleError::Tables(_)), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains(&format!("{}:2:", dir.path().join("mt").display())), "{text}");
+    assert!(
+        text.contains(&format!("{}:2:", dir.path().join("mt").display())),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -79,7 +85,10 @@ async fn a_zero_destination_concurrency_is_refused() {
         .assemble()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("destination_concurrency = 0"), "{err}");
+    assert!(
+        err.to_string().contains("destination_concurrency = 0"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -98,6 +107,9 @@ async fn a_single_label_host_name_works_with_a_warning_that_says_how_to_fix_it()
         .find(|w| matches!(w, Notice::Unqualified { .. }))
         .expect("a warning about the short name");
     let text = warning.to_string();
-    assert!(text.contains("unable to qualify my own domain name (vm)"), "{text}");
+    assert!(
+        text.contains("unable to qualify my own domain name (vm)"),
+        "{text}"
+    );
     assert!(text.contains("using the short name vm"), "{text}");
 }
