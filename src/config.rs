@@ -27,6 +27,10 @@
 //! address_preference = "ipv4-first"     # ipv4-first | ipv6-first | ipv4-only
 //! ```
 //!
+//! The SMTP server's `[server]` section and `[[listener]]` tables (access file, `mynetworks`,
+//! password file, limits, listen addresses with kind and certificate) are described in
+//! [`crate::server::config`].
+//!
 //! Durations are a number with a unit: `ms`, `s`, `m`, `h`, `d` (`90s`, `66m`, `1h30m`).
 //!
 //! Relative paths are resolved against the folder of the configuration file. A key postrider
@@ -118,6 +122,10 @@ pub struct Config {
     pub spf: SpfSection,
     /// `[dns]`: name servers and lookup settings.
     pub dns: DnsSection,
+    /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
+    pub server: crate::server::config::ServerSection,
+    /// `[[listener]]`: where the SMTP server listens, each with its kind and certificate.
+    pub listener: Vec<crate::server::config::ListenerSection>,
     #[serde(skip)]
     file: Option<PathBuf>,
 }
@@ -288,6 +296,8 @@ impl Default for Config {
             retry: RetrySection::default(),
             spf: SpfSection::default(),
             dns: DnsSection::default(),
+            server: Default::default(),
+            listener: Vec::new(),
             file: None,
         }
     }
@@ -335,6 +345,13 @@ impl Config {
             {
                 *p = dir.join(&*p);
             }
+        }
+        if let Some(dir) = base {
+            config.server.resolve_paths(dir);
+            config
+                .listener
+                .iter_mut()
+                .for_each(|l| l.resolve_paths(dir));
         }
         config.file = Some(path.to_path_buf());
         Ok(config)
