@@ -12,6 +12,7 @@ pub mod examples;
 pub mod postfix;
 pub mod relay;
 pub mod route;
+pub mod server;
 pub mod sink;
 pub mod smtp_peer;
 pub mod spool;
