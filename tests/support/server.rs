@@ -31,8 +31,14 @@ pub const LOCAL_DOMAIN: &str = "local.example";
 /// A domain the mailertable refuses with `error:5.7.0:550`.
 pub const REFUSED_DOMAIN: &str = "refused.example";
 
-/// `openssl passwd -6 -salt saltsalt secret`: user `alice`, password `secret`.
-pub const PASSWORDS: &str = "alice:{SHA512-CRYPT}$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1\n";
+/// `openssl passwd -6 -salt pbxsalt Pbx-Passw0rd-7f3k`: user `alice`, password [`PASSWORD`]
+/// (distinctive, so a search of the log for it cannot hit another word).
+pub const PASSWORDS: &str = "alice:{SHA512-CRYPT}$6$pbxsalt$bZx5wL4NP5bntWDJUN4Ib6C6Vfgx7huSxlnFbQ6XV10AEvE1.rtFqCPhvk3thJ.LXvNnIZiPI2/aP6xtVkO7u1\n";
+
+/// alice's password.
+pub const PASSWORD: &str = "Pbx-Passw0rd-7f3k";
+/// `AUTH PLAIN` of alice and her password.
+pub const PLAIN_BLOB: &str = "AGFsaWNlAFBieC1QYXNzdzByZC03ZjNr";
 
 /// How to start a test server.
 pub struct Options {
