@@ -52,6 +52,8 @@ pub struct Options {
     pub show_auth_user: bool,
     /// The address to listen on.
     pub listen: IpAddr,
+    /// For the clients' reverse lookups.
+    pub resolver: Option<Arc<dyn postrider::Resolver>>,
 }
 
 impl Default for Options {
@@ -66,6 +68,7 @@ impl Default for Options {
             timeouts: ServerTimeouts::default(),
             show_auth_user: false,
             listen: "127.0.0.1".parse().unwrap(),
+            resolver: None,
         }
     }
 }
@@ -135,6 +138,9 @@ impl TestServer {
             .limits(o.limits)
             .timeouts(o.timeouts)
             .received_auth_header(o.show_auth_user);
+        if let Some(r) = o.resolver {
+            builder = builder.resolver(r);
+        }
         if o.passwords {
             let file = dir.path().join("passwd");
             std::fs::write(&file, PASSWORDS).unwrap();
