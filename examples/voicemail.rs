@@ -44,6 +44,7 @@ use postrider::route::{Mailertable, PolicyTable, SmartHost};
 use postrider::server::{Endpoint, ListenerKind, Server, serve};
 use postrider::spool::{FsSpool, MemorySpool};
 use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
+use postrider::transport::{Next, Reports};
 use postrider::{
     Address, Delivery, Domain, EnhancedStatus, Envelope, Outcome, RecipientReport, Reply,
     ReversePath, Route, RouteError, Router, Transport,
@@ -509,9 +510,11 @@ struct Keep(Arc<Mutex<Vec<SinkMessage>>>);
 
 #[async_trait::async_trait]
 impl Transport for Keep {
-    async fn deliver(&self, _: &Route, batch: &[Delivery]) -> Vec<RecipientReport> {
-        let mut reports = Vec::new();
+    async fn deliver(&self, _: &Route, batch: &[Delivery], reports: &dyn Reports) {
         for d in batch {
+            if reports.stopping() {
+                return;
+            }
             self.0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -524,18 +527,19 @@ impl Transport for Keep {
                         .collect(),
                     data: d.body.to_vec(),
                 });
-            for &i in &d.recipients {
-                let reply = Reply::new(250, Some(EnhancedStatus::OK), "kept by the demo sink")
-                    .expect("invariant: a valid 250 reply");
-                reports.push(RecipientReport::new(
-                    d.id,
-                    i,
-                    Outcome::from_reply(reply),
-                    None,
-                ));
+            let kept = d
+                .recipients
+                .iter()
+                .map(|&i| {
+                    let reply = Reply::new(250, Some(EnhancedStatus::OK), "kept by the demo sink")
+                        .expect("invariant: a valid 250 reply");
+                    RecipientReport::new(d.id, i, Outcome::from_reply(reply), None)
+                })
+                .collect();
+            if reports.record(d.id, kept).await == Next::Stop {
+                return;
             }
         }
-        reports
     }
 }
 
