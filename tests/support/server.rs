@@ -295,6 +295,27 @@ impl Client {
         code(&self.command(line).await)
     }
 
+    /// Sends one octet every `interval` until the server answers (or `max` octets went out):
+    /// a client that never stops trickling. Returns the answer line.
+    pub async fn trickle_until_reply(&mut self, interval: Duration, max: usize) -> String {
+        let mut line = String::new();
+        for _ in 0..max {
+            tokio::select! {
+                r = self.read.read_line(&mut line) => {
+                    r.unwrap();
+                    return line.trim_end().to_string();
+                }
+                _ = tokio::time::sleep(interval) => {
+                    if self.write.write_all(b"x").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = self.read.read_line(&mut line).await;
+        line.trim_end().to_string()
+    }
+
     /// True once the server has closed the connection (reads until end of input).
     pub async fn closed(&mut self) -> bool {
         let mut rest = String::new();
