@@ -3,14 +3,14 @@
 //!
 //! ```text
 //! Received: from pbx.lan.example (pbx.lan.example [192.168.1.20])
-//! 	(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))
-//! 	(Authenticated sender: alice)
-//! 	by mail.example.com (postrider) with ESMTPSA
-//! 	for <bob@example.org>; Wed, 2 Dec 2026 06:54:09 +0000
+//!     (using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))
+//!     (Authenticated sender: alice)
+//!     by mail.example.com (postrider) with ESMTPSA
+//!     for <bob@example.org>; Wed, 2 Dec 2026 06:54:09 +0000
 //! ```
 //!
-//! The protocol word follows RFC 3848 (`SMTP`, `ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA`). The
-//! client's name is `unknown` without a PTR record, and carries sendmail's `(may be forged)`
+//! Continuation lines begin with a tab. The protocol word follows RFC 3848 (`SMTP`, `ESMTP`,
+//! `ESMTPS`, `ESMTPA`, `ESMTPSA`). The client's name is `unknown` without a PTR record, and carries sendmail's `(may be forged)`
 //! when the PTR name does not resolve back to the client's address.
 
 use std::net::IpAddr;
