@@ -814,7 +814,8 @@ impl<'a> Session<'a> {
 
     /// BDAT: one chunk, read whether or not it can be used (its octets are on the wire).
     async fn bdat(&mut self, size: u64, last: bool, io: &mut Io) -> Result<(), Ended> {
-        let usable = matches!(&self.transaction, Some(t) if !t.recipients.is_empty() || t.discarded > 0);
+        let usable =
+            matches!(&self.transaction, Some(t) if !t.recipients.is_empty() || t.discarded > 0);
         if !usable {
             let mut sink = ChunkReader::new(0, b"");
             self.read_chunk(&mut sink, size, io).await?;
