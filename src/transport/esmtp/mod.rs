@@ -5,7 +5,7 @@
 //! bracketed ones, each address in the resolver's order, then the fallback hops), and carries
 //! every message over one session per host: EHLO, STARTTLS and AUTH per the hop's
 //! [`HopPolicy`](crate::route::HopPolicy), then MAIL, RCPT and DATA, pipelined when the server
-//! allows. Every recipient gets a [`RecipientReport`] with the remote
+//! allows. Every recipient gets a [`RecipientReport`](crate::transport::RecipientReport) with the remote
 //! reply or a local status and words an operator can act on.
 //!
 //! ```no_run
