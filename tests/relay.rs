@@ -14,6 +14,7 @@ use postrider::QueueId;
 use postrider::spool::{FsSpool, Spool};
 use relay::{Client, HOSTNAME, Relay};
 use sink::Sink;
+use support::server::Client as ServerClient;
 
 const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
 const LIMIT: Duration = Duration::from_secs(60);
@@ -358,4 +359,39 @@ fn a_broken_configuration_names_file_and_line() {
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("relay.toml:2"), "{err}");
+}
+
+#[tokio::test]
+async fn access_rules_come_from_the_configuration_and_sighup_reloads_them() {
+    let sink = Sink::start().await;
+    let relay = Relay::start_with(
+        sink.port(),
+        "[server]\naccess = \"access\"\n",
+        &[("access", "Connect:127.0.0.1 RELAY\n")],
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], relay.port()));
+    let rcpt = |source: &'static str| async move {
+        let (mut c, _) = ServerClient::connect_from(source.parse().unwrap(), addr).await;
+        c.command("EHLO client.example").await;
+        c.command("MAIL FROM:<a@example.test>").await;
+        let r = c.code("RCPT TO:<b@example.org>").await;
+        c.command("QUIT").await;
+        r
+    };
+    assert_eq!(rcpt("127.0.0.1").await, "250 2.1.5");
+    assert_eq!(rcpt("127.0.0.2").await, "550 5.7.1");
+    std::fs::write(
+        relay.dir().join("access"),
+        "Connect:127.0.0.1 RELAY\nConnect:127.0.0.2 RELAY\n",
+    )
+    .unwrap();
+    relay.hangup();
+    relay.wait_for_log("access control reloaded", 1, LIMIT);
+    assert_eq!(rcpt("127.0.0.2").await, "250 2.1.5");
+    // A broken file is refused and the rules in use stay.
+    std::fs::write(relay.dir().join("access"), "Connect:127.0.0.2 MAYBE\n").unwrap();
+    relay.hangup();
+    relay.wait_for_log("access control not reloaded", 1, LIMIT);
+    relay.wait_for_log("access:1: value \"MAYBE\"", 1, LIMIT);
+    assert_eq!(rcpt("127.0.0.2").await, "250 2.1.5");
 }

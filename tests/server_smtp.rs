@@ -444,3 +444,67 @@ async fn one_octet_per_second_inside_data_is_dropped_after_the_deadline_of_the_p
     );
     session.await.unwrap();
 }
+
+#[tokio::test]
+async fn smtputf8_addresses_are_taken_only_with_the_parameter() {
+    let s = started().await;
+    let (mut c, _) = Client::connect(s.addr).await;
+    c.command("EHLO client.example").await;
+    assert_eq!(
+        c.code("MAIL FROM:<j\u{f6}rg@example.test>").await,
+        "553 5.6.7"
+    );
+    assert_eq!(
+        c.code("MAIL FROM:<j\u{f6}rg@example.test> SMTPUTF8").await,
+        "250 2.1.0"
+    );
+    assert_eq!(
+        c.code("RCPT TO:<\u{e9}l\u{e8}ve@b\u{fc}cher.example>")
+            .await,
+        "250 2.1.5"
+    );
+    c.command("DATA").await;
+    assert!(
+        c.command("Subject: caf\u{e9}\r\n\r\nx\r\n.")
+            .await
+            .starts_with("250 2.0.0 OK queued")
+    );
+    let msgs = s.delivered(1).await;
+    assert_eq!(msgs[0].1, ["\u{e9}l\u{e8}ve@xn--bcher-kva.example"]);
+}
+
+#[tokio::test]
+async fn a_session_on_standard_input_and_output_is_a_trusted_local_user() {
+    // What `sendmail -bs` runs: serve_session on a reader and a writer, no client address.
+    let s = started().await;
+    let (client, server_side) = tokio::io::duplex(64 * 1024);
+    let (sr, sw) = tokio::io::split(server_side);
+    let server = s.server.clone();
+    let session = tokio::spawn(async move {
+        let endpoint = postrider::server::Endpoint::new(postrider::server::ListenerKind::Smtp);
+        postrider::server::serve_session(sr, sw, &server, &endpoint, None).await;
+    });
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = tokio::io::split(client);
+    cw.write_all(
+        b"EHLO localhost\r\nMAIL FROM:<php@example.test>\r\nRCPT TO:<anyone@remote.example>\r\nDATA\r\nSubject: from PHP\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(30), cr.read_to_string(&mut out))
+        .await
+        .expect("the session ends after QUIT")
+        .unwrap();
+    session.await.unwrap();
+    assert!(out.contains("250 2.0.0 OK queued as "), "{out}");
+    assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
+    let msgs = s.delivered(1).await;
+    assert!(
+        msgs[0]
+            .2
+            .starts_with("Received: from localhost (local)\r\n"),
+        "{}",
+        msgs[0].2
+    );
+}
