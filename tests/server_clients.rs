@@ -335,3 +335,23 @@ async fn an_unreadable_certificate_is_an_error_naming_the_file() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_certificate_reload_swaps_the_pair_and_a_broken_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::server::write_certificate(dir.path());
+    let tls = postrider::server::ServerTls::load(&cert, &key).unwrap();
+    let before = tls.config();
+    // A renewed certificate (certbot's renew hook, then SIGHUP).
+    support::server::write_certificate(dir.path());
+    tls.reload().unwrap();
+    let renewed = tls.config();
+    assert!(!std::sync::Arc::ptr_eq(&before, &renewed));
+    // A key that does not match: refused, naming both files; the renewed pair stays.
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_key) = support::server::write_certificate(other.path());
+    std::fs::copy(&other_key, &key).unwrap();
+    let e = tls.reload().unwrap_err();
+    assert!(e.to_string().contains(&cert.display().to_string()), "{e}");
+    assert!(std::sync::Arc::ptr_eq(&renewed, &tls.config()));
+}
