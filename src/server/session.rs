@@ -691,6 +691,12 @@ impl<'a> Session<'a> {
             self.shared.router.route(&address).await
         };
         match route {
+            // Whether the recipient is local is not known yet: nobody is refused for good.
+            Err(RouteError::Temporary { reason }) => {
+                tracing::warn!(target: "postrider::server", "routing <{address}> failed: {reason}");
+                self.reply("451 4.3.0 Temporary routing failure, try again later");
+                return;
+            }
             Ok(Route::Local { .. }) => {
                 if has_sender_specified_route(&address) && !may_relay {
                     self.error(&denied);
@@ -707,11 +713,6 @@ impl<'a> Session<'a> {
             Ok(Route::Reject { reply }) => {
                 self.errors += 1;
                 self.reply_with(&reply);
-                return;
-            }
-            Err(RouteError::Temporary { reason }) => {
-                tracing::warn!(target: "postrider::server", "routing <{address}> failed: {reason}");
-                self.reply("451 4.3.0 Temporary routing failure, try again later");
                 return;
             }
             Err(RouteError::Permanent { reason }) => {
