@@ -27,19 +27,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use postrider::config::Config;
-use postrider::engine::Limits;
-use postrider::route::Mailertable;
+use postrider::config::{Assembly, Config};
 use postrider::server::auth::Authenticator;
 use postrider::server::passwd::PasswordFile;
 use postrider::server::{Endpoint, ListenerKind, Server, ServerTls, serve};
-use postrider::spool::FsSpool;
-use postrider::transport::esmtp::{DEFAULT_CONNECTION_CACHE_TIME, EsmtpTransport};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-#[path = "common/config_engine.rs"]
-mod config_engine;
 
 const EX_USAGE: u8 = 64;
 const EX_OSERR: u8 = 71;
@@ -116,8 +109,7 @@ struct Listen {
 /// What SIGHUP re-reads.
 struct Reloadable {
     config: Config,
-    router: Arc<Mailertable>,
-    transport: Arc<EsmtpTransport>,
+    parts: Arc<Assembly>,
     server: Server,
     passwords: Option<Arc<PasswordFile>>,
     certificates: Vec<Arc<ServerTls>>,
@@ -135,10 +127,14 @@ async fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
-    let hostname = match config_engine::hostname(&config) {
-        Ok(h) => h,
+    let parts = match config.assemble().await {
+        Ok(p) => Arc::new(p),
         Err(e) => return config_error(&e),
     };
+    for w in parts.warnings() {
+        eprintln!("relay: warning: {w}");
+    }
+    let hostname = parts.hostname().clone();
     // Everything the listeners need is read before anything starts: a bad file is a clean
     // configuration error, not a half-started daemon.
     let policy = match config.server.relay_policy() {
@@ -177,34 +173,23 @@ async fn run(args: Args) -> ExitCode {
         });
     }
 
-    let spool = match FsSpool::open(&config.spool) {
-        Ok(s) => Arc::new(s),
+    let spool = match config.open_spool() {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("relay: {e}");
             return ExitCode::from(EX_OSERR);
         }
     };
-    // As the engine's default transport does: a steady stream reuses its connections.
-    let configured = match config_engine::engine_builder_with(
-        &config,
-        spool,
-        Some(DEFAULT_CONNECTION_CACHE_TIME),
-    ) {
-        Ok(c) => c,
-        Err(e) => return config_error(&e),
-    };
-    for w in &configured.warnings {
-        eprintln!("relay: warning: {w}");
-    }
     let server_limits = config.server.limits.to_limits();
     // The engine's own limit leaves room for the Received: field the server adds.
-    let limits = Limits {
-        max_message_size: server_limits.max_message_size + 16 * 1024,
-        max_recipients: server_limits.max_recipients,
-        ..Limits::default()
-    };
-    let router = configured.router.clone();
-    let engine = match configured.builder.limits(limits).start().await {
+    let mut limits = parts.limits().clone();
+    limits.max_message_size = limits
+        .max_message_size
+        .max(server_limits.max_message_size + 16 * 1024);
+    let router = parts.router().clone();
+    // A daemon: the periodic queue rescans and the shutdown grace of `[queue]`, and the
+    // session cache of `[esmtp]`.
+    let engine = match parts.engine_builder(spool).limits(limits).start().await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("relay: {e}");
@@ -215,9 +200,7 @@ async fn run(args: Args) -> ExitCode {
         .relay_policy(policy)
         .limits(server_limits)
         .received_auth_header(config.server.received_auth_header);
-    if let Ok(dns) = config.dns_resolver() {
-        builder = builder.resolver(Arc::new(dns));
-    }
+    builder = builder.resolver(Arc::new(parts.dns().clone()));
     if let Some(p) = &passwords {
         builder = builder.authenticator(p.clone() as Arc<dyn Authenticator>);
     }
@@ -236,8 +219,7 @@ async fn run(args: Args) -> ExitCode {
     }
     tokio::spawn(reload_on_hangup(Reloadable {
         config: config.clone(),
-        router,
-        transport: configured.transport.clone(),
+        parts: parts.clone(),
         server: server.clone(),
         passwords,
         certificates,
@@ -281,22 +263,16 @@ async fn reload_on_hangup(r: Reloadable) {
         return;
     };
     while hangup.recv().await.is_some() {
-        // The router logs its own outcome (reloaded, or refused with the reason).
-        if let Ok(warnings) = r.router.reload() {
-            for w in warnings {
-                tracing::warn!(target: "postrider::relay", "{w}");
-            }
-        }
-        match r.config.load_policy() {
-            Ok((policy, warnings)) => {
+        // The router and the transport log their own outcome.
+        match r.parts.reload(&r.config) {
+            Ok(warnings) => {
                 for w in warnings {
                     tracing::warn!(target: "postrider::relay", "{w}");
                 }
-                r.transport.set_policy(Arc::new(policy));
             }
             Err(e) => tracing::error!(
                 target: "postrider::relay",
-                "TLS/credentials policy not reloaded, the previous one stays in use: {e}"
+                "tables not reloaded, the previous ones stay in use: {e}"
             ),
         }
         match r.config.server.relay_policy() {
