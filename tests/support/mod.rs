@@ -16,6 +16,7 @@ pub mod postfix;
 pub mod postgres;
 pub mod relay;
 pub mod route;
+pub mod server;
 pub mod sink;
 pub mod smtp_peer;
 pub mod spool;
