@@ -18,6 +18,7 @@ pub mod relay;
 pub mod route;
 pub mod server;
 pub mod sink;
+pub mod slow_sink;
 pub mod smtp_peer;
 pub mod spool;
 pub mod spool_suite;
