@@ -174,13 +174,19 @@ fn queued(dir: &Path) -> usize {
 fn setup(messages: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("bob")).unwrap();
+    enqueue(dir.path(), 0..messages);
+    dir
+}
+
+/// Queues messages `range` (their numbers pick their bodies) for bob.
+fn enqueue(dir: &Path, range: std::ops::Range<usize>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let spool = FsSpool::open(dir.path().join("spool")).unwrap();
-        for i in 0..messages {
+        let spool = FsSpool::open(dir.join("spool")).unwrap();
+        for i in range {
             let env = Envelope::new(
                 ReversePath::parse("aaa@ourtest.com").unwrap(),
                 [Address::parse("bob@ourtest.com").unwrap()],
@@ -191,35 +197,38 @@ fn setup(messages: usize) -> tempfile::TempDir {
                 .unwrap();
         }
     });
-    dir
 }
 
-/// Kills the child ROUNDS times (at least), then lets one run to the end. Returns the kills.
-fn crash_rounds(test: &str, format: &str, dir: &Path) -> usize {
+/// Kills the child ROUNDS times (at least), then lets one run to the end. When the queue
+/// drains before enough kills (a fast disk), another MESSAGES messages are queued, so every
+/// kill can catch deliveries however quick the machine is. Returns the kills and the number
+/// of messages queued in all.
+fn crash_rounds(test: &str, format: &str, dir: &Path) -> (usize, usize) {
     let mut rng = rand::rng();
     let mut kills = 0;
     let mut rounds = 0;
-    // Keep killing while there is work left, so every kill can catch a delivery.
-    while rounds < ROUNDS * 3 && (kills < ROUNDS || rounds < ROUNDS) {
+    let mut total = MESSAGES;
+    while kills < ROUNDS && rounds < ROUNDS * 4 {
         rounds += 1;
         let after = Duration::from_millis(rng.random_range(10..150));
         if run_child(test, format, dir, Some(after)) {
             kills += 1;
         }
-        if queued(dir) == 0 {
-            break;
+        if queued(dir) == 0 && kills < ROUNDS {
+            enqueue(dir, total..total + MESSAGES);
+            total += MESSAGES;
         }
     }
     run_child(test, format, dir, None);
     assert_eq!(queued(dir), 0, "the last run emptied the queue");
-    kills
+    (kills, total)
 }
 
 /// Checks the copies found: each message at least once, duplicates within the bound.
-fn check_copies(copies: &[Vec<u8>], kills: usize) {
-    let expected: HashMap<Vec<u8>, usize> = (0..MESSAGES).map(|i| (stored(i), i)).collect();
-    eprintln!("{} copies of {MESSAGES} messages", copies.len());
-    let mut count = vec![0usize; MESSAGES];
+fn check_copies(copies: &[Vec<u8>], kills: usize, total: usize) {
+    let expected: HashMap<Vec<u8>, usize> = (0..total).map(|i| (stored(i), i)).collect();
+    eprintln!("{} copies of {total} messages", copies.len());
+    let mut count = vec![0usize; total];
     for c in copies {
         let Some(&i) = expected.get(c) else {
             let head = String::from_utf8_lossy(&c[..c.len().min(200)]);
@@ -230,7 +239,7 @@ fn check_copies(copies: &[Vec<u8>], kills: usize) {
         };
         count[i] += 1;
     }
-    let missing: Vec<usize> = (0..MESSAGES).filter(|&i| count[i] == 0).collect();
+    let missing: Vec<usize> = (0..total).filter(|&i| count[i] == 0).collect();
     assert!(missing.is_empty(), "messages never delivered: {missing:?}");
     let duplicates: usize = count.iter().map(|c| c - 1).sum();
     assert!(
@@ -252,7 +261,7 @@ fn maildir_deliveries_survive_sigkill_at_random_moments() {
         return child(&format, &dir);
     }
     let dir = setup(MESSAGES);
-    let kills = crash_rounds(
+    let (kills, total) = crash_rounds(
         "maildir_deliveries_survive_sigkill_at_random_moments",
         "maildir",
         dir.path(),
@@ -269,7 +278,7 @@ fn maildir_deliveries_survive_sigkill_at_random_moments() {
     // Files a kill left in tmp/ are invisible to readers (Dovecot deletes them after 36 h).
     let leftovers = std::fs::read_dir(md.join("tmp")).unwrap().count();
     eprintln!("{leftovers} files left in tmp/");
-    check_copies(&copies, kills);
+    check_copies(&copies, kills, total);
 }
 
 /// Splits an mbox into its messages (the `From ` line and the final blank line removed).
@@ -307,7 +316,7 @@ fn mbox_deliveries_survive_sigkill_and_never_leave_a_partial_message() {
         return child(&format, &dir);
     }
     let dir = setup(MESSAGES);
-    let kills = crash_rounds(
+    let (kills, total) = crash_rounds(
         "mbox_deliveries_survive_sigkill_and_never_leave_a_partial_message",
         "mbox",
         dir.path(),
@@ -318,7 +327,7 @@ fn mbox_deliveries_survive_sigkill_and_never_leave_a_partial_message() {
     );
     let text = std::fs::read(dir.path().join("bob/mbox")).unwrap();
     let copies = mbox_messages(&text);
-    check_copies(&copies, kills);
+    check_copies(&copies, kills, total);
     assert!(
         !dir.path().join("bob/mbox.lock").exists(),
         "a lock was left behind"
