@@ -209,3 +209,152 @@ async fn a_configuration_with_a_local_section_assembles_an_engine_that_delivers_
     let new = dir.path().join("root/Maildir/new");
     assert_eq!(std::fs::read_dir(&new).unwrap().count(), 1);
 }
+
+/// Runs the sendmail example with `args` and `input` on standard input, as `as_user` when
+/// given (its uid, gid and groups; a clean environment, so only the password database can
+/// name the sender).
+fn sendmail_command(
+    config: &std::path::Path,
+    as_user: Option<&postrider::local::User>,
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(support::examples::example_binary("sendmail"));
+    cmd.arg("-C").arg(config).args(args);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin");
+    if let Some(u) = as_user {
+        let (uid, gid) = (u.uid, u.gid);
+        // std's uid() and gid() would run before pre_exec, where setgroups needs root still.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(1, &gid) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    support::examples::run(cmd, input)
+}
+
+fn succeeded(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}{}",
+        out.status,
+        support::examples::stdout(out),
+        support::examples::stderr(out)
+    );
+}
+
+/// The seed story with nothing stood in: two real accounts on this machine (created for the
+/// test and removed after it), the `sendmail` program run by `aaa` itself, the configuration's
+/// `[local]` section assembled into the engine, the system password database, and Dovecot
+/// reading each user's `~/Maildir` as that user. A `sendmail` run by an ordinary user cannot
+/// write another user's mailbox, so `aaa`'s message is queued (`-odq`) and the queue run of
+/// root (the daemon's part) delivers it; cron's mail to root is submitted as Debian's cron
+/// does and reaches `aaa` through `root: aaa` in the aliases file.
+#[test]
+fn sendmail_run_by_the_real_user_aaa_for_bbb_lands_in_bbbs_maildir_and_dovecot_shows_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(dir.path(), 0o755);
+    let homes = dir.path().join("home");
+    std::fs::create_dir(&homes).unwrap();
+    open(&homes, 0o755);
+    let users = support::system_users::TestUsers::create(&["aaa", "bbb"], &homes);
+    let (aaa, bbb) = (users.user("aaa"), users.user("bbb"));
+    let dovecot = Dovecot::start_for_system_users();
+
+    // Everyone may queue mail (the spool of a site without a setuid submission program).
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    open(&spool, 0o1777);
+    std::fs::write(
+        dir.path().join("aliases"),
+        format!("# /etc/aliases\npostmaster: root\nroot: {}\n", aaa.name),
+    )
+    .unwrap();
+    let config = dir.path().join("postrider.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname = \"sipserver1.ourtest.com\"\nspool = \"spool\"\n[spf]\npolicy = \"off\"\n\
+             [dns]\nname_servers = [\"127.0.0.1:1\"]\n\
+             [local]\nmailbox = \"{}\"\naliases = \"aliases\"\n",
+            dovecot.postrider_mailbox()
+        ),
+    )
+    .unwrap();
+
+    let out = sendmail_command(
+        &config,
+        Some(&aaa),
+        &["-odq", &bbb.name],
+        "Subject: lunch?\n\nAt noon, bbb?\n",
+    );
+    succeeded(&out, "sendmail bbb as aaa");
+    // What Debian's cron runs for a job's output.
+    let out = sendmail_command(
+        &config,
+        None,
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "-odq", "root"],
+        "Subject: Cron <root@sipserver1> run-parts /etc/cron.daily\n\nall done\n",
+    );
+    succeeded(&out, "cron's sendmail root");
+    let out = sendmail_command(&config, None, &["-q"], "");
+    succeeded(&out, "sendmail -q as root");
+    let left: Vec<_> = std::fs::read_dir(spool.join("queue"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "still queued after the queue run: {left:?}\n{}",
+        support::examples::stderr(&out)
+    );
+
+    let host = "sipserver1.ourtest.com";
+    let got = inbox(&dovecot, &bbb.name);
+    assert_eq!(got.len(), 1, "{}", dovecot.log());
+    let m = &got[0];
+    assert!(
+        m.starts_with(&format!(
+            "Return-Path: <{}@{host}>\r\nDelivered-To: {}@{host}\r\n",
+            aaa.name, bbb.name
+        )),
+        "{m}"
+    );
+    assert!(m.contains("\r\nSubject: lunch?\r\n"), "{m}");
+    assert!(m.ends_with("\r\n\r\nAt noon, bbb?\r\n"), "{m}");
+    // The file (which Dovecot moved from new/ to cur/ when it saw it) belongs to bbb,
+    // readable by nobody else.
+    let files: Vec<_> = ["new", "cur"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(bbb.home.join("Maildir").join(sub)).unwrap())
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1);
+    let meta = files[0].metadata().unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (bbb.uid, bbb.gid));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let md = std::fs::metadata(bbb.home.join("Maildir")).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o777), (bbb.uid, 0o700));
+
+    let got = inbox(&dovecot, &aaa.name);
+    assert_eq!(got.len(), 1, "{}", dovecot.log());
+    assert!(
+        got[0].contains(&format!("Delivered-To: root@{host}\r\n")),
+        "{}",
+        got[0]
+    );
+    assert!(got[0].contains("Subject: Cron <root@sipserver1> run-parts"));
+    assert!(got[0].starts_with(&format!("Return-Path: <root@{host}>\r\n")));
+}

@@ -3,6 +3,10 @@
 //! LMTP Unix socket, a static passdb (every password is `test`) and a static userdb whose users
 //! are all the system user `nobody`, with their mail under `DIR/mail/USER/`. The machine's
 //! `/etc/dovecot` and its running services are never touched. Stopped on drop.
+//!
+//! [`Dovecot::start_for_system_users`] serves the machine's own users instead (the passwd
+//! userdb, `mail_location = maildir:~/Maildir`), for tests with real accounts
+//! (`support::system_users`).
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -29,6 +33,7 @@ pub struct Dovecot {
     pub imap_port: u16,
     pub store: Store,
     config: PathBuf,
+    system_users: bool,
 }
 
 fn free_port() -> u16 {
@@ -52,6 +57,16 @@ impl Dovecot {
 
     /// Starts an instance with `extra` appended to its configuration (a quota, say).
     pub fn start_with(store: Store, extra: &str) -> Dovecot {
+        Self::launch(store, extra, false)
+    }
+
+    /// Starts an instance for the system's users: each logs in with password `test`, and
+    /// their mail is `~/Maildir` in the home the password database gives, read as that user.
+    pub fn start_for_system_users() -> Dovecot {
+        Self::launch(Store::Maildir, "", true)
+    }
+
+    fn launch(store: Store, extra: &str, system_users: bool) -> Dovecot {
         for bin in [
             "/usr/sbin/dovecot",
             "/usr/lib/dovecot/imap",
@@ -73,6 +88,7 @@ impl Dovecot {
         std::os::unix::fs::chown(root.join("mail"), Some(nobody.uid), Some(nobody.gid)).unwrap();
         let port = free_port();
         let location = match store {
+            Store::Maildir if system_users => "maildir:~/Maildir".to_string(),
             Store::Maildir => format!("maildir:{}/mail/%u/Maildir", root.display()),
             Store::Mbox => format!(
                 "mbox:{0}/mail/%u/mail:INBOX={0}/mail/%u/inbox",
@@ -101,10 +117,7 @@ passdb {{
   driver = static
   args = password=test
 }}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={root}/mail/%u
-}}
+{userdb}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
@@ -130,8 +143,16 @@ service stats {{
 {extra}
 "#,
             root = root.display(),
-            uid = nobody.uid,
-            gid = nobody.gid,
+            userdb = if system_users {
+                "userdb {\n  driver = passwd\n}".to_string()
+            } else {
+                format!(
+                    "userdb {{\n  driver = static\n  args = uid={} gid={} home={}/mail/%u\n}}",
+                    nobody.uid,
+                    nobody.gid,
+                    root.display()
+                )
+            },
         );
         std::fs::write(&config, text).unwrap();
         // The daemon keeps the standard error it was started with: a file, not a pipe that
@@ -156,6 +177,7 @@ service stats {{
             imap_port: port,
             store,
             config,
+            system_users,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
@@ -201,6 +223,7 @@ service stats {{
     /// The `mailbox` value for postrider that matches this instance's `mail_location`.
     pub fn postrider_mailbox(&self) -> String {
         match self.store {
+            Store::Maildir if self.system_users => "maildir:~/Maildir".to_string(),
             Store::Maildir => format!("maildir:{}/mail/%u/Maildir", self.dir().display()),
             Store::Mbox => format!("mbox:{}/mail/%u/inbox", self.dir().display()),
         }

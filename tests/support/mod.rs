@@ -22,4 +22,5 @@ pub mod slow_sink;
 pub mod smtp_peer;
 pub mod spool;
 pub mod spool_suite;
+pub mod system_users;
 pub mod tmpfs;
