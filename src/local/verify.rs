@@ -20,6 +20,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::address::Address;
+use crate::route::LocalTarget;
 
 use super::aliases::{Aliases, AliasesError};
 use super::config::LocalConfig;
@@ -220,6 +221,53 @@ impl LocalTransport {
         }
     }
 
+    /// What `sendmail -bv` shows after the router's line for a recipient routed
+    /// `Route::Local { target }`: the expansion of the local name the route names (the
+    /// recipient's local part, or the user of a mailertable `local:user` or virtusertable
+    /// entry), or the forward of a virtusertable entry naming an address elsewhere.
+    ///
+    /// ```no_run
+    /// # fn demo(assembly: &postrider::config::Assembly, address: &postrider::Address) {
+    /// let explanation = assembly.router().explain(address);
+    /// println!("{explanation}");
+    /// if let (postrider::Route::Local { target }, Some(local)) =
+    ///     (&explanation.route, assembly.local())
+    /// {
+    ///     let v = local.verify_target(target, address);
+    ///     println!("{v}"); // exit 67 (EX_NOUSER) unless v.deliverable()
+    /// }
+    /// # }
+    /// ```
+    pub fn verify_target(&self, target: &LocalTarget, recipient: &Address) -> Verification {
+        let domain = recipient.domain().as_str();
+        match target {
+            LocalTarget::Forward(to) => {
+                let name = recipient.to_string();
+                Verification {
+                    name: name.clone(),
+                    targets: vec![Verified {
+                        name,
+                        target: Target::Remote(to.clone()),
+                        via: Vec::new(),
+                        verdict: Verdict::Forwarded(to.clone()),
+                    }],
+                    problems: Vec::new(),
+                }
+            }
+            t => {
+                let name = t.local_name(recipient).unwrap_or(recipient.local_part());
+                self.verify(name, domain)
+            }
+        }
+    }
+
+    /// `sendmail -bi` for the configured aliases file: `None` when `[local]` names none;
+    /// otherwise [`check_aliases`] with this transport's settings and user database.
+    pub fn check_aliases(&self) -> Option<Result<AliasesCheck, AliasesError>> {
+        let path = self.config().aliases.as_ref()?;
+        Some(check_aliases(path, self.config(), self.users().as_ref()))
+    }
+
     /// True when `name` is a user of the configured user database.
     pub fn user_exists(&self, name: &str) -> Result<bool, super::users::UserDbError> {
         Ok(self.users().lookup(name)?.is_some())
@@ -370,6 +418,54 @@ mod tests {
         );
         assert!(t.user_exists("bob").unwrap());
         assert!(!t.user_exists("ghost").unwrap());
+    }
+
+    #[test]
+    fn a_routed_recipient_is_verified_by_the_name_its_route_gives() {
+        let t = transport("info: bob\n");
+        let a = Address::parse("info@example.com").unwrap();
+        assert_eq!(
+            t.verify_target(&LocalTarget::Recipient, &a).to_string(),
+            "info... deliverable: mailer local, user bob (maildir /home/bob/Maildir)"
+        );
+        let v = t.verify_target(&LocalTarget::User("ghost".into()), &a);
+        assert_eq!(v.to_string(), "ghost... User unknown");
+        assert!(!v.deliverable());
+        let to = Address::parse("team@partner.example").unwrap();
+        let v = t.verify_target(&LocalTarget::Forward(to), &a);
+        assert_eq!(
+            v.to_string(),
+            "info@example.com... forwarded: team@partner.example"
+        );
+        assert!(v.deliverable());
+    }
+
+    #[test]
+    fn the_configured_aliases_file_is_checked_with_the_transports_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("aliases");
+        std::fs::write(&p, "postmaster: root\nstaff: bob, ghost\n").unwrap();
+        let config = LocalConfig {
+            aliases: Some(p.clone()),
+            ..LocalConfig::default()
+        };
+        let t = LocalTransport::new(config, "mx.example".parse().unwrap())
+            .unwrap()
+            .0
+            .with_users(Arc::new(StaticUsers::new([
+                User::new("root", 0, 0, "/root"),
+                User::new("bob", 1000, 1000, "/home/bob"),
+            ])));
+        let c = t.check_aliases().unwrap().unwrap();
+        assert_eq!(c.aliases, 2);
+        assert_eq!(
+            c.warnings,
+            vec![format!(
+                "{}:2: alias staff: ghost is neither an alias nor a local user",
+                p.display()
+            )]
+        );
+        assert!(transport("a: b\n").check_aliases().is_none());
     }
 
     #[test]
