@@ -358,3 +358,66 @@ fn sendmail_run_by_the_real_user_aaa_for_bbb_lands_in_bbbs_maildir_and_dovecot_s
     assert!(got[0].contains("Subject: Cron <root@sipserver1> run-parts"));
     assert!(got[0].starts_with(&format!("Return-Path: <root@{host}>\r\n")));
 }
+
+#[tokio::test]
+async fn a_reload_swaps_in_new_aliases_and_virtusertable_and_a_broken_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("aliases", "postmaster: root\nroot: \\root\n");
+    write("virtusertable", "info@sipserver1.ourtest.com root\n");
+    let text = format!(
+        "hostname = \"sipserver1.ourtest.com\"\n[dns]\nname_servers = [\"127.0.0.1:1\"]\n\
+         [local]\nmailbox = \"maildir:{}/%u/Maildir\"\naliases = \"aliases\"\n\
+         virtusertable = \"virtusertable\"\n",
+        dir.path().display()
+    );
+    let config =
+        postrider::config::Config::parse(&text, dir.path().join("postrider.toml")).unwrap();
+    let assembly = config.assemble().await.unwrap();
+    let local = assembly.local().unwrap().clone();
+    let info = postrider::Address::parse("info@sipserver1.ourtest.com").unwrap();
+    let route_of = |a: &postrider::Address| assembly.router().explain(a).to_string();
+    assert!(
+        route_of(&info).contains("mailer=local user=root"),
+        "{}",
+        route_of(&info)
+    );
+    assert!(
+        local
+            .verify("root", "sipserver1.ourtest.com")
+            .to_string()
+            .starts_with("root... deliverable: mailer local, user root")
+    );
+
+    write("aliases", "postmaster: root\nroot: admin@example.net\n");
+    write(
+        "virtusertable",
+        "info@sipserver1.ourtest.com error:nouser 550 5.1.1 no such mailbox\n",
+    );
+    assembly.reload(&config).unwrap();
+    let forwarded = "root... forwarded: admin@example.net";
+    assert_eq!(
+        local.verify("root", "sipserver1.ourtest.com").to_string(),
+        forwarded
+    );
+    assert!(
+        route_of(&info).contains("error dsn=5.1.1 code=550"),
+        "{}",
+        route_of(&info)
+    );
+
+    // A broken aliases file: refused with its line, and neither table changes.
+    write("aliases", "postmaster: root\nroot admin@example.org\n");
+    write("virtusertable", "info@sipserver1.ourtest.com root\n");
+    let err = assembly.reload(&config).unwrap_err();
+    assert!(err.to_string().contains("aliases:2: "), "{err}");
+    assert_eq!(
+        local.verify("root", "sipserver1.ourtest.com").to_string(),
+        forwarded
+    );
+    assert!(
+        route_of(&info).contains("error dsn=5.1.1"),
+        "{}",
+        route_of(&info)
+    );
+}
