@@ -76,6 +76,7 @@ pub mod doctor;
 pub mod engine;
 pub mod envelope;
 pub mod message;
+pub mod metrics;
 pub mod queue_id;
 pub mod resolve;
 pub mod route;

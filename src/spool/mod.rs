@@ -351,6 +351,22 @@ impl SpoolError {
     }
 }
 
+/// How an engine finds the due work of a spool ([`Spool::scheduling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The engine reads the whole queue when it starts, keeps a compact index of it (a few
+    /// hundred octets a message) and claims each message by id when it is due; a rescan every
+    /// [`Limits::queue_scan_interval`](crate::engine::Limits) picks up what other processes
+    /// changed. For a spool that one long-running engine owns, where other processes are
+    /// one-shot commands ([`FsSpool`], [`MemorySpool`]).
+    Index,
+    /// The engine keeps only the messages it is working on: it takes due work in batches
+    /// ([`Spool::claim_due`]), sleeps until [`Spool::next_due`] or a [`Spool::wakeups`] notice,
+    /// and administers through [`Spool::list`] and [`Spool::admin`]. For a queue that several
+    /// engines share and that no one node should hold (`PgSpool`).
+    Batches,
+}
+
 /// Durable storage for queued messages.
 ///
 /// Implementations must make `insert` durable before it returns (the "250 OK" moment) and make
@@ -401,6 +417,14 @@ pub trait Spool: Send + Sync + 'static {
 
     /// Tries to claim a message for delivery: `None` when another engine or process holds it.
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError>;
+
+    /// How an engine should find this spool's due work. The default, [`Scheduling::Index`],
+    /// suits a spool one engine owns; a spool shared by several engines answers
+    /// [`Scheduling::Batches`] and should override [`Spool::claim_due`] and
+    /// [`Spool::next_due`] (their defaults scan the whole spool).
+    fn scheduling(&self) -> Scheduling {
+        Scheduling::Index
+    }
 
     /// Claims up to `limit` messages that are due by `due_by`, not held, and not claimed by
     /// anyone, earliest due first, and returns them loaded. The default scans the whole spool
