@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod relay;
 pub mod route;
 pub mod server;
+pub mod shared_spool;
 pub mod sink;
 pub mod smtp_peer;
 pub mod spool;
