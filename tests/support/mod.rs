@@ -11,6 +11,7 @@ pub mod example_binary;
 pub mod examples;
 pub mod postfix;
 pub mod postgres;
+pub mod queue_node;
 pub mod relay;
 pub mod route;
 pub mod server;
