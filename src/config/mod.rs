@@ -43,6 +43,9 @@
 //! max_active_messages = 1000
 //! scan_interval = "5m"        # re-read the spool for other processes' mail ("off": never)
 //! shutdown_grace = "30s"      # how long a stop lets each session finish its message
+//!
+//! [metrics]                   # the daemon serves crate::metrics in Prometheus format
+//! listen = "127.0.0.1:9187"   # GET /metrics; unauthenticated: keep it on loopback
 //! ```
 //!
 //! [`Config::assemble`] builds the engine's parts from all of this.
@@ -88,7 +91,7 @@ use crate::status::Severity;
 pub use assemble::{AssembleError, Assembly, Notice, SMTP_PORT};
 pub use duration::parse_duration;
 pub use sections::{
-    DnsSection, EsmtpSection, QueueSection, RetrySection, SpfSection, TimeoutsSection,
+    DnsSection, EsmtpSection, MetricsSection, QueueSection, RetrySection, SpfSection, TimeoutsSection,
 };
 
 /// The spool directory when the configuration names none.
@@ -154,6 +157,8 @@ pub struct Config {
     pub esmtp: EsmtpSection,
     /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
     pub queue: QueueSection,
+    /// `[metrics]`: where a daemon serves the metrics (`crate::metrics`) for Prometheus.
+    pub metrics: MetricsSection,
     /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
     pub server: crate::server::config::ServerSection,
     /// `[[listener]]`: where the SMTP server listens, each with its kind and certificate.
@@ -176,6 +181,7 @@ impl Default for Config {
             dns: DnsSection::default(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
+            metrics: MetricsSection::default(),
             server: Default::default(),
             listener: Vec::new(),
             file: None,
