@@ -99,9 +99,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let sinks: Vec<Sink> = (0..HOPS)
-        .map(|_| rt.block_on(Sink::start()))
-        .collect();
+    let sinks: Vec<Sink> = (0..HOPS).map(|_| rt.block_on(Sink::start())).collect();
     let ports: Vec<u16> = sinks.iter().map(Sink::port).collect();
     let table: String = (0..DOMAINS)
         .map(|d| format!("d{d}.example esmtp:[127.0.0.1]:{}\n", ports[d % HOPS]))

@@ -137,5 +137,8 @@ fn main() {
     eprintln!("idle latency, submit -> 250 at smtp-sink, {samples} messages one at a time:");
     eprintln!("  FsSpool:     {}", percentiles(fs_lat));
     eprintln!("  MemorySpool: {}", percentiles(mem_lat));
-    eprintln!("  the disk alone, one durable file + directory sync: {}", percentiles(raw));
+    eprintln!(
+        "  the disk alone, one durable file + directory sync: {}",
+        percentiles(raw)
+    );
 }

@@ -257,7 +257,9 @@ fn main() {
         let engine = engine.clone();
         rt.spawn(async move {
             engine
-                .flush(FlushFilter::RecipientDomain("hop3.example".parse().unwrap()))
+                .flush(FlushFilter::RecipientDomain(
+                    "hop3.example".parse().unwrap(),
+                ))
                 .await
                 .unwrap()
         })

@@ -147,8 +147,7 @@ async fn run(args: Args) -> ExitCode {
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(line) = answers.recv().await {
-            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.flush().await.is_err()
-            {
+            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.flush().await.is_err() {
                 return;
             }
         }
@@ -185,7 +184,12 @@ async fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn submit(engine: &postrider::engine::Engine, sender: ReversePath, tag: &str, to: &str) -> String {
+async fn submit(
+    engine: &postrider::engine::Engine,
+    sender: ReversePath,
+    tag: &str,
+    to: &str,
+) -> String {
     let rcpt = match Address::parse(to) {
         Ok(a) => a,
         Err(e) => return format!("perm {tag} {e}\n"),

@@ -87,8 +87,7 @@ fn sent(t: &ScriptedTransport) -> usize {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_shared_queue_is_not_read_at_start_and_is_delivered_in_batches_no_larger_than_the_room()
-{
+async fn a_shared_queue_is_not_read_at_start_and_is_delivered_in_batches_no_larger_than_the_room() {
     let spool = Arc::new(SharedSpool::new());
     let clock = Clock::tokio();
     for i in 0..250 {
@@ -107,15 +106,13 @@ async fn a_shared_queue_is_not_read_at_start_and_is_delivered_in_batches_no_larg
             break;
         }
     }
-    assert!(
-        w.spool.inner.is_empty(),
-        "{} left",
-        w.spool.inner.len()
-    );
+    assert!(w.spool.inner.is_empty(), "{} left", w.spool.inner.len());
     assert_eq!(sent(&w.transport), 250, "each message sent once");
     let batches = w.spool.batches();
     assert!(
-        batches.iter().all(|&(limit, got)| limit <= 40 && got <= limit),
+        batches
+            .iter()
+            .all(|&(limit, got)| limit <= 40 && got <= limit),
         "{batches:?}"
     );
     assert!(
@@ -170,7 +167,10 @@ async fn mail_queued_by_another_engine_waits_for_a_wakeup_and_then_goes_at_once(
     assert_eq!(sent(&w.transport), 1);
     let at = w.transport.sent.lock().unwrap()[0].1;
     assert!(at.duration_since(woken).unwrap() < Duration::from_millis(100));
-    assert!(w.spool.inner.load(&id).await.is_err(), "delivered and removed");
+    assert!(
+        w.spool.inner.load(&id).await.is_err(),
+        "delivered and removed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,12 +207,7 @@ async fn an_outcome_fenced_by_a_lost_lease_is_dropped_and_never_retried_here() {
         "the fenced outcome must not reach the spool"
     );
     assert!(
-        w.engine
-            .list()
-            .await
-            .unwrap()
-            .iter()
-            .any(|e| e.id == id),
+        w.engine.list().await.unwrap().iter().any(|e| e.id == id),
         "the message stays queued for the engine that took it over"
     );
 }
@@ -267,17 +262,26 @@ async fn a_flush_of_a_shared_queue_tries_its_messages_now_and_counts_the_ones_he
     for _ in 0..20 {
         settle().await;
     }
-    assert_eq!(sent(&w.transport), 2, "mine and other, deferred for 5 minutes");
+    assert_eq!(
+        sent(&w.transport),
+        2,
+        "mine and other, deferred for 5 minutes"
+    );
     w.transport.set_rule(Box::new(|_| ok()));
     let flushed = w
         .engine
-        .flush(FlushFilter::RecipientDomain("flush.example".parse().unwrap()))
+        .flush(FlushFilter::RecipientDomain(
+            "flush.example".parse().unwrap(),
+        ))
         .await
         .unwrap();
     assert_eq!(flushed.attempted, 2, "{flushed:?}");
     assert_eq!(flushed.completed, 1, "{flushed:?}");
     assert_eq!(flushed.busy, 1, "{flushed:?}");
-    assert!(w.spool.inner.load(&mine).await.is_err(), "flushed and delivered");
+    assert!(
+        w.spool.inner.load(&mine).await.is_err(),
+        "flushed and delivered"
+    );
     assert!(
         w.spool.inner.load(&other).await.is_ok(),
         "another domain waits for its retry"

@@ -122,7 +122,9 @@ async fn a_flush_of_one_domain_starts_from_the_index_before_the_rescan_ends_and_
         let engine = engine.clone();
         async move {
             engine
-                .flush(FlushFilter::RecipientDomain("wanted.example".parse().unwrap()))
+                .flush(FlushFilter::RecipientDomain(
+                    "wanted.example".parse().unwrap(),
+                ))
                 .await
                 .unwrap()
         }
@@ -144,5 +146,8 @@ async fn a_flush_of_one_domain_starts_from_the_index_before_the_rescan_ends_and_
     let summary = flush.await.unwrap();
     assert_eq!(summary.attempted, 6, "{summary:?}");
     assert_eq!(summary.completed, 6, "{summary:?}");
-    assert!(spool.inner.load(&elsewhere).await.is_err(), "found by the rescan and delivered");
+    assert!(
+        spool.inner.load(&elsewhere).await.is_err(),
+        "found by the rescan and delivered"
+    );
 }

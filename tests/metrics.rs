@@ -44,7 +44,11 @@ async fn an_embedders_recorder_gets_outcomes_by_next_hop_deferral_classes_and_qu
     let mut h = harness(rule, exact_retry(), Limits::default()).await;
     h.submit(
         "pbx@sender.example",
-        &["ok@metrics.example", "later@metrics.example", "no@metrics.example"],
+        &[
+            "ok@metrics.example",
+            "later@metrics.example",
+            "no@metrics.example",
+        ],
         "x\r\n",
     )
     .await;
@@ -91,7 +95,10 @@ async fn an_embedders_recorder_gets_outcomes_by_next_hop_deferral_classes_and_qu
         Some(1.0),
         "the deferred message stays queued: {text}"
     );
-    assert!(sample(&text, "postrider_queue_bytes").is_some_and(|b| b >= 3.0), "{text}");
+    assert!(
+        sample(&text, "postrider_queue_bytes").is_some_and(|b| b >= 3.0),
+        "{text}"
+    );
     assert!(text.contains("# HELP postrider_deliveries_total"), "{text}");
 }
 
@@ -121,8 +128,16 @@ async fn the_relay_daemon_serves_its_metrics_for_prometheus() {
     );
     let (mut c, _) = Client::connect(relay.port()).await;
     c.command("EHLO client.example").await;
-    assert!(c.command("MAIL FROM:<a@example.com>").await.starts_with("250"));
-    assert!(c.command("RCPT TO:<b@example.org>").await.starts_with("250"));
+    assert!(
+        c.command("MAIL FROM:<a@example.com>")
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        c.command("RCPT TO:<b@example.org>")
+            .await
+            .starts_with("250")
+    );
     assert!(c.command("DATA").await.starts_with("354"));
     let queued = c.command("Subject: scraped\r\n\r\nhello\r\n.").await;
     assert!(queued.starts_with("250"), "{queued}");
@@ -156,6 +171,9 @@ async fn the_relay_daemon_serves_its_metrics_for_prometheus() {
         "{text}"
     );
     assert!(text.contains("postrider_spool_insert_seconds"), "{text}");
-    assert!(text.contains("postrider_delivery_attempt_seconds"), "{text}");
+    assert!(
+        text.contains("postrider_delivery_attempt_seconds"),
+        "{text}"
+    );
     drop(relay);
 }

@@ -137,7 +137,11 @@ async fn three_engines_deliver_ten_thousand_messages_while_one_is_killed_at_rand
     let mut next = 0usize;
     let started = Instant::now();
     for round in 0..=ROUNDS {
-        let end = if round == ROUNDS { MESSAGES } else { next + per_round };
+        let end = if round == ROUNDS {
+            MESSAGES
+        } else {
+            next + per_round
+        };
         let kill_after = next + rng.random_range(0..per_round);
         let victim = rng.random_range(0..3);
         while next < end {
@@ -213,7 +217,11 @@ async fn three_engines_deliver_ten_thousand_messages_while_one_is_killed_at_rand
         .iter()
         .filter(|(_, a)| !matches!(a, Answer::Queued(_)))
         .collect();
-    assert!(refused.is_empty(), "refused submissions: {:?}", &refused[..refused.len().min(5)]);
+    assert!(
+        refused.is_empty(),
+        "refused submissions: {:?}",
+        &refused[..refused.len().min(5)]
+    );
     assert!(
         accepted.len() >= MESSAGES - WINDOW * ROUNDS,
         "only {} of {MESSAGES} answered: the killed nodes cannot have had that many unanswered",
@@ -290,7 +298,11 @@ async fn while_postgresql_restarts_submissions_fail_temporarily_and_the_engines_
         .flat_map(|n| n.answers())
         .filter(|(t, _)| t.starts_with("down"))
         .collect();
-    assert_eq!(during.len(), 90, "every submission is answered while the database is down");
+    assert_eq!(
+        during.len(),
+        90,
+        "every submission is answered while the database is down"
+    );
     for (tag, answer) in &during {
         assert!(
             matches!(answer, Answer::Temporary(_)),
@@ -319,7 +331,10 @@ async fn while_postgresql_restarts_submissions_fail_temporarily_and_the_engines_
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(after_accepted, 30, "the engines did not recover after the restart");
+    assert_eq!(
+        after_accepted, 30,
+        "the engines did not recover after the restart"
+    );
 
     let accepted: HashSet<String> = nodes
         .iter()
@@ -329,7 +344,12 @@ async fn while_postgresql_restarts_submissions_fail_temporarily_and_the_engines_
         .collect();
     let tags = wait_delivered(&sink, &accepted, Duration::from_secs(120)).await;
     let lost: Vec<&String> = accepted.iter().filter(|t| !tags.contains_key(*t)).collect();
-    assert!(lost.is_empty(), "{} accepted messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} accepted messages lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     assert!(
         !tags.keys().any(|t| t.starts_with("down")),
         "a submission refused while the database was down was delivered"

@@ -91,7 +91,8 @@ use crate::status::Severity;
 pub use assemble::{AssembleError, Assembly, Notice, SMTP_PORT};
 pub use duration::parse_duration;
 pub use sections::{
-    DnsSection, EsmtpSection, MetricsSection, QueueSection, RetrySection, SpfSection, TimeoutsSection,
+    DnsSection, EsmtpSection, MetricsSection, QueueSection, RetrySection, SpfSection,
+    TimeoutsSection,
 };
 
 /// The spool directory when the configuration names none.

@@ -12,8 +12,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use postrider::spool::{
-    Claim, ClaimedMessage, MemorySpool, MessageState, QueuedMessage, ScanReport, Scheduling,
-    Spool, SpoolError, Wakeups,
+    Claim, ClaimedMessage, MemorySpool, MessageState, QueuedMessage, ScanReport, Scheduling, Spool,
+    SpoolError, Wakeups,
 };
 use postrider::{Envelope, QueueId};
 use tokio::sync::broadcast;

@@ -205,7 +205,10 @@ impl Scheduler {
         });
     }
 
-    pub(super) fn on_next_due(&mut self, result: Result<Option<std::time::SystemTime>, SpoolError>) {
+    pub(super) fn on_next_due(
+        &mut self,
+        result: Result<Option<std::time::SystemTime>, SpoolError>,
+    ) {
         let now = self.shared.clock.now();
         let Some(b) = &mut self.batches else {
             return;

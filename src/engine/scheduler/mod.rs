@@ -409,7 +409,7 @@ impl Scheduler {
 
     /// Ends the work on a message that stays queued, due at `next_attempt`: back into the
     /// index, or (batch scheduling, nothing unsaved) left to the spool.
-    fn to_idle(&mut self, id: QueueId, next_attempt: SystemTime, held: bool) {
+    fn set_idle(&mut self, id: QueueId, next_attempt: SystemTime, held: bool) {
         self.drop_body(id);
         let Some(e) = self.messages.remove(&id) else {
             return;
@@ -533,7 +533,7 @@ impl Scheduler {
     /// active.
     fn back_to_idle(&mut self, id: QueueId, next_attempt: SystemTime, held: bool) {
         self.active_messages -= 1;
-        self.to_idle(id, next_attempt, held);
+        self.set_idle(id, next_attempt, held);
     }
 
     fn route_recipients(

@@ -228,10 +228,7 @@ impl Scheduler {
         let Phase::Active(mut active) = std::mem::replace(&mut e.phase, Phase::Preparing) else {
             return;
         };
-        e.phase = Phase::Finalizing(
-            std::mem::take(&mut active.waiting),
-            active.envelope.clone(),
-        );
+        e.phase = Phase::Finalizing(std::mem::take(&mut active.waiting), active.envelope.clone());
         let job = FinalizeJob {
             id,
             envelope: active.envelope,
@@ -250,7 +247,9 @@ impl Scheduler {
     pub(super) fn on_finalized(&mut self, id: QueueId, f: Finalized) {
         self.active_messages -= 1;
         let (acks, envelope) = match self.messages.get_mut(&id).map(|e| &mut e.phase) {
-            Some(Phase::Finalizing(acks, envelope)) => (std::mem::take(acks), Some(envelope.clone())),
+            Some(Phase::Finalizing(acks, envelope)) => {
+                (std::mem::take(acks), Some(envelope.clone()))
+            }
             _ => (Vec::new(), None),
         };
         let durable = matches!(f, Finalized::Removed | Finalized::Kept(_));
@@ -280,7 +279,7 @@ impl Scheduler {
                     }
                     None => None,
                 };
-                self.to_idle(id, state.next_attempt, state.held);
+                self.set_idle(id, state.next_attempt, state.held);
                 self.resolve_flush(id, |s| s.unrecorded += usize::from(!durable));
                 if let Some(op) = requested {
                     // Asked for while the end of the attempt was being written: apply it now.

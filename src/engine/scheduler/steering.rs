@@ -80,7 +80,7 @@ impl Scheduler {
                 let _ = reply.send(Ok(()));
             }
             Ok(Some(state)) => {
-                self.to_idle(id, state.next_attempt, state.held);
+                self.set_idle(id, state.next_attempt, state.held);
                 let _ = reply.send(Ok(()));
             }
             Err(err) => {
@@ -88,7 +88,7 @@ impl Scheduler {
                     (EngineError::NotFound(_), _) | (_, None) => {
                         self.messages.remove(&id);
                     }
-                    (_, Some((next_attempt, held))) => self.to_idle(id, next_attempt, held),
+                    (_, Some((next_attempt, held))) => self.set_idle(id, next_attempt, held),
                 }
                 let _ = reply.send(Err(err));
             }
