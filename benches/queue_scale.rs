@@ -192,7 +192,7 @@ fn main() {
     let spool: Arc<dyn Spool> = Arc::new(FsSpool::open(root.path()).unwrap());
     let engine = rt.block_on(start_engine(spool, port));
     let took = start.elapsed();
-    rt.block_on(tokio::time::sleep(Duration::from_millis(300)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
     assert_eq!(engine.startup_report().recovered as u64, n);
     let (heap, grown) = (live().saturating_sub(heap0), rss().saturating_sub(rss0));
     note(format!(

@@ -185,7 +185,8 @@ impl EngineError {
 /// What `start` found in the spool.
 #[derive(Debug, Clone, Default)]
 pub struct StartupReport {
-    /// Messages recovered and scheduled.
+    /// Messages recovered and scheduled (0 for a shared queue, which is not read at start:
+    /// see [`Scheduling::Batches`]).
     pub recovered: usize,
     /// Unreadable records set aside (see the spool's `corrupt/` directory).
     pub quarantined: Vec<Quarantined>,
@@ -499,9 +500,12 @@ impl Engine {
         Ok((entries, page.next))
     }
 
-    /// Re-reads the spool, then tries every matching message now, ignoring backoff and host
-    /// status (`sendmail -q -OTimeout.hoststatus=0m`, `postqueue -f`). Returns when every
-    /// matched message's attempt has ended.
+    /// Tries every matching message now, ignoring backoff and host status (`sendmail -q
+    /// -OTimeout.hoststatus=0m`, `postqueue -f`): what the engine knows at once, and what a
+    /// rescan of the spool finds (messages other processes queued). Returns when every matched
+    /// message's attempt has ended. With a shared queue ([`Scheduling::Batches`]) it reads the
+    /// whole queue through the spool, makes the matching messages due, and counts those
+    /// another engine attempts as `busy`.
     pub async fn flush(&self, filter: FlushFilter) -> Result<FlushSummary, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.handle.shared.send(Command::Flush(filter, tx));
