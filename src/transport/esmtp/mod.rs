@@ -67,8 +67,7 @@ use crate::route::{Mailer, NextHop, PolicyTable, Route};
 use crate::spf::{SpfChecker, SpfPolicy};
 use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Delivery, Reports, Transport};
 
-pub use auth::base64_encode;
-pub use classify::PORT_25_HINT;
+pub(crate) use auth::base64_encode;
 pub use data::{DotStuffer, stuff};
 pub use ehlo::Capabilities;
 pub use identity::LocalAddresses;
