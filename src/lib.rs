@@ -73,6 +73,7 @@ pub struct ReadmeDoctests;
 
 pub mod address;
 pub mod config;
+pub mod dkim;
 pub mod doctor;
 pub mod engine;
 pub mod envelope;

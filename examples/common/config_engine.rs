@@ -1,6 +1,6 @@
 //! An engine set up from `postrider.toml`, as the command-line examples use it: the
 //! mailertable router, the TLS/credentials policy, the DNS resolver, the ESMTP transport with
-//! its SPF pre-flight, and the retry schedule, all from [`Config`].
+//! its SPF pre-flight, the DKIM signer and the retry schedule, all from [`Config`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,13 +93,16 @@ pub fn engine_builder_with(
         shutdown_grace: Duration::from_secs(10),
         ..Limits::default()
     };
-    let builder = Engine::builder()
+    let mut builder = Engine::builder()
         .hostname(hostname)
         .spool(spool)
         .router(router.clone())
         .transport(transport.clone())
         .retry(config.retry_policy())
         .limits(limits);
+    if let Some(signer) = config.dkim_signer().map_err(|e| e.to_string())? {
+        builder = builder.signer(Arc::new(signer));
+    }
     Ok(Configured {
         builder,
         warnings,

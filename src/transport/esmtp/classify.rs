@@ -4,13 +4,15 @@
 //! Local statuses: 4.4.1 no answer (refused, unreachable, connect or greeting timeout), 4.4.2
 //! bad connection (dropped, reset, later timeouts), 4.4.3 DNS, 4.5.0 garbled reply, 4.7.4 TLS
 //! required but unavailable, 4.7.5 TLS handshake failed, 4.7.10 credentials withheld from a
-//! clear-text connection, 5.3.4 message too big, 5.3.5 mail loop, 5.6.7 SMTPUTF8 needed.
+//! clear-text connection, 5.3.4 message too big, 5.3.5 mail loop, 5.6.3 a message that must be
+//! converted for the server and cannot be, 5.6.7 SMTPUTF8 needed.
 
 use std::io;
 
 use super::session::{Peer, SessionError};
 use super::timeouts::Phase;
 use crate::address::Domain;
+use crate::message::DowngradeError;
 use crate::resolve::ResolveError;
 use crate::route::TlsLevel;
 use crate::status::{Diagnostic, EnhancedStatus, Outcome, Reply};
@@ -231,6 +233,15 @@ pub(crate) fn smtputf8_unsupported(peer: &Peer) -> Diagnostic {
     Diagnostic::local(
         EnhancedStatus::new(5, 6, 7),
         format!("{peer} does not support SMTPUTF8, which this message needs (non-ASCII address)"),
+    )
+}
+
+/// The message must be converted for the server and cannot be (8-bit header fields, parts
+/// nested too deep): the conversion's own status (5.6.3) and words.
+pub(crate) fn cannot_convert(peer: &Peer, err: &DowngradeError) -> Diagnostic {
+    Diagnostic::local(
+        err.status(),
+        format!("{peer} does not offer SMTPUTF8 or 8BITMIME, and the message cannot be converted: {err}"),
     )
 }
 
