@@ -77,9 +77,7 @@ pub enum KeyProblem {
     #[error("its PEM text is malformed: {0}")]
     BadPem(String),
     /// A key of another type (EC, DSA, X25519, ...).
-    #[error(
-        "it holds {0} key; DKIM signs with RSA (rsa-sha256) or Ed25519 (ed25519-sha256)"
-    )]
+    #[error("it holds {0} key; DKIM signs with RSA (rsa-sha256) or Ed25519 (ed25519-sha256)")]
     Unsupported(&'static str),
     /// An RSA key shorter than 2048 bits (RFC 8301 §3.2: verifiers may refuse shorter).
     #[error(
@@ -171,8 +169,12 @@ impl PrivateKey {
         }
         // DER: PKCS #8 announces its algorithm; anything else is tried as PKCS #1.
         match pkcs8_algorithm(bytes) {
-            Some(_) => from_der(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes.to_vec()))),
-            None => from_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(bytes.to_vec()))),
+            Some(_) => from_der(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                bytes.to_vec(),
+            ))),
+            None => from_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(
+                bytes.to_vec(),
+            ))),
         }
     }
 
@@ -359,8 +361,7 @@ pub(crate) mod tests {
 
     /// Keys made once by `openssl genpkey` (see `tests/data/dkim/README` for the commands).
     pub(crate) const RSA_PKCS8_PEM: &str = include_str!("../../tests/data/dkim/rsa2048.pem");
-    pub(crate) const RSA_PKCS1_PEM: &str =
-        include_str!("../../tests/data/dkim/rsa2048-pkcs1.pem");
+    pub(crate) const RSA_PKCS1_PEM: &str = include_str!("../../tests/data/dkim/rsa2048-pkcs1.pem");
     pub(crate) const ED25519_PEM: &str = include_str!("../../tests/data/dkim/ed25519.pem");
     const RSA1024_PEM: &str = include_str!("../../tests/data/dkim/rsa1024.pem");
     const EC_PEM: &str = include_str!("../../tests/data/dkim/ec.pem");
@@ -370,11 +371,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rsa_keys_load_from_pkcs8_and_pkcs1_pem_and_der() {
-        for bytes in [
-            RSA_PKCS8_PEM.as_bytes(),
-            RSA_PKCS1_PEM.as_bytes(),
-            RSA_DER,
-        ] {
+        for bytes in [RSA_PKCS8_PEM.as_bytes(), RSA_PKCS1_PEM.as_bytes(), RSA_DER] {
             let key = PrivateKey::parse(bytes).unwrap();
             assert_eq!(key.algorithm(), KeyAlgorithm::Rsa { bits: 2048 });
             // The same public key as `openssl pkey -pubout -outform DER` writes.
@@ -423,7 +420,11 @@ pub(crate) mod tests {
     fn a_missing_file_is_an_error_naming_it() {
         let e = PrivateKey::load(Path::new("/nonexistent/dkim.pem")).unwrap_err();
         assert_eq!(e.file, Path::new("/nonexistent/dkim.pem"));
-        assert!(e.to_string().starts_with("DKIM key file /nonexistent/dkim.pem: cannot read it"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("DKIM key file /nonexistent/dkim.pem: cannot read it"),
+            "{e}"
+        );
     }
 
     #[test]

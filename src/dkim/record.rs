@@ -257,7 +257,10 @@ mod tests {
     #[test]
     fn records_are_read_leniently_about_white_space_and_strictly_about_tags() {
         let r = DkimRecord::parse(b" v = DKIM1 ;k=RSA;\r\n p= AQID\r\n BA== ;").unwrap();
-        assert_eq!((r.key_type.as_str(), r.public_key.as_slice()), ("rsa", &[1u8, 2, 3, 4][..]));
+        assert_eq!(
+            (r.key_type.as_str(), r.public_key.as_slice()),
+            ("rsa", &[1u8, 2, 3, 4][..])
+        );
         assert!(DkimRecord::parse(b"p=").unwrap().is_revoked());
         assert_eq!(
             DkimRecord::parse(b"k=rsa; v=DKIM1; p=AQID").unwrap_err(),
@@ -295,6 +298,9 @@ mod tests {
         assert_eq!(strings.len(), 2, "{line}");
         assert_eq!(strings[0].len(), 255);
         assert_eq!(strings.concat(), r.text());
-        assert_eq!(record_name("pbx", "example.com"), "pbx._domainkey.example.com");
+        assert_eq!(
+            record_name("pbx", "example.com"),
+            "pbx._domainkey.example.com"
+        );
     }
 }

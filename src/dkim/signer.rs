@@ -149,7 +149,10 @@ impl DomainKey {
         }
         let headers: Vec<String> = match &config.headers {
             Some(list) => list.iter().map(|h| h.trim().to_string()).collect(),
-            None => DEFAULT_SIGNED_HEADERS.iter().map(|h| h.to_string()).collect(),
+            None => DEFAULT_SIGNED_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
         };
         if let Some(bad) = headers.iter().find(|h| !is_field_name(h)) {
             return Err(DkimConfigError::BadHeader {
@@ -413,7 +416,11 @@ mod tests {
             signer.key_for(&sub).map(|k| k.domain().as_str()),
             Some("example.com")
         );
-        assert!(signer.key_for(&Domain::parse("example.org").unwrap()).is_none());
+        assert!(
+            signer
+                .key_for(&Domain::parse("example.org").unwrap())
+                .is_none()
+        );
     }
 
     #[test]
@@ -430,9 +437,19 @@ mod tests {
         let msg = Bytes::from("From: vm@example.com\r\nSubject: x\r\n\r\nCaf\u{e9}\r\n");
         let out = signer.sign(&envelope(), msg).unwrap();
         let text = String::from_utf8(out.to_vec()).unwrap();
-        assert!(text.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; s=sel; d=example.com; c=relaxed/relaxed;"), "{text}");
+        assert!(
+            text.starts_with(
+                "DKIM-Signature: v=1; a=ed25519-sha256; s=sel; d=example.com; c=relaxed/relaxed;"
+            ),
+            "{text}"
+        );
         // Every listed field is signed, present or not (absent ones as absent).
-        assert!(text.contains("h=Content-Transfer-Encoding:MIME-Version:Content-Type:Subject:From:To:Cc"), "{text}");
+        assert!(
+            text.contains(
+                "h=Content-Transfer-Encoding:MIME-Version:Content-Type:Subject:From:To:Cc"
+            ),
+            "{text}"
+        );
         assert!(text.ends_with("\r\n\r\nCaf=C3=A9\r\n"), "{text}");
     }
 
@@ -459,7 +476,10 @@ mod tests {
             Err(DkimConfigError::BadHeader { .. })
         ));
         assert!(matches!(
-            DkimSigner::new(vec![key("example.com", ED25519_PEM), key("example.com", RSA_PKCS8_PEM)]),
+            DkimSigner::new(vec![
+                key("example.com", ED25519_PEM),
+                key("example.com", RSA_PKCS8_PEM)
+            ]),
             Err(DkimConfigError::DuplicateDomain { .. })
         ));
     }

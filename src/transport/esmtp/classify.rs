@@ -13,6 +13,7 @@ use super::session::{Peer, SessionError};
 use super::timeouts::Phase;
 use crate::address::Domain;
 use crate::message::DowngradeError;
+use crate::oauth2::{ErrorChallenge, OAuth2Mechanism, TokenError};
 use crate::resolve::ResolveError;
 use crate::route::TlsLevel;
 use crate::status::{Diagnostic, EnhancedStatus, Outcome, Reply};
@@ -208,6 +209,62 @@ pub(crate) fn auth_needs_tls(peer: &Peer, user: &str) -> Diagnostic {
     )
 }
 
+/// No OAuth2 token for the hop: a deferral naming where it was to come from. 4.7.0 whatever
+/// the cause: a revoked refresh token needs an administrator, and the mail waits for one.
+pub(crate) fn token_unavailable(user: &str, err: &TokenError) -> Diagnostic {
+    Diagnostic::local(
+        EnhancedStatus::new(4, 7, 0),
+        format!("{err} (needed to authenticate as {user})"),
+    )
+}
+
+/// An OAuth2 AUTH was refused: as [`auth_failed`], with the mechanism and what the server's
+/// error challenge said.
+pub(crate) fn oauth_failed(
+    peer: &Peer,
+    user: &str,
+    mechanism: &str,
+    reply: &Reply,
+    challenge: Option<&ErrorChallenge>,
+) -> Diagnostic {
+    let said = challenge.map_or_else(String::new, |c| {
+        let scope = c
+            .scope
+            .as_deref()
+            .map(|s| format!(", scope {s}"))
+            .unwrap_or_default();
+        format!(" (OAuth2 status {}{scope})", c.status)
+    });
+    remote(
+        reply,
+        format!(
+            "authentication failed at {} for {user} with AUTH {mechanism}: {reply}{said}",
+            peer.host_port()
+        ),
+    )
+}
+
+/// The policy asks for OAuth2 and the server offers no OAuth2 mechanism (or not the one asked
+/// for).
+pub(crate) fn no_oauth_mechanism(
+    peer: &Peer,
+    wanted: OAuth2Mechanism,
+    offered: &[String],
+) -> Diagnostic {
+    let wanted = match wanted {
+        OAuth2Mechanism::Auto => "XOAUTH2 or OAUTHBEARER".to_string(),
+        m => m.name().to_ascii_uppercase(),
+    };
+    Diagnostic::local(
+        EnhancedStatus::new(4, 7, 4),
+        format!(
+            "{} offers AUTH {}, but the policy asks for {wanted}",
+            peer.host_port(),
+            offered.join(" ")
+        ),
+    )
+}
+
 /// The server offers AUTH, but no mechanism we speak.
 pub(crate) fn no_common_mechanism(peer: &Peer, offered: &[String]) -> Diagnostic {
     Diagnostic::local(
@@ -241,7 +298,9 @@ pub(crate) fn smtputf8_unsupported(peer: &Peer) -> Diagnostic {
 pub(crate) fn cannot_convert(peer: &Peer, err: &DowngradeError) -> Diagnostic {
     Diagnostic::local(
         err.status(),
-        format!("{peer} does not offer SMTPUTF8 or 8BITMIME, and the message cannot be converted: {err}"),
+        format!(
+            "{peer} does not offer SMTPUTF8 or 8BITMIME, and the message cannot be converted: {err}"
+        ),
     )
 }
 
