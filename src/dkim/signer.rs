@@ -89,11 +89,16 @@ pub enum DkimConfigError {
         /// The domain.
         domain: Domain,
     },
-    /// Two entries for one domain.
-    #[error("the domain {domain} has two DKIM keys; give each domain one")]
+    /// Two keys of one algorithm for one domain.
+    #[error(
+        "the domain {domain} has two {algorithm} DKIM keys; give each domain one key per \
+         algorithm (an RSA and an Ed25519 key sign side by side)"
+    )]
     DuplicateDomain {
         /// The domain.
         domain: Domain,
+        /// `RSA` or `Ed25519`.
+        algorithm: &'static str,
     },
 }
 
@@ -248,7 +253,9 @@ impl DomainKey {
 }
 
 /// Signs each message with the key of its `From:` domain (or of the nearest parent domain
-/// that has one); mail from other domains goes unsigned.
+/// that has one); mail from other domains goes unsigned. A domain may have an RSA and an
+/// Ed25519 key: the message then carries both signatures (RFC 8463 §5), for receivers that
+/// verify only one of the two.
 ///
 /// Before signing, the message's 8-bit MIME parts are converted to quoted-printable or base64
 /// and over-long lines re-encoded ([`downgrade`]): the signature then covers the form every
@@ -274,12 +281,20 @@ pub struct DkimSigner {
 }
 
 impl DkimSigner {
-    /// A signer with these keys (at most one per domain).
+    /// A signer with these keys (at most one per domain and algorithm).
     pub fn new(keys: Vec<DomainKey>) -> Result<DkimSigner, DkimConfigError> {
+        let kind = |k: &DomainKey| match k.algorithm {
+            KeyAlgorithm::Rsa { .. } => "RSA",
+            KeyAlgorithm::Ed25519 => "Ed25519",
+        };
         for (i, k) in keys.iter().enumerate() {
-            if keys[..i].iter().any(|o| o.domain == k.domain) {
+            if keys[..i]
+                .iter()
+                .any(|o| o.domain == k.domain && kind(o) == kind(k))
+            {
                 return Err(DkimConfigError::DuplicateDomain {
                     domain: k.domain.clone(),
+                    algorithm: kind(k),
                 });
             }
         }
@@ -300,14 +315,23 @@ impl DkimSigner {
         &self.keys
     }
 
-    /// The key for mail from `domain`: its own, else the nearest parent's.
-    pub fn key_for(&self, domain: &Domain) -> Option<&DomainKey> {
+    /// The keys for mail from `domain`: its own, else the nearest parent's (none when no
+    /// domain on the way has a key).
+    pub fn keys_for(&self, domain: &Domain) -> Vec<&DomainKey> {
         let mut name = domain.as_str();
         loop {
-            if let Some(k) = self.keys.iter().find(|k| k.domain.as_str() == name) {
-                return Some(k);
+            let found: Vec<&DomainKey> = self
+                .keys
+                .iter()
+                .filter(|k| k.domain.as_str() == name)
+                .collect();
+            if !found.is_empty() {
+                return found;
             }
-            name = name.split_once('.')?.1;
+            match name.split_once('.') {
+                Some((_, parent)) => name = parent,
+                None => return Vec::new(),
+            }
         }
     }
 }
@@ -317,9 +341,10 @@ impl MessageSigner for DkimSigner {
         let Some(domain) = author_domain(&message) else {
             return Ok(message);
         };
-        let Some(key) = self.key_for(&domain) else {
+        let keys = self.keys_for(&domain);
+        if keys.is_empty() {
             return Ok(message);
-        };
+        }
         let converted = match downgrade(
             &message,
             Target {
@@ -336,9 +361,16 @@ impl MessageSigner for DkimSigner {
                 message
             }
         };
-        let field = key.signature_field(&converted)?;
-        let mut out = BytesMut::with_capacity(field.len() + converted.len());
-        out.extend_from_slice(field.as_bytes());
+        let fields = keys
+            .iter()
+            .map(|k| k.signature_field(&converted))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = BytesMut::with_capacity(
+            fields.iter().map(String::len).sum::<usize>() + converted.len(),
+        );
+        for field in &fields {
+            out.extend_from_slice(field.as_bytes());
+        }
         out.extend_from_slice(&converted);
         Ok(out.freeze())
     }
@@ -412,14 +444,13 @@ mod tests {
     fn the_nearest_configured_domain_signs() {
         let signer = DkimSigner::new(vec![key("example.com", RSA_PKCS8_PEM)]).unwrap();
         let sub = Domain::parse("pbx.example.com").unwrap();
-        assert_eq!(
-            signer.key_for(&sub).map(|k| k.domain().as_str()),
-            Some("example.com")
-        );
+        let keys = signer.keys_for(&sub);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].domain().as_str(), "example.com");
         assert!(
             signer
-                .key_for(&Domain::parse("example.org").unwrap())
-                .is_none()
+                .keys_for(&Domain::parse("example.org").unwrap())
+                .is_empty()
         );
     }
 
@@ -478,9 +509,26 @@ mod tests {
         assert!(matches!(
             DkimSigner::new(vec![
                 key("example.com", ED25519_PEM),
-                key("example.com", RSA_PKCS8_PEM)
+                key("example.com", ED25519_PEM)
             ]),
-            Err(DkimConfigError::DuplicateDomain { .. })
+            Err(DkimConfigError::DuplicateDomain {
+                algorithm: "Ed25519",
+                ..
+            })
         ));
+    }
+
+    #[test]
+    fn a_domain_with_an_rsa_and_an_ed25519_key_gets_both_signatures() {
+        let signer = DkimSigner::new(vec![
+            key("example.com", RSA_PKCS8_PEM),
+            key("example.com", ED25519_PEM),
+        ])
+        .unwrap();
+        let msg = Bytes::from_static(b"From: vm@example.com\r\n\r\nhi\r\n");
+        let out = String::from_utf8(signer.sign(&envelope(), msg).unwrap().to_vec()).unwrap();
+        assert_eq!(out.matches("DKIM-Signature:").count(), 2, "{out}");
+        assert!(out.starts_with("DKIM-Signature: v=1; a=rsa-sha256;"));
+        assert!(out.contains("DKIM-Signature: v=1; a=ed25519-sha256;"));
     }
 }

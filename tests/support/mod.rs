@@ -3,12 +3,14 @@
 //! example programs).
 #![allow(dead_code, unused_imports)] // every binary uses a different part
 
+pub mod dkim;
 pub mod dns_server;
 pub mod doctor;
 pub mod engine;
 pub mod esmtp;
 pub mod example_binary;
 pub mod examples;
+pub mod messages;
 pub mod postfix;
 pub mod relay;
 pub mod route;
