@@ -324,11 +324,24 @@ impl HttpsClient {
     }
 }
 
-/// True when a rustls error is among the causes.
+/// True when a rustls error is among the causes. The connector may hand it over wrapped in
+/// an `io::Error` whose `source()` skips it, so rustls' own words are recognised too.
 fn is_tls(e: &reqwest::Error) -> bool {
+    const RUSTLS_WORDS: [&str; 6] = [
+        "invalid peer certificate",
+        "peer is incompatible",
+        "peer misbehaved",
+        "received fatal alert",
+        "received corrupt message",
+        "InvalidCertificate",
+    ];
     let mut cause: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(c) = cause {
         if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        let text = c.to_string();
+        if RUSTLS_WORDS.iter().any(|w| text.contains(w)) {
             return true;
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>()

@@ -72,7 +72,10 @@ async fn a_published_record_that_matches_the_key_passes_and_is_shown() {
             rsa.text()
         )
     );
-    assert!(rsa.text().starts_with("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"));
+    assert!(
+        rsa.text()
+            .starts_with("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA")
+    );
 }
 
 #[tokio::test]
@@ -99,9 +102,10 @@ async fn a_missing_record_fails_with_the_zone_line_to_publish() {
         )
     );
     // The same when the name exists without a TXT record (NODATA rather than NXDOMAIN).
-    let nodata =
-        DnsServer::start(vec![Zone::new("ourtest.com").a("pbx2026._domainkey", "192.0.2.1")])
-            .await;
+    let nodata = DnsServer::start(vec![
+        Zone::new("ourtest.com").a("pbx2026._domainkey", "192.0.2.1"),
+    ])
+    .await;
     let c = config(&dir, &[("ourtest.com", "pbx2026", key.to_str().unwrap())]);
     let f = &dkim_findings(c, &nodata).await[0];
     assert_eq!(f.verdict, Verdict::Fail, "{f}");
@@ -126,7 +130,12 @@ async fn a_record_with_another_key_fails_and_says_which_record_to_have() {
         ),
         "{f}"
     );
-    assert!(f.fix.as_deref().unwrap().contains(&record("rsa2048.pem").text()[..200]));
+    assert!(
+        f.fix
+            .as_deref()
+            .unwrap()
+            .contains(&record("rsa2048.pem").text()[..200])
+    );
 }
 
 #[tokio::test]
@@ -143,7 +152,11 @@ async fn a_key_in_testing_mode_or_signed_with_ed25519_only_warns() {
     let findings = dkim_findings(c, &server).await;
     assert_eq!(findings.len(), 2, "{findings:#?}");
     assert_eq!(findings[0].verdict, Verdict::Warn);
-    assert!(findings[0].detail.contains("in testing mode (t=y)"), "{}", findings[0]);
+    assert!(
+        findings[0].detail.contains("in testing mode (t=y)"),
+        "{}",
+        findings[0]
+    );
     assert_eq!(findings[1].verdict, Verdict::Warn);
     assert!(
         findings[1]
@@ -169,7 +182,10 @@ async fn a_key_in_testing_mode_or_signed_with_ed25519_only_warns() {
     );
     let findings = dkim_findings(c, &both).await;
     assert_eq!(findings.len(), 2, "{findings:#?}");
-    assert!(findings.iter().all(|f| f.verdict == Verdict::Pass), "{findings:#?}");
+    assert!(
+        findings.iter().all(|f| f.verdict == Verdict::Pass),
+        "{findings:#?}"
+    );
 }
 
 #[tokio::test]
@@ -196,16 +212,10 @@ async fn an_unusable_key_file_fails_naming_the_file_and_why() {
         "{}",
         findings[0]
     );
-    assert!(
-        findings[0]
-            .fix
-            .as_deref()
-            .unwrap()
-            .starts_with(&format!(
-                "make the key: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out {}",
-                missing.display()
-            ))
-    );
+    assert!(findings[0].fix.as_deref().unwrap().starts_with(&format!(
+        "make the key: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out {}",
+        missing.display()
+    )));
     assert_eq!(
         findings[1].detail,
         format!(
