@@ -20,7 +20,8 @@
 //!
 //! use postrider::engine::Engine;
 //! use postrider::resolve::DnsResolver;
-//! use postrider::route::Mailertable;
+//! use postrider::route::{Mailertable, PolicyTable};
+//! use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
 //! use postrider::spool::FsSpool;
 //! use postrider::{Address, Envelope, ReversePath};
 //!
@@ -33,7 +34,11 @@
 //!         .hostname("pbx.example.com".parse()?)
 //!         .spool(Arc::new(FsSpool::open("/var/spool/postrider")?))
 //!         .router(Arc::new(router))
-//!         .resolver(Arc::new(DnsResolver::from_system()?))
+//!         .transport(Arc::new(EsmtpTransport::new(
+//!             EsmtpConfig::new("pbx.example.com".parse()?),
+//!             Arc::new(DnsResolver::from_system()?),
+//!             Arc::new(PolicyTable::new()),
+//!         )))
 //!         .start() // recovers whatever an earlier run left in the spool
 //!         .await?;
 //!

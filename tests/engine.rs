@@ -681,7 +681,7 @@ async fn an_error_route_bounces_or_defers_by_its_reply_code() {
     let mut seen = std::collections::HashMap::new();
     for _ in 0..2 {
         let e = h.next_event().await;
-        assert_eq!(e.mailer, "error");
+        assert_eq!(e.mailer, postrider::engine::Agent::Error);
         seen.insert(e.recipient.to_string(), e.outcome);
     }
     assert_eq!(seen["x@reject.example"].status().to_string(), "5.7.0");

@@ -9,13 +9,13 @@ use esmtp::*;
 use postrider::resolve::StaticResolver;
 use postrider::route::TlsLevel;
 use postrider::transport::esmtp::EsmtpTransport;
-use postrider::{Mailer, Outcome, Route, Transport};
+use postrider::{Mailer, Outcome, Route};
 
 /// Delivers one message to `postrider-sink@localhost` and returns Postfix's view of it.
 async fn deliver_to_postfix(t: &EsmtpTransport, route: &Route) -> postfix::Received {
     postfix::require_postfix().await;
     let m = message(&[postfix::SINK_RCPT], &body("to postfix"));
-    let reports = t.deliver(route, std::slice::from_ref(&m)).await;
+    let reports = t.deliver_all(route, std::slice::from_ref(&m)).await;
     let r = report(&reports, &m, 0);
     let Outcome::Delivered { reply } = &r.outcome else {
         panic!("Postfix did not accept the message: {r:#?}");
@@ -79,7 +79,7 @@ async fn postfix_without_trust_in_its_certificate_fails_verify_with_the_reason()
     );
     let m = message(&[postfix::SINK_RCPT], &body("unverified"));
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Esmtp, "localhost", 25),
             std::slice::from_ref(&m),
         )
@@ -97,7 +97,7 @@ async fn postfix_refuses_an_unknown_local_user_permanently() {
     postfix::require_postfix().await;
     let m = message(&["no-such-user-here@localhost"], &body("unknown"));
     let reports = plain_transport()
-        .deliver(&literal_route(25), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(25), std::slice::from_ref(&m))
         .await;
     assert_failed(
         report(&reports, &m, 0),

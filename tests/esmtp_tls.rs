@@ -11,7 +11,7 @@ use esmtp::*;
 use postrider::resolve::StaticResolver;
 use postrider::route::{Credentials, HopPolicy, TlsLevel};
 use postrider::transport::esmtp::{EsmtpTransport, base64_encode};
-use postrider::{Mailer, Route, Transport};
+use postrider::{Mailer, Route};
 use smtp_peer::{Script, ScriptedPeer, TestCa, Validity, ehlo_reply};
 
 const USER: &str = "pbx@example.com";
@@ -46,7 +46,7 @@ fn starttls_script(after_tls: &[&str]) -> Script {
 
 async fn one(t: &EsmtpTransport, route: &Route) -> postrider::RecipientReport {
     let m = message(&["alice@example.org"], &body("tls"));
-    let reports = t.deliver(route, std::slice::from_ref(&m)).await;
+    let reports = t.deliver_all(route, std::slice::from_ref(&m)).await;
     assert_complete(&reports, std::slice::from_ref(&m));
     report(&reports, &m, 0).clone()
 }

@@ -80,7 +80,7 @@ pub fn engine_builder_with(
             checker,
             policy: spf_policy,
             public_addresses: config.spf.public_addresses.clone(),
-            smart_host: config.smart_host.as_ref().map(|s| s.route()),
+            smart_host_available: config.smart_host.is_some(),
         });
     }
     let transport = Arc::new(EsmtpTransport::new(esmtp, Arc::new(dns), Arc::new(policy)));

@@ -118,4 +118,8 @@ pub struct FlushSummary {
     pub busy: usize,
     /// Held messages that matched but were left alone.
     pub held: usize,
+    /// Messages whose outcomes could not be written to the spool (a failing disk): what was
+    /// delivered is not sent again while this engine runs, but the spool does not know of it
+    /// yet. A command that exits now must say so (sendmail's exit status 75).
+    pub unrecorded: usize,
 }

@@ -4,7 +4,8 @@
 //! use std::sync::Arc;
 //! use postrider::engine::Engine;
 //! use postrider::resolve::DnsResolver;
-//! use postrider::route::Mailertable;
+//! use postrider::route::{Mailertable, PolicyTable};
+//! use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
 //! use postrider::spool::FsSpool;
 //! use postrider::{Address, Envelope, ReversePath};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,7 +16,11 @@
 //!     .hostname("pbx.example.com".parse()?)
 //!     .spool(Arc::new(FsSpool::open("/var/spool/postrider")?))
 //!     .router(Arc::new(router))
-//!     .resolver(Arc::new(DnsResolver::from_system()?))
+//!     .transport(Arc::new(EsmtpTransport::new(
+//!         EsmtpConfig::new("pbx.example.com".parse()?),
+//!         Arc::new(DnsResolver::from_system()?),
+//!         Arc::new(PolicyTable::new()),
+//!     )))
 //!     .start()
 //!     .await?;
 //! let envelope = Envelope::new(
@@ -34,14 +39,18 @@
 pub mod admin;
 mod bounce;
 pub mod clock;
+mod command;
+mod delivery;
 pub mod events;
 mod finalize;
 mod hosts;
 pub mod retry;
 mod scheduler;
 mod submit;
+mod tasks;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,19 +60,18 @@ use crate::address::Domain;
 use crate::dkim::{MessageSigner, SignError};
 use crate::envelope::{BodyType, Envelope, EnvelopeError};
 use crate::queue_id::QueueId;
-use crate::resolve::Resolver;
-use crate::route::{PolicyTable, Router};
+use crate::route::Router;
 use crate::spool::{MessageState, Quarantined, Spool, SpoolError};
 use crate::status::Severity;
-use crate::transport::Transport;
-use crate::transport::esmtp::{DEFAULT_CONNECTION_CACHE_TIME, EsmtpConfig, EsmtpTransport};
+use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Transport};
 
 pub use admin::{FlushFilter, FlushSummary, QueueEntry, RecipientEntry};
 pub use clock::Clock;
-pub use events::DeliveryEvent;
+pub use events::{Agent, DeliveryEvent};
 pub use retry::RetryPolicy;
 
-use scheduler::{AdminOp, Command, Scheduler};
+use command::{AdminOp, Command};
+use scheduler::Scheduler;
 
 /// Size and concurrency limits.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +102,7 @@ impl Default for Limits {
             max_message_size: 10_240_000,
             max_recipients: 1000,
             max_deliveries: 100,
-            max_deliveries_per_hop: 20,
+            max_deliveries_per_hop: DEFAULT_DESTINATION_CONCURRENCY,
             max_batch_messages: 50,
             max_active_messages: 1000,
             queue_scan_interval: Some(Duration::from_secs(300)),
@@ -195,8 +203,12 @@ pub struct StartupReport {
 pub(crate) struct Shared {
     pub(crate) spool: Arc<dyn Spool>,
     pub(crate) router: Arc<dyn Router>,
-    pub(crate) transport: Arc<dyn Transport>,
+    /// Delivers `Route::Relay` routes.
+    pub(crate) relay: Arc<dyn Transport>,
+    /// Delivers `Route::Local` routes, when configured.
     pub(crate) local: Option<Arc<dyn Transport>>,
+    /// The engine is shutting down: transports start no new message.
+    pub(crate) draining: AtomicBool,
     pub(crate) hostname: Domain,
     pub(crate) retry: RetryPolicy,
     pub(crate) limits: Limits,
@@ -242,7 +254,7 @@ impl Shared {
             id,
             envelope,
             state,
-            fresh: claim.map(|claim| scheduler::Fresh { claim, body }),
+            fresh: claim.map(|claim| command::Fresh { claim, body }),
         });
         Ok(id)
     }
@@ -276,16 +288,14 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Builds an [`Engine`] from the four parts — a [`Spool`], a [`Router`], a [`Resolver`] and a
-/// [`Transport`] (or only the resolver, and the engine builds the default [`EsmtpTransport`]) —
-/// and this host's name (used in EHLO and DSNs).
+/// Builds an [`Engine`] from its parts: a [`Spool`], a [`Router`], a [`Transport`] for each
+/// kind of route it should deliver, and this host's name (used in DSNs). The engine knows only
+/// these traits; [`config`](crate::config) builds them from a `postrider.toml`.
 #[derive(Default)]
 pub struct EngineBuilder {
     spool: Option<Arc<dyn Spool>>,
     router: Option<Arc<dyn Router>>,
     transport: Option<Arc<dyn Transport>>,
-    resolver: Option<Arc<dyn Resolver>>,
-    policy: Option<Arc<PolicyTable>>,
     local: Option<Arc<dyn Transport>>,
     hostname: Option<Domain>,
     retry: RetryPolicy,
@@ -307,24 +317,10 @@ impl EngineBuilder {
         self
     }
 
-    /// How `Route::Relay` mail is delivered. Without one, the engine builds the default
-    /// [`EsmtpTransport`] from the [`resolver`](Self::resolver) and [`policy`](Self::policy),
-    /// keeping idle sessions for [`DEFAULT_CONNECTION_CACHE_TIME`].
+    /// How `Route::Relay` mail is delivered, e.g. an
+    /// [`EsmtpTransport`](crate::transport::esmtp::EsmtpTransport).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
-        self
-    }
-
-    /// How MX and address lookups are done, for the default ESMTP transport.
-    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
-        self.resolver = Some(resolver);
-        self
-    }
-
-    /// The per-next-hop TLS and credentials policy for the default ESMTP transport
-    /// (default: opportunistic TLS, no AUTH).
-    pub fn policy(mut self, policy: Arc<PolicyTable>) -> Self {
-        self.policy = Some(policy);
         self
     }
 
@@ -372,18 +368,9 @@ impl EngineBuilder {
         let spool = self.spool.ok_or_else(|| missing("spool"))?;
         let router = self.router.ok_or_else(|| missing("router"))?;
         let hostname = self.hostname.ok_or_else(|| missing("hostname"))?;
-        let transport = match (self.transport, self.resolver) {
-            (Some(t), _) => t,
-            (None, Some(resolver)) => Arc::new(EsmtpTransport::new(
-                EsmtpConfig {
-                    connection_cache: Some(DEFAULT_CONNECTION_CACHE_TIME),
-                    ..EsmtpConfig::new(hostname.clone())
-                },
-                resolver,
-                self.policy.unwrap_or_default(),
-            )),
-            (None, None) => return Err(missing("transport (or resolver for the ESMTP transport)")),
-        };
+        let relay = self
+            .transport
+            .ok_or_else(|| missing("transport for relay routes"))?;
         let scan = spool.scan().await?;
         for q in &scan.quarantined {
             tracing::error!(
@@ -403,8 +390,9 @@ impl EngineBuilder {
         let shared = Arc::new(Shared {
             spool,
             router,
-            transport,
+            relay,
             local: self.local,
+            draining: AtomicBool::new(false),
             hostname,
             retry: self.retry,
             limits: self.limits,

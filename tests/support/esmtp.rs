@@ -164,3 +164,24 @@ pub fn assert_failed(r: &RecipientReport, status: &str, text: &str) {
 pub fn lit(port: u16) -> String {
     format!("[127.0.0.1]:{port}")
 }
+
+/// `Transport::deliver` as the tests use it: the whole batch, every report collected.
+pub trait DeliverAll {
+    /// Delivers `batch` and returns every report, in the order the transport gave them.
+    fn deliver_all<'a>(
+        &'a self,
+        route: &'a Route,
+        batch: &'a [Delivery],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<RecipientReport>> + Send + 'a>>;
+}
+
+impl<T: postrider::Transport> DeliverAll for T {
+    fn deliver_all<'a>(
+        &'a self,
+        route: &'a Route,
+        batch: &'a [Delivery],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<RecipientReport>> + Send + 'a>>
+    {
+        Box::pin(postrider::transport::collect(self, route, batch))
+    }
+}

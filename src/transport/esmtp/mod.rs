@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use postrider::{Domain, Route, Transport};
+//! use postrider::{Domain, Route};
 //! use postrider::resolve::StaticResolver;
 //! use postrider::route::PolicyTable;
 //! use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
@@ -22,7 +22,8 @@
 //!     Arc::new(StaticResolver::new()),
 //!     Arc::new(PolicyTable::new()),
 //! );
-//! let reports = transport.deliver(&Route::direct_mx(&Domain::parse("example.org")?), &batch).await;
+//! let route = Route::direct_mx(&Domain::parse("example.org")?);
+//! let reports = postrider::transport::collect(&transport, &route, &batch).await;
 //! for r in reports {
 //!     println!("{}: {:?}", r.id, r.outcome);
 //! }
@@ -66,7 +67,7 @@ use crate::oauth2::Tokens;
 use crate::resolve::Resolver;
 use crate::route::{Mailer, NextHop, PolicyTable, Route};
 use crate::spf::{SpfChecker, SpfPolicy};
-use crate::transport::{Delivery, RecipientReport, Transport};
+use crate::transport::{Delivery, Reports, Transport};
 
 pub use auth::base64_encode;
 pub use classify::PORT_25_HINT;
@@ -145,8 +146,10 @@ pub struct SpfConfig {
     /// local address is private and means nothing to them). Empty: the connection's local
     /// address is checked, after connecting.
     pub public_addresses: Vec<IpAddr>,
-    /// Where the `smart-host` policy sends mail instead (the configured smart host's route).
-    pub smart_host: Option<Route>,
+    /// A smart host exists, so the `smart-host` policy may ask the engine to send mail through
+    /// it instead ([`Redirect::SmartHost`](crate::transport::Redirect::SmartHost)); the
+    /// engine's router knows which host that is.
+    pub smart_host_available: bool,
 }
 
 impl SpfConfig {
@@ -175,7 +178,7 @@ impl std::fmt::Debug for SpfConfig {
         f.debug_struct("SpfConfig")
             .field("policy", &self.policy)
             .field("public_addresses", &self.public_addresses)
-            .field("smart_host", &self.smart_host)
+            .field("smart_host_available", &self.smart_host_available)
             .finish_non_exhaustive()
     }
 }
@@ -354,7 +357,7 @@ impl std::fmt::Debug for EsmtpTransport {
 
 #[async_trait]
 impl Transport for EsmtpTransport {
-    async fn deliver(&self, route: &Route, batch: &[Delivery]) -> Vec<RecipientReport> {
-        deliver::deliver(self, route, batch).await
+    async fn deliver(&self, route: &Route, batch: &[Delivery], reports: &dyn Reports) {
+        deliver::deliver(self, route, batch, reports).await
     }
 }
