@@ -15,9 +15,7 @@ use postrider::engine::Engine;
 use postrider::message::{MAX_LINE, has_long_line};
 use postrider::spool::MemorySpool;
 use postrider::transport::esmtp::EsmtpTransport;
-use postrider::{
-    Address, Delivery, Envelope, Outcome, ReversePath, Route, RouteError, Router, Transport,
-};
+use postrider::{Address, Delivery, Envelope, Outcome, ReversePath, Route, RouteError, Router};
 use support::dkim::{DkimWorld, key_config};
 use support::esmtp::*;
 use support::messages;
@@ -65,7 +63,7 @@ async fn deliver_to(sink: &Sink, from: &str, body: Vec<u8>) -> postrider::Recipi
         body: body.into(),
     };
     let reports = plain_transport()
-        .deliver(&literal_route(sink.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(sink.port()), std::slice::from_ref(&m))
         .await;
     assert_complete(&reports, std::slice::from_ref(&m));
     reports[0].clone()

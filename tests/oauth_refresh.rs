@@ -5,11 +5,11 @@
 
 mod support;
 
+use postrider::Mailer;
 use postrider::oauth2::{OAuth2Mechanism, TokenSpec};
 use postrider::resolve::StaticResolver;
 use postrider::route::HopPolicy;
 use postrider::transport::esmtp::EsmtpTransport;
-use postrider::{Mailer, Transport};
 use support::esmtp::*;
 use support::oauth::{GMAIL_CHALLENGE, USER, policy, sasl, starttls_offering, xoauth2};
 use support::smtp_peer::{Script, ScriptedPeer, TestCa, Validity};
@@ -28,7 +28,7 @@ fn transport_for(ca: &TestCa, port: u16, p: HopPolicy) -> EsmtpTransport {
 async fn one(t: &EsmtpTransport, port: u16) -> postrider::RecipientReport {
     let m = message(&["alice@example.org"], &body("refresh"));
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Esmtp, "smtp.test", port),
             std::slice::from_ref(&m),
         )

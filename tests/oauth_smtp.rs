@@ -5,7 +5,7 @@
 mod support;
 
 use postrider::Mailer;
-use postrider::Transport;
+
 use postrider::oauth2::{OAuth2Mechanism, TokenSpec};
 use postrider::resolve::StaticResolver;
 use postrider::transport::esmtp::EsmtpTransport;
@@ -26,7 +26,7 @@ fn transport_for(ca: &TestCa, port: u16, p: postrider::route::HopPolicy) -> Esmt
 async fn one(t: &EsmtpTransport, port: u16) -> postrider::RecipientReport {
     let m = message(&["alice@example.org"], &body("oauth"));
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Esmtp, "smtp.test", port),
             std::slice::from_ref(&m),
         )

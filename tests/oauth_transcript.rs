@@ -9,9 +9,9 @@ mod support;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use postrider::Mailer;
 use postrider::oauth2::{OAuth2Mechanism, TokenSpec};
 use postrider::resolve::StaticResolver;
-use postrider::{Mailer, Transport};
 use support::esmtp::*;
 use support::oauth::{GMAIL_CHALLENGE, policy, starttls_offering};
 use support::smtp_peer::{ScriptedPeer, TestCa, Validity};
@@ -76,7 +76,7 @@ async fn no_token_or_secret_reaches_the_log() {
     );
     let m = message(&["alice@example.org"], &body("log"));
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Esmtp, "smtp.test", peer.port()),
             std::slice::from_ref(&m),
         )

@@ -46,6 +46,12 @@ pub(crate) async fn send_message(s: &mut Session, d: &Delivery, rcpts: &[usize])
             result.outcomes.push((i, classify::outcome(diag.clone())));
         }
     };
+    if let Some(limit) = s.caps.size_limit()
+        && d.body.len() as u64 > limit
+    {
+        fail_all(&mut result, classify::too_big(&s.peer, d.body.len(), limit));
+        return result;
+    }
     // 8-bit parts for a server without 8BITMIME, and lines too long for any server, are
     // re-encoded here; a signed message was converted before it was signed, so this leaves
     // it (and its signature) alone.
@@ -67,6 +73,7 @@ pub(crate) async fn send_message(s: &mut Session, d: &Delivery, rcpts: &[usize])
     if let Some(limit) = s.caps.size_limit()
         && body.len() as u64 > limit
     {
+        // It fitted as submitted, but not once re-encoded for this server.
         fail_all(&mut result, classify::too_big(&s.peer, body.len(), limit));
         return result;
     }
