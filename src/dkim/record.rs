@@ -59,6 +59,9 @@ pub enum RecordError {
     /// `p=` is not base64.
     #[error("its p= tag is not valid base64")]
     BadBase64,
+    /// `k=` is not a key type name (letters, digits, hyphens).
+    #[error("its k= tag {0:?} is not a key type")]
+    BadKeyType(String),
 }
 
 impl DkimRecord {
@@ -85,10 +88,20 @@ impl DkimRecord {
             }
         }
         let get = |name: &str| tags.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-        let key_type = get("k").map_or_else(
-            || "rsa".to_string(),
-            |k| String::from_utf8_lossy(k).to_ascii_lowercase(),
-        );
+        let key_type = match get("k") {
+            None => "rsa".to_string(),
+            // RFC 6376 §3.6.1: `rsa` or an extension name (letters, digits, hyphens).
+            Some(k)
+                if !k.is_empty() && k.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') =>
+            {
+                String::from_utf8_lossy(k).to_ascii_lowercase()
+            }
+            Some(k) => {
+                return Err(RecordError::BadKeyType(
+                    String::from_utf8_lossy(k).chars().take(20).collect(),
+                ));
+            }
+        };
         let p = get("p").ok_or(RecordError::NoPublicKey)?;
         let compact: Vec<u8> = p
             .iter()
@@ -286,6 +299,29 @@ mod tests {
             DkimRecord::parse(b"just text").unwrap_err(),
             RecordError::Syntax { .. }
         ));
+    }
+
+    #[test]
+    fn fuzz_regressions_a_key_type_that_is_no_name_is_refused() {
+        // Found by fuzz/dkim_record: raw octets in k= made a zone line with strings longer
+        // than 255 characters (and could have put a quote in it).
+        let input = b"\np=;\rk=r\xff\xff\xffps.\xc2\xc2)\xc2\xb0\xb0a\xb0=\0";
+        assert!(matches!(
+            DkimRecord::parse(input),
+            Err(RecordError::BadKeyType(_)) | Err(RecordError::Syntax { .. })
+        ));
+        assert!(matches!(
+            DkimRecord::parse(b"k=r\"sa; p=AQID"),
+            Err(RecordError::BadKeyType(_))
+        ));
+        assert!(matches!(
+            DkimRecord::parse(b"k=; p=AQID"),
+            Err(RecordError::BadKeyType(_))
+        ));
+        assert_eq!(
+            DkimRecord::parse(b"k=x-new; p=AQID").unwrap().key_type,
+            "x-new"
+        );
     }
 
     #[test]
