@@ -428,6 +428,33 @@ async fn flush_tries_a_deferred_message_before_its_retry_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_bounce_made_during_a_flush_is_sent_before_the_flush_returns() {
+    let mut h = harness(Box::new(|_| temp()), exact_retry(), Limits::default()).await;
+    h.submit("pbx@sender.example", &["bob@remote.example"], "x\r\n")
+        .await;
+    h.next_event().await;
+    // Now the recipient is refused for good: this flush makes the bounce, and sends it.
+    h.transport.set_rule(Box::new(|a: &Address| {
+        if a.to_string() == "bob@remote.example" {
+            perm()
+        } else {
+            ok()
+        }
+    }));
+    let summary = h.engine.flush(FlushFilter::All).await.unwrap();
+    assert_eq!(
+        (summary.attempted, summary.completed),
+        (2, 2),
+        "the message and its bounce: {summary:?}"
+    );
+    assert_eq!(
+        h.transport.calls_for("pbx@sender.example").len(),
+        1,
+        "the bounce went out in the same run"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn flush_ignores_host_status() {
     let mut h = harness(
         Box::new(|_| unreachable()),

@@ -48,6 +48,8 @@ mod dkim;
 mod egress;
 mod finding;
 mod hostname;
+#[cfg(feature = "postgres")]
+pub mod pg_spool;
 mod port25;
 mod smart_host;
 mod spf;
@@ -63,7 +65,6 @@ use rustls::RootCertStore;
 use crate::address::Domain;
 use crate::config::Config;
 use crate::resolve::{DnsResolver, HostnameSources, qualify_hostname};
-use crate::transport::esmtp::default_roots;
 
 pub use finding::{Check, Finding, Verdict, worst};
 
@@ -114,7 +115,8 @@ pub struct Doctor {
     dns: Result<DnsResolver, String>,
     names: NameSources,
     options: DoctorOptions,
-    tls_roots: RootCertStore,
+    /// Trust anchors that replace the transport's (tests); `None`: the configured ones.
+    tls_roots: Option<RootCertStore>,
 }
 
 impl std::fmt::Debug for Doctor {
@@ -143,7 +145,7 @@ impl Doctor {
                 addresses: system.addresses,
             },
             options: DoctorOptions::default(),
-            tls_roots: default_roots(),
+            tls_roots: None,
         }
     }
 
@@ -171,9 +173,9 @@ impl Doctor {
     }
 
     /// Replaces the trust anchors the smart host's certificate is checked against (the
-    /// transport's default is the Mozilla set).
+    /// configured ones by default: the Mozilla set and `[esmtp] trust_anchors`).
     pub fn with_tls_roots(mut self, roots: RootCertStore) -> Doctor {
-        self.tls_roots = roots;
+        self.tls_roots = Some(roots);
         self
     }
 

@@ -25,12 +25,7 @@ pub(crate) type Reply<T> = oneshot::Sender<T>;
 pub(crate) type Ack = oneshot::Sender<bool>;
 
 /// An administrator's change to one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AdminOp {
-    Hold,
-    Release,
-    Delete,
-}
+pub(crate) use super::admin::Action as AdminOp;
 
 /// A message just submitted, still claimed by the spool insert that stored it: its first
 /// attempt needs no claim, no re-read of its record and no read of its body.
@@ -60,6 +55,8 @@ pub(crate) enum Prepared {
 pub(crate) enum Command {
     Submitted {
         id: QueueId,
+        /// The message whose attempt queued this one (a DSN, a forwarded copy).
+        parent: Option<QueueId>,
         envelope: Envelope,
         state: MessageState,
         /// `None` when the spool could not hand over a claim: the message is scheduled as if

@@ -276,7 +276,7 @@ impl Reports for Recorder {
         }
         let id = self
             .shared
-            .enqueue(envelope, delivery.body.clone())
+            .enqueue(envelope, delivery.body.clone(), Some(delivery.id))
             .await
             .map_err(|e| {
                 Diagnostic::local(

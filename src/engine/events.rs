@@ -10,7 +10,7 @@ use crate::status::Outcome;
 use crate::transport::RemoteHost;
 
 /// Who gave an outcome, as sendmail's `mailer=` field names it: the relay mailer of an SMTP
-/// route (`esmtp`, `relay`, `smtps`, ...), local delivery, the mailertable's `error` mailer, or
+/// route (`relay`, `smtps`, ...), local delivery, the mailertable's `error` mailer, or
 /// the queue itself (expiry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Agent {
@@ -64,7 +64,7 @@ pub struct DeliveryEvent {
     pub recipient: Address,
     /// What happened.
     pub outcome: Outcome,
-    /// Who gave the outcome (`mailer=esmtp`, `smtps`, `local`, `error`, `queue`).
+    /// Who gave the outcome (`mailer=relay`, `smtps`, `local`, `error`, `queue`).
     pub mailer: Agent,
     /// The host that answered or was tried, if any.
     pub relay: Option<RemoteHost>,
@@ -104,7 +104,7 @@ impl DeliveryEvent {
     }
 
     /// The sendmail-style log line:
-    /// `QID: to=<a@b>, delay=00:00:03, xdelay=00:00:01, mailer=esmtp,
+    /// `QID: to=<a@b>, delay=00:00:03, xdelay=00:00:01, mailer=relay,
     /// relay=mx.b.example. [192.0.2.1], dsn=2.0.0, stat=Sent (250 2.0.0 Ok)`.
     pub fn log_line(&self) -> String {
         let mut line = format!(
@@ -145,7 +145,7 @@ mod tests {
             sender: ReversePath::Null,
             recipient: Address::parse("a@b.example").unwrap(),
             outcome,
-            mailer: Agent::Relay(Mailer::Esmtp),
+            mailer: Agent::Relay(Mailer::Relay),
             relay: Some(RemoteHost {
                 name: Some("mx.b.example".into()),
                 addr: Some("192.0.2.1".parse().unwrap()),
@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(
             event(Outcome::Delivered { reply }).log_line(),
             "0PC4F8X1RZ3A7KQ2: to=<a@b.example>, delay=00:00:03, xdelay=00:00:01, \
-             mailer=esmtp, relay=mx.b.example. [192.0.2.1], dsn=2.0.0, stat=Sent (250 2.0.0 Ok)"
+             mailer=relay, relay=mx.b.example. [192.0.2.1], dsn=2.0.0, stat=Sent (250 2.0.0 Ok)"
         );
     }
 

@@ -472,7 +472,7 @@ async fn send_dsn(
         return true;
     };
     let to = envelope.recipients[0].address.clone();
-    match shared.enqueue(envelope, body).await {
+    match shared.enqueue(envelope, body, Some(ctx.id)).await {
         Ok(dsn_id) => {
             tracing::info!(
                 target: "postrider::engine",

@@ -1,26 +1,23 @@
 //! The queue engine: submit, schedule, deliver, retry, bounce, and let an administrator steer.
 //!
+//! The engine knows its parts only by their traits: a [`Spool`], a [`Router`] and a
+//! [`Transport`] per kind of route (and the [`Resolver`](crate::Resolver) inside a transport).
+//! [`config`](crate::config) builds the usual ones from a `postrider.toml`; any others fit:
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use postrider::engine::Engine;
-//! use postrider::resolve::DnsResolver;
-//! use postrider::route::{Mailertable, PolicyTable};
-//! use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-//! use postrider::spool::FsSpool;
-//! use postrider::{Address, Envelope, ReversePath};
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (router, _warnings) = Mailertable::builder()
-//!     .smart_host("[smtp.gmail.com]:587".parse()?)
-//!     .build()?;
+//! use postrider::{Address, Envelope, ReversePath, Router, Spool, Transport};
+//! # async fn run(
+//! #     spool: Arc<dyn Spool>,
+//! #     router: Arc<dyn Router>,
+//! #     smtp: Arc<dyn Transport>,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
 //! let engine = Engine::builder()
 //!     .hostname("pbx.example.com".parse()?)
-//!     .spool(Arc::new(FsSpool::open("/var/spool/postrider")?))
-//!     .router(Arc::new(router))
-//!     .transport(Arc::new(EsmtpTransport::new(
-//!         EsmtpConfig::new("pbx.example.com".parse()?),
-//!         Arc::new(DnsResolver::from_system()?),
-//!         Arc::new(PolicyTable::new()),
-//!     )))
+//!     .spool(spool)
+//!     .router(router)
+//!     .transport(smtp) // relay routes; .local_transport(...) for local ones
 //!     .start()
 //!     .await?;
 //! let envelope = Envelope::new(
@@ -44,8 +41,10 @@ mod delivery;
 pub mod events;
 mod finalize;
 mod hosts;
+pub mod mailq;
 pub mod retry;
 mod scheduler;
+pub mod scoped;
 mod submit;
 mod tasks;
 
@@ -238,11 +237,14 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    /// Makes a prepared message durable and schedules it.
+    /// Makes a prepared message durable and schedules it. `parent` is the message whose
+    /// attempt caused this one (a DSN, a forwarded copy): a flush waiting for the parent waits
+    /// for this one's first attempt too, so `sendmail -q` sends the bounce it made.
     pub(crate) async fn enqueue(
         &self,
         envelope: Envelope,
         body: Bytes,
+        parent: Option<QueueId>,
     ) -> Result<QueueId, SpoolError> {
         let arrival = self.clock.now();
         let (id, claim) = self
@@ -252,6 +254,7 @@ impl Shared {
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         self.send(Command::Submitted {
             id,
+            parent,
             envelope,
             state,
             fresh: claim.map(|claim| command::Fresh { claim, body }),
@@ -317,8 +320,8 @@ impl EngineBuilder {
         self
     }
 
-    /// How `Route::Relay` mail is delivered, e.g. an
-    /// [`EsmtpTransport`](crate::transport::esmtp::EsmtpTransport).
+    /// How `Route::Relay` mail is delivered (the SMTP client of [`transport`](crate::transport),
+    /// or any other [`Transport`]).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
@@ -465,7 +468,7 @@ impl Engine {
             envelope.body = BodyType::EightBitMime;
         }
         envelope.smtputf8 = envelope.needs_smtputf8();
-        let id = shared.enqueue(envelope, body).await?;
+        let id = shared.enqueue(envelope, body, None).await?;
         tracing::debug!(target: "postrider::engine", "{id}: queued");
         Ok(id)
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::admin::{self, Changed};
 use super::command::{AdminOp, Prepared};
 use super::{EngineError, Shared};
 use crate::envelope::Envelope;
@@ -91,39 +92,12 @@ pub(crate) async fn apply_admin(
         Err(SpoolError::NotFound(_)) => return Err(EngineError::NotFound(id)),
         Err(e) => return Err(EngineError::Spool(e)),
     };
-    let mut msg = match shared.spool.load(&id).await {
-        Ok(m) => m,
-        Err(SpoolError::NotFound(_)) => return Err(EngineError::NotFound(id)),
-        Err(e) => return Err(EngineError::Spool(e)),
-    };
-    let result = match op {
-        AdminOp::Delete => {
-            shared.spool.remove(&id).await.map_err(EngineError::Spool)?;
-            tracing::info!(target: "postrider::engine", "{id}: deleted by the administrator");
-            None
-        }
-        AdminOp::Hold => {
-            msg.state.held = true;
-            shared
-                .spool
-                .save_state(&id, &msg.state)
-                .await
-                .map_err(EngineError::Spool)?;
-            tracing::info!(target: "postrider::engine", "{id}: held by the administrator");
-            Some(msg.state)
-        }
-        AdminOp::Release => {
-            msg.state.held = false;
-            msg.state.next_attempt = shared.clock.now();
-            shared
-                .spool
-                .save_state(&id, &msg.state)
-                .await
-                .map_err(EngineError::Spool)?;
-            tracing::info!(target: "postrider::engine", "{id}: released by the administrator");
-            Some(msg.state)
-        }
-    };
+    let changed = admin::change(&*shared.spool, op, &id, shared.clock.now()).await;
     drop(claim);
-    Ok(result)
+    match changed {
+        Ok(Changed::Removed) => Ok(None),
+        Ok(Changed::State(state) | Changed::Already(state)) => Ok(Some(state)),
+        Err(SpoolError::NotFound(_)) => Err(EngineError::NotFound(id)),
+        Err(e) => Err(EngineError::Spool(e)),
+    }
 }

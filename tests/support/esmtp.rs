@@ -22,8 +22,13 @@ pub fn d(s: &str) -> Domain {
     Domain::parse(s).unwrap()
 }
 
+/// The defaults, but without the session cache: each `deliver` call's session ends with QUIT,
+/// so a test sees exactly the sessions it caused (the cache has tests of its own).
 pub fn config() -> EsmtpConfig {
-    EsmtpConfig::new(d(OUR_NAME))
+    EsmtpConfig {
+        connection_cache: None,
+        ..EsmtpConfig::new(d(OUR_NAME))
+    }
 }
 
 pub fn transport(

@@ -218,10 +218,16 @@ impl Scheduler {
         match cmd {
             Command::Submitted {
                 id,
+                parent,
                 envelope,
                 state,
                 fresh,
-            } => self.on_submitted(id, envelope, state, fresh),
+            } => {
+                if let Some(parent) = parent {
+                    self.adopt_into_flushes(parent, id);
+                }
+                self.on_submitted(id, envelope, state, fresh)
+            }
             Command::List(reply) => {
                 let _ = reply.send(self.list());
             }

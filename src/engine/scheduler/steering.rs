@@ -115,8 +115,22 @@ impl Scheduler {
             Ok(found) => {
                 let on_disk: HashSet<QueueId> = found.iter().map(|m| m.id).collect();
                 for m in found {
-                    if !self.messages.contains_key(&m.id) {
-                        self.learn(m.id, m.envelope, m.state);
+                    match self.messages.get(&m.id) {
+                        None => self.learn(m.id, m.envelope, m.state),
+                        // Changed by another process (held or released by an administrator's
+                        // command, partly delivered by a queue run): take its state.
+                        Some(e)
+                            if matches!(e.phase, Phase::Idle)
+                                && !e.unsaved
+                                && e.state != m.state =>
+                        {
+                            self.unschedule(m.id);
+                            if let Some(e) = self.messages.get_mut(&m.id) {
+                                e.state = m.state;
+                            }
+                            self.schedule(m.id);
+                        }
+                        Some(_) => {}
                     }
                 }
                 // Idle messages known before this scan began and absent from it were removed by
@@ -179,6 +193,16 @@ impl Scheduler {
             let _ = waiter.reply.send(waiter.summary);
         } else {
             self.flushes.push(waiter);
+        }
+    }
+
+    /// A flush waiting for `parent` waits for `child` too (a DSN or forwarded copy its
+    /// attempt queued), so the run that caused it also sends it.
+    pub(super) fn adopt_into_flushes(&mut self, parent: QueueId, child: QueueId) {
+        for w in &mut self.flushes {
+            if w.remaining.contains(&parent) && w.remaining.insert(child) {
+                w.summary.attempted += 1;
+            }
         }
     }
 

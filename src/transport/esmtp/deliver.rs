@@ -293,9 +293,11 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                 }
             };
             if let Some(domain) = mx_of
-                && let Some(local) = addrs
-                    .iter()
-                    .find(|a| t.config.local_addresses.contains(**a))
+                && let Some(local) = addrs.iter().find(|a| {
+                    t.config
+                        .local_addresses
+                        .contains(std::net::SocketAddr::new(**a, port))
+                })
             {
                 // RFC 5321 §5.1: this machine is an MX of the domain; only better MX hosts
                 // (those already tried) may be used.

@@ -5,7 +5,7 @@
 //! bracketed ones, each address in the resolver's order, then the fallback hops), and carries
 //! every message over one session per host: EHLO, STARTTLS and AUTH per the hop's
 //! [`HopPolicy`](crate::route::HopPolicy), then MAIL, RCPT and DATA, pipelined when the server
-//! allows. Every recipient gets a [`RecipientReport`] with the remote
+//! allows. Every recipient gets a [`RecipientReport`](crate::transport::RecipientReport) with the remote
 //! reply or a local status and words an operator can act on.
 //!
 //! ```no_run
@@ -67,7 +67,7 @@ use crate::oauth2::Tokens;
 use crate::resolve::Resolver;
 use crate::route::{Mailer, NextHop, PolicyTable, Route};
 use crate::spf::{SpfChecker, SpfPolicy};
-use crate::transport::{Delivery, Reports, Transport};
+use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Delivery, Reports, Transport};
 
 pub use auth::base64_encode;
 pub use classify::PORT_25_HINT;
@@ -80,11 +80,8 @@ pub use session::TRANSCRIPT_TARGET;
 pub use timeouts::{Phase, Timeouts};
 pub use tls::default_roots;
 
-/// The default per-next-hop connection limit (Postfix's `default_destination_concurrency_limit`).
-pub const DEFAULT_MAX_CONNECTIONS_PER_HOP: usize = 20;
-
-/// How long the engine's default transport keeps an idle session for the next delivery to the
-/// same next hop (Postfix's `smtp_connection_cache_time_limit`).
+/// How long an idle session is kept for the next delivery to the same next hop, unless
+/// configured otherwise (Postfix's `smtp_connection_cache_time_limit`).
 pub const DEFAULT_CONNECTION_CACHE_TIME: Duration = Duration::from_secs(2);
 
 /// A configuration value the transport cannot use.
@@ -127,9 +124,9 @@ pub struct EsmtpConfig {
     pub spf: Option<SpfConfig>,
     /// Keep a session open this long after a `deliver` call, for the next call to the same
     /// next hop (Postfix's connection cache): under a steady stream of mail each message then
-    /// costs a transaction, not a connection, greeting, EHLO, TLS handshake and AUTH. `None`
-    /// (the default of [`EsmtpConfig::new`]) ends each call's session with QUIT; the engine's
-    /// default transport uses [`DEFAULT_CONNECTION_CACHE_TIME`].
+    /// costs a transaction, not a connection, greeting, EHLO, TLS handshake and AUTH.
+    /// [`DEFAULT_CONNECTION_CACHE_TIME`] unless changed; `None` ends each call's session with
+    /// QUIT (a one-shot command, whose parked sessions would only be cut at exit).
     pub connection_cache: Option<Duration>,
 }
 
@@ -184,17 +181,18 @@ impl std::fmt::Debug for SpfConfig {
 }
 
 impl EsmtpConfig {
-    /// Defaults for everything but the host name: RFC 5321 timeouts, 20 connections per hop,
-    /// no local addresses, the Mozilla roots.
+    /// Defaults for everything but the host name: RFC 5321 timeouts,
+    /// [`DEFAULT_DESTINATION_CONCURRENCY`] connections per hop, idle sessions kept for
+    /// [`DEFAULT_CONNECTION_CACHE_TIME`], no local addresses, the Mozilla roots.
     pub fn new(hostname: Domain) -> EsmtpConfig {
         EsmtpConfig {
             hostname,
             timeouts: Timeouts::default(),
-            max_connections_per_hop: DEFAULT_MAX_CONNECTIONS_PER_HOP,
+            max_connections_per_hop: DEFAULT_DESTINATION_CONCURRENCY,
             local_addresses: LocalAddresses::none(),
             tls_roots: default_roots(),
             spf: None,
-            connection_cache: None,
+            connection_cache: Some(DEFAULT_CONNECTION_CACHE_TIME),
         }
     }
 
