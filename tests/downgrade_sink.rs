@@ -21,28 +21,6 @@ use support::esmtp::*;
 use support::messages;
 use support::sink::Sink;
 
-/// The message as smtp-sink dumped it: without the `X-` fields and the `Received:` field it
-/// puts first, with CRLF line ends (it writes LF), and without the empty line it adds at the
-/// end.
-fn received(dump: &str) -> Vec<u8> {
-    let mut lines = dump.split_inclusive('\n').peekable();
-    while lines.peek().is_some_and(|l| l.starts_with("X-")) {
-        lines.next();
-    }
-    if lines.peek().is_some_and(|l| l.starts_with("Received: ")) {
-        lines.next();
-        while lines.peek().is_some_and(|l| l.starts_with([' ', '\t'])) {
-            lines.next();
-        }
-    }
-    let msg: String = lines.collect();
-    let msg = msg.replace("\r\n", "\n");
-    let msg = msg
-        .strip_suffix("\n\n")
-        .map_or(msg.clone(), |m| format!("{m}\n"));
-    msg.replace('\n', "\r\n").into_bytes()
-}
-
 /// smtp-sink's record of the MAIL command.
 fn mail_args(dump: &str) -> String {
     dump.lines()
@@ -84,7 +62,7 @@ async fn an_8bit_voicemail_arrives_at_a_7bit_server_as_mime_that_decodes_to_the_
         "{}",
         mail_args(&dumps[0])
     );
-    let got = received(&dumps[0]);
+    let got = messages::from_sink_dump(&dumps[0]);
     assert!(got.is_ascii(), "only 7-bit octets went to the server");
     assert!(!has_long_line(&got));
     assert_eq!(messages::decoded_parts(&got), messages::decoded_parts(&msg));
@@ -105,7 +83,7 @@ async fn a_2_mb_line_is_re_encoded_even_for_a_server_with_8bitmime() {
     let msg = messages::text("vm@ourtest.com", "alice@example.org", "csv", &text);
     assert!(has_long_line(&msg));
     assert_delivered(&deliver_to(&sink, "vm@ourtest.com", msg).await);
-    let got = received(&sink.dumped()[0]);
+    let got = messages::from_sink_dump(&sink.dumped()[0]);
     assert!(
         got.split(|&b| b == b'\n').all(|l| l.len() <= MAX_LINE + 1),
         "no line longer than 998 octets arrived"
@@ -188,7 +166,7 @@ async fn a_message_signed_at_submission_still_verifies_after_a_7bit_server() {
     let msg = messages::voicemail("vm@ourtest.com", "alice@example.org", &recording);
     let outcome = through_engine(&sink, Some(world.signer.clone()), "vm@ourtest.com", msg).await;
     assert!(matches!(outcome, Outcome::Delivered { .. }), "{outcome:?}");
-    let got = received(&sink.dumped()[0]);
+    let got = messages::from_sink_dump(&sink.dumped()[0]);
     assert!(got.starts_with(b"DKIM-Signature: "));
     assert_eq!(world.verify_mail_auth(&got).await, [DkimResult::Pass]);
     world.verify_opendkim(&got).await.unwrap();
@@ -225,7 +203,7 @@ async fn a_signature_made_on_the_8bit_form_would_break_at_a_7bit_server() {
     )
     .await;
     assert!(matches!(outcome, Outcome::Delivered { .. }), "{outcome:?}");
-    let got = received(&sink.dumped()[0]);
+    let got = messages::from_sink_dump(&sink.dumped()[0]);
     let results = world.verify_mail_auth(&got).await;
     assert!(
         !matches!(results.as_slice(), [DkimResult::Pass]),

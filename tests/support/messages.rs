@@ -95,3 +95,25 @@ pub fn decoded_parts(message: &[u8]) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// The message as smtp-sink dumped it: without the `X-` fields and the `Received:` field it
+/// puts first, with CRLF line ends (it writes LF), and without the empty line it adds at the
+/// end.
+pub fn from_sink_dump(dump: &str) -> Vec<u8> {
+    let mut lines = dump.split_inclusive('\n').peekable();
+    while lines.peek().is_some_and(|l| l.starts_with("X-")) {
+        lines.next();
+    }
+    if lines.peek().is_some_and(|l| l.starts_with("Received: ")) {
+        lines.next();
+        while lines.peek().is_some_and(|l| l.starts_with([' ', '\t'])) {
+            lines.next();
+        }
+    }
+    let msg: String = lines.collect();
+    let msg = msg.replace("\r\n", "\n");
+    let msg = msg
+        .strip_suffix("\n\n")
+        .map_or(msg.clone(), |m| format!("{m}\n"));
+    msg.replace('\n', "\r\n").into_bytes()
+}
