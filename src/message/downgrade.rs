@@ -101,8 +101,14 @@ pub fn needs_downgrade(message: &[u8], target: Target) -> bool {
     (!target.eight_bit && !message.is_ascii()) || has_long_line(message)
 }
 
-/// `message` made fit for `target` (see the [module documentation](self)); borrowed when it
-/// already is.
+/// `message` made fit for `target`; borrowed when it already is.
+///
+/// For a server without 8BITMIME, every MIME leaf part with 8-bit octets is re-encoded
+/// (`text/*` and parts without a type as quoted-printable, others as base64, so decoding gives
+/// the same octets) and its `Content-Transfer-Encoding` rewritten; `multipart/*` and
+/// `message/rfc822` are walked into. For every server, a part with a line over [`MAX_LINE`]
+/// octets is re-encoded the same way and over-long header lines are folded. A header field
+/// with 8-bit octets is an error when the server takes neither 8BITMIME nor SMTPUTF8.
 pub fn downgrade(message: &[u8], target: Target) -> Result<Cow<'_, [u8]>, DowngradeError> {
     if !needs_downgrade(message, target) {
         return Ok(Cow::Borrowed(message));
