@@ -265,3 +265,50 @@ fn a_bad_key_file_stops_the_start_up_with_the_file_and_the_reason() {
         std::path::Path::new("/etc/postrider/dkim/k.pem")
     );
 }
+
+#[tokio::test]
+async fn an_engine_assembled_from_the_configuration_signs_with_its_dkim_keys() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mailertable"), "example.org error:4.4.1:451 later\n").unwrap();
+    let key = support::dkim::key_file("rsa2048.pem");
+    let config = Config::parse(
+        &format!(
+            "hostname = \"pbx.ourtest.com\"\nmailertable = \"mailertable\"\n\
+             [spf]\npolicy = \"off\"\n\
+             [[dkim]]\ndomain = \"{RSA_DOMAIN}\"\nselector = \"pbx2026\"\nkey = \"{}\"\n",
+            key.display()
+        ),
+        dir.path().join("postrider.toml"),
+    )
+    .unwrap();
+    let parts = config.assemble().await.unwrap();
+    assert!(parts.dkim().is_some());
+    let spool = MemorySpool::new();
+    let engine = parts.engine_builder(Arc::new(spool.clone())).start().await.unwrap();
+    let env = Envelope::new(
+        ReversePath::parse("vm@ourtest.com").unwrap(),
+        [Address::parse("alice@example.org").unwrap()],
+    );
+    let msg = messages::text("vm@ourtest.com", "alice@example.org", "assembled", "x\r\n");
+    let id = engine.submit(env, msg).await.unwrap();
+    let stored = spool.body(&id).await.unwrap().to_vec();
+    engine.shutdown().await;
+    assert_eq!(w.verify_mail_auth(&stored).await, [DkimResult::Pass]);
+
+    // A bad key file stops the assembly, naming the configuration and the key file.
+    let bad = Config::parse(
+        "hostname = \"pbx.ourtest.com\"\n[[dkim]]\ndomain = \"ourtest.com\"\nselector = \"s\"\nkey = \"missing.pem\"\n",
+        dir.path().join("postrider.toml"),
+    )
+    .unwrap();
+    let e = bad.assemble().await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}: [[dkim]]: DKIM key file {}: cannot read it",
+            dir.path().join("postrider.toml").display(),
+            dir.path().join("missing.pem").display()
+        )),
+        "{e}"
+    );
+}
