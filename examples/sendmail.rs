@@ -555,7 +555,7 @@ async fn queue_run(args: &Args, config: &Config) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let spool = match FsSpool::open(&config.spool) {
+    let spool = match config.open_spool().await {
         Ok(s) => s,
         Err(e) => {
             say!("sendmail: cannot run the queue: {e}");
@@ -566,7 +566,7 @@ async fn queue_run(args: &Args, config: &Config) -> u8 {
         None => Scope::Everything,
         Some(f) => Scope::Matching(f.clone()),
     };
-    let view = ScopedSpool::new(Arc::new(spool), scope);
+    let view = ScopedSpool::new(spool, scope);
     let engine = match one_shot(&parts, Arc::new(view)).start().await {
         Ok(e) => e,
         Err(e) => {
@@ -694,14 +694,14 @@ async fn submit(args: &Args, config: &Config) -> u8 {
     } else {
         DeliveryMode::Background
     });
-    let spool = match FsSpool::open(&config.spool) {
+    let spool = match config.open_spool().await {
         Ok(s) => s,
         Err(e) => {
             say!("sendmail: message not queued: {e}");
             return EX_TEMPFAIL;
         }
     };
-    let mut view = ScopedSpool::new(Arc::new(spool), Scope::Own);
+    let mut view = ScopedSpool::new(spool, Scope::Own);
     if delivery != DeliveryMode::Interactive {
         // The attempt belongs to another process (or to the next queue run).
         view = view.without_claims();

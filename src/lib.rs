@@ -32,7 +32,7 @@
 //!         eprintln!("warning: {warning}"); // e.g. a host name that is not fully qualified
 //!     }
 //!     let engine = parts
-//!         .engine_builder(config.open_spool()?)
+//!         .engine_builder(config.open_spool().await?)
 //!         .start() // recovers whatever an earlier run left in the spool
 //!         .await?;
 //!
@@ -82,6 +82,7 @@ pub mod oauth2;
 pub mod queue_id;
 pub mod resolve;
 pub mod route;
+pub mod server;
 pub mod spf;
 pub mod spool;
 pub mod status;

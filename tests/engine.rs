@@ -521,6 +521,39 @@ async fn a_held_message_is_not_delivered_until_released() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_release_by_another_process_is_seen_at_the_next_rescan() {
+    let limits = Limits {
+        queue_scan_interval: Some(Duration::from_secs(60)),
+        ..Limits::default()
+    };
+    let mut h = harness(Box::new(|_| temp()), exact_retry(), limits).await;
+    let id = h
+        .submit("pbx@sender.example", &["bob@remote.example"], "x\r\n")
+        .await;
+    h.next_event().await;
+    settle().await;
+    h.engine.hold(&id).await.unwrap();
+    // `postsuper -H` in another process: it writes the spool under the message's claim.
+    let claim = h.spool.claim(&id).await.unwrap().expect("not busy");
+    let mut state = h.spool.load(&id).await.unwrap().state;
+    state.held = false;
+    state.next_attempt = postrider::engine::Clock::tokio().now();
+    h.spool.save_state(&id, &state).await.unwrap();
+    drop(claim);
+    h.transport.set_rule(Box::new(|_| ok()));
+    let e = h.next_event().await;
+    assert!(matches!(e.outcome, Outcome::Delivered { .. }), "{e}");
+    assert!(
+        h.transport.calls()[1]
+            .at
+            .duration_since(h.transport.calls()[0].at)
+            .unwrap()
+            < Duration::from_secs(300),
+        "delivered after the rescan, not at the next retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_deleted_message_leaves_the_queue_without_a_bounce() {
     let mut h = harness(Box::new(|_| temp()), exact_retry(), Limits::default()).await;
     let id = h

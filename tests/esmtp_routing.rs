@@ -446,7 +446,8 @@ async fn an_mx_that_is_this_machine_is_a_loop_unless_a_better_mx_may_still_work(
         .with_mx(d("backup.test"), 20, d("mx.self.test"))
         .with_host(d("primary.backup.test"), LOCALHOST);
     let mut cfg = config();
-    cfg.local_addresses = LocalAddresses::from_set([ip("192.0.2.25")]);
+    // This host listens on port 25 and on the test's port: an MX there is this host.
+    cfg.local_addresses = LocalAddresses::on_ports([ip("192.0.2.25")], [25, dead]);
     let t = transport(cfg, resolver, PolicyTable::new());
     let m = message(&["a@self.test"], &body("self"));
     let reports = t

@@ -10,7 +10,7 @@
 //! for warning in parts.warnings() {
 //!     eprintln!("warning: {warning}");
 //! }
-//! let engine = parts.engine_builder(config.open_spool()?).start().await?;
+//! let engine = parts.engine_builder(config.open_spool().await?).start().await?;
 //! # drop(engine); Ok(()) }
 //! ```
 
@@ -104,6 +104,15 @@ pub enum AssembleError {
         file: PathBuf,
         /// What is wrong.
         source: DkimConfigError,
+    },
+    /// The `spool` URL names no usable PostgreSQL database (the password never shown).
+    #[cfg(feature = "postgres")]
+    #[error("{}: spool: {source}", file.display())]
+    SpoolUrl {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong with the URL.
+        source: crate::spool::pg::PgConfigError,
     },
 }
 
@@ -315,9 +324,30 @@ impl Config {
         }
     }
 
-    /// Opens the configured spool (creating the directory when missing).
-    pub fn open_spool(&self) -> Result<Arc<dyn Spool>, SpoolError> {
-        Ok(Arc::new(FsSpool::open(&self.spool)?))
+    /// Opens the configured spool: the directory (created when missing), or with the
+    /// `postgres` feature the PostgreSQL database a `postgresql://` URL names (its schema
+    /// created or migrated).
+    pub async fn open_spool(&self) -> Result<Arc<dyn Spool>, AssembleError> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.pg_spool() {
+            let pg = pg.map_err(|source| AssembleError::SpoolUrl {
+                file: self.file().map(PathBuf::from).unwrap_or_default(),
+                source,
+            })?;
+            return Ok(Arc::new(crate::spool::pg::PgSpool::connect(&pg).await?));
+        }
+        let dir = self.spool.clone();
+        // Opening probes the directory with a write and an fsync: off the async threads.
+        let fs = tokio::task::spawn_blocking(move || FsSpool::open(dir))
+            .await
+            .map_err(|e| {
+                AssembleError::Spool(SpoolError::Io {
+                    op: "open the spool",
+                    path: self.spool.clone(),
+                    source: io::Error::other(e.to_string()),
+                })
+            })??;
+        Ok(Arc::new(fs))
     }
 }
 

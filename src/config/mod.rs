@@ -1,4 +1,4 @@
-//! The TOML configuration file every example reads.
+//! `postrider.toml`: the configuration every program reads, and the engine built from it.
 //!
 //! ```toml
 //! hostname = "sipserver1.ourtest.com"      # default: the system's host name
@@ -31,7 +31,31 @@
 //! timeout = "5s"              # per try (default 5s)
 //! attempts = 2                # tries per query (default 2)
 //! address_preference = "ipv4-first"     # ipv4-first | ipv6-first | ipv4-only
+//!
+//! [esmtp]                     # the SMTP client
+//! connection_cache = "2s"     # keep an idle session for the next message (default 2s; "off")
+//! trust_anchors = "company-ca.pem"      # CAs trusted for `verify` hops besides the Mozilla roots
+//!
+//! [esmtp.timeouts]            # each phase's limit (defaults: RFC 5321 §4.5.3.2)
+//! connect = "30s"             # also greeting, helo, tls, auth, mail, rcpt (5m), data_init (2m),
+//! data_term = "10m"           #   data_block (3m), data_term (10m), rset (20s), quit (30s)
+//!
+//! [queue]                     # the engine's limits
+//! max_message_size = 10240000 # octets (Postfix's message_size_limit)
+//! max_recipients = 1000
+//! max_deliveries = 100        # deliveries at once, over all next hops
+//! destination_concurrency = 20          # connections at once to one next hop
+//! max_batch_messages = 50     # messages one connection carries per batch
+//! max_active_messages = 1000
+//! scan_interval = "5m"        # re-read the spool for other processes' mail ("off": never)
+//! shutdown_grace = "30s"      # how long a stop lets each session finish its message
 //! ```
+//!
+//! [`Config::assemble`] builds the engine's parts from all of this.
+//!
+//! The SMTP server's `[server]` section and `[[listener]]` tables (access file, `mynetworks`,
+//! password file, limits, listen addresses with kind and certificate) are described in
+//! [`crate::server::config`].
 //!
 //! Durations are a number with a unit: `ms`, `s`, `m`, `h`, `d` (`90s`, `66m`, `1h30m`).
 //!
@@ -139,6 +163,10 @@ pub struct Config {
     pub esmtp: EsmtpSection,
     /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
     pub queue: QueueSection,
+    /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
+    pub server: crate::server::config::ServerSection,
+    /// `[[listener]]`: where the SMTP server listens, each with its kind and certificate.
+    pub listener: Vec<crate::server::config::ListenerSection>,
     #[serde(skip)]
     file: Option<PathBuf>,
 }
@@ -158,6 +186,8 @@ impl Default for Config {
             dkim: Vec::new(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
+            server: Default::default(),
+            listener: Vec::new(),
             file: None,
         }
     }
@@ -218,6 +248,13 @@ impl Config {
             {
                 *p = dir.join(&*p);
             }
+        }
+        if let Some(dir) = base {
+            config.server.resolve_paths(dir);
+            config
+                .listener
+                .iter_mut()
+                .for_each(|l| l.resolve_paths(dir));
         }
         config.file = Some(path.to_path_buf());
         Ok(config)

@@ -193,9 +193,29 @@ impl Doctor {
     /// [module documentation](self). The network checks run at the same time, so the whole
     /// run takes about as long as the slowest.
     pub async fn run(&self) -> Vec<Finding> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.config.pg_spool() {
+            let database = match pg {
+                Ok(pg) => pg_spool::check(&pg).await,
+                Err(e) => vec![
+                    Finding::fail(Check::Spool, format!("spool: {e}"))
+                        .with_fix(format!("correct the spool URL in {}", self.config_file())),
+                ],
+            };
+            return self.run_with_spool(async { Ok(database) }).await;
+        }
         let path = self.config.spool.clone();
         let low = self.options.spool_low_space;
-        let spool = tokio::task::spawn_blocking(move || spool::check(&path, low));
+        self.run_with_spool(tokio::task::spawn_blocking(move || {
+            spool::check(&path, low)
+        }))
+        .await
+    }
+
+    async fn run_with_spool(
+        &self,
+        spool: impl std::future::Future<Output = Result<Vec<Finding>, tokio::task::JoinError>>,
+    ) -> Vec<Finding> {
         let (hostname, port25, smart_host, dkim) = tokio::join!(
             self.check_hostname(),
             port25::check(self),

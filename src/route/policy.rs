@@ -76,6 +76,9 @@ pub struct Credentials {
     pub username: String,
     /// The password; never printed.
     pub password: Secret,
+    /// Where they were configured (`/etc/postrider/tls-policy line 3`), so a refusal can say
+    /// which line to fix; `None` when given in code.
+    pub defined_at: Option<String>,
 }
 
 impl Credentials {
@@ -84,6 +87,7 @@ impl Credentials {
         Credentials {
             username: username.into(),
             password: Secret::new(password),
+            defined_at: None,
         }
     }
 }
@@ -93,6 +97,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("defined_at", &self.defined_at)
             .finish()
     }
 }

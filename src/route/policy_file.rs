@@ -234,7 +234,7 @@ impl PolicyTable {
         let mut errors = Vec::new();
         let base = origin.path().and_then(Path::parent);
         for (line, content) in content_lines(text) {
-            let (key, policy) = match parse_line(content, base) {
+            let (key, mut policy) = match parse_line(content, base) {
                 Ok(parsed) => parsed,
                 Err(problem) => {
                     errors.push(PolicyLineError {
@@ -261,6 +261,9 @@ impl PolicyTable {
                 continue;
             }
             first_lines.insert(shown, line);
+            if let Some(c) = &mut policy.credentials {
+                c.defined_at = Some(format!("{origin} line {line}"));
+            }
             match key {
                 PolicyKey::Default => table.set_default(policy),
                 PolicyKey::Hop(hop) => table.insert(&hop, policy),
