@@ -8,6 +8,7 @@ use postrider::Mailer;
 
 use postrider::oauth2::{OAuth2Mechanism, TokenSpec};
 use postrider::resolve::StaticResolver;
+use postrider::route::{Origin, PolicyTable};
 use postrider::transport::esmtp::EsmtpTransport;
 use support::esmtp::*;
 use support::oauth::{GMAIL_CHALLENGE, USER, policy, sasl, starttls_offering, xoauth2};
@@ -114,7 +115,7 @@ async fn oauthbearer_carries_the_gs2_header_host_port_and_the_token_from_a_comma
 }
 
 #[tokio::test]
-async fn an_xoauth2_error_challenge_gets_an_empty_response_and_the_535_fails_the_route() {
+async fn an_xoauth2_error_challenge_gets_an_empty_response_and_the_535_defers() {
     let ca = TestCa::new("test CA");
     let peer = ScriptedPeer::start_with_tls(
         vec![
@@ -137,15 +138,17 @@ async fn an_xoauth2_error_challenge_gets_an_empty_response_and_the_535_fails_the
         policy(OAuth2Mechanism::XOAuth2, TokenSpec::File(file)),
     );
     let r = one(&t, peer.port()).await;
-    // The file still holds the refused token: no retry, and the failure says what the
-    // challenge said.
-    assert_failed(
+    // The file still holds the refused token: no retry, and the deferral says what the
+    // challenge said. A refused token is this side's to fix (as a refused password is), so
+    // the mail waits for the fix instead of bouncing.
+    assert_deferred(
         &r,
-        "5.7.8",
+        "4.7.8",
         &format!(
             "authentication failed at smtp.test:{} for {USER} with AUTH XOAUTH2: 535 5.7.8 \
              Username and Password not accepted. Learn more (OAuth2 status 401, scope \
-             https://mail.google.com/)",
+             https://mail.google.com/); check the OAuth2 account and token source in the \
+             policy for this next hop (the mail stays queued)",
             peer.port()
         ),
     );
@@ -179,23 +182,36 @@ async fn an_oauthbearer_error_challenge_is_answered_with_the_dummy_0x01() {
         Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
+    // The policy comes from a policy file, so the deferral names its line.
     let dir = tempfile::tempdir().unwrap();
-    let t = transport_for(
-        &ca,
-        peer.port(),
-        policy(
-            OAuth2Mechanism::OAuthBearer,
-            TokenSpec::File(token_file(&dir, "revoked")),
+    let policy_file = dir.path().join("tls-policy");
+    let (table, _) = PolicyTable::parse(
+        &format!(
+            "# OAuth2 for the test relay\n[smtp.test]:{} encrypt oauth2=oauthbearer user={USER} token-file={}\n",
+            peer.port(),
+            token_file(&dir, "revoked").display()
         ),
+        Origin::file(&policy_file),
+    )
+    .unwrap();
+    let mut cfg = config();
+    cfg.add_trust_anchor(ca.cert.clone()).unwrap();
+    let t = transport(
+        cfg,
+        StaticResolver::new().with_host(d("smtp.test"), LOCALHOST),
+        table,
     );
     let r = one(&t, peer.port()).await;
     match &r.outcome {
-        postrider::Outcome::Failed(d) => assert!(
-            d.text
-                .ends_with("(OAuth2 status invalid_token, scope example_scope)"),
+        postrider::Outcome::Deferred(d) => assert!(
+            d.text.ends_with(&format!(
+                "(OAuth2 status invalid_token, scope example_scope); check the OAuth2 account \
+                 and token source in {} line 2 (the mail stays queued)",
+                policy_file.display()
+            )),
             "{d:?}"
         ),
-        other => panic!("expected a failure, got {other:?}"),
+        other => panic!("expected a deferral, got {other:?}"),
     }
     let logs = peer.finish().await;
     assert_eq!(logs[0].error, None, "{:#?}", logs[0]);

@@ -191,4 +191,7 @@ pub struct OAuth2Policy {
     pub user: String,
     /// Where its tokens come from.
     pub token: TokenSpec,
+    /// Where it was configured (`/etc/postrider/tls-policy line 3`), so a refusal can say
+    /// which line to fix; `None` when given in code.
+    pub defined_at: Option<String>,
 }

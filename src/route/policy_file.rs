@@ -264,6 +264,9 @@ impl PolicyTable {
             if let Some(c) = &mut policy.credentials {
                 c.defined_at = Some(format!("{origin} line {line}"));
             }
+            if let Some(o) = &mut policy.oauth2 {
+                o.defined_at = Some(format!("{origin} line {line}"));
+            }
             match key {
                 PolicyKey::Default => table.set_default(policy),
                 PolicyKey::Hop(hop) => table.insert(&hop, policy),
@@ -430,6 +433,7 @@ fn parse_line(content: &str, base: Option<&Path>) -> Result<(PolicyKey, HopPolic
                 mechanism,
                 user,
                 token,
+                defined_at: None,
             });
         }
         None => {
@@ -593,6 +597,7 @@ mod tests {
                 mechanism: OAuth2Mechanism::XOAuth2,
                 user: "vm@example.com".into(),
                 token: TokenSpec::Refresh("/etc/postrider/m365.oauth".into()),
+                defined_at: None,
             })
         );
         assert_eq!(p.auth_user(), Some("vm@example.com"));

@@ -22,6 +22,7 @@ pub fn policy(mechanism: OAuth2Mechanism, token: TokenSpec) -> HopPolicy {
             mechanism,
             user: USER.to_string(),
             token,
+            defined_at: None,
         }),
         ..HopPolicy::default()
     }

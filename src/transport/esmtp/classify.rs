@@ -13,7 +13,7 @@ use super::session::{Peer, SessionError};
 use super::timeouts::Phase;
 use crate::address::Domain;
 use crate::message::DowngradeError;
-use crate::oauth2::{ErrorChallenge, OAuth2Mechanism, TokenError};
+use crate::oauth2::{ErrorChallenge, OAuth2Mechanism, OAuth2Policy, TokenError};
 use crate::resolve::ResolveError;
 use crate::route::{Credentials, TlsLevel};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome, Reply};
@@ -241,11 +241,12 @@ pub(crate) fn token_unavailable(user: &str, err: &TokenError) -> Diagnostic {
     )
 }
 
-/// An OAuth2 AUTH was refused: as [`auth_failed`], with the mechanism and what the server's
-/// error challenge said.
+/// An OAuth2 AUTH was refused: as [`auth_failed`] (a 5xx defers too: a token without the
+/// right scope, or a mailbox without SMTP AUTH, is this side's to fix), with the mechanism,
+/// what the server's error challenge said and the policy line to check.
 pub(crate) fn oauth_failed(
     peer: &Peer,
-    user: &str,
+    oauth: &OAuth2Policy,
     mechanism: &str,
     reply: &Reply,
     challenge: Option<&ErrorChallenge>,
@@ -258,13 +259,25 @@ pub(crate) fn oauth_failed(
             .unwrap_or_default();
         format!(" (OAuth2 status {}{scope})", c.status)
     });
-    remote(
+    let mut d = remote(
         reply,
         format!(
-            "authentication failed at {} for {user} with AUTH {mechanism}: {reply}{said}",
-            peer.host_port()
+            "authentication failed at {} for {} with AUTH {mechanism}: {reply}{said}",
+            peer.host_port(),
+            oauth.user
         ),
-    )
+    );
+    if d.status.is_permanent() {
+        d.status = d.status.with_class(4);
+        let at = oauth
+            .defined_at
+            .as_deref()
+            .unwrap_or("the policy for this next hop");
+        d.text.push_str(&format!(
+            "; check the OAuth2 account and token source in {at} (the mail stays queued)"
+        ));
+    }
+    d
 }
 
 /// The policy asks for OAuth2 and the server offers no OAuth2 mechanism (or not the one asked

@@ -127,7 +127,7 @@ pub(super) async fn authenticate(
         };
         let diag = classify::oauth_failed(
             &s.peer,
-            &oauth.user,
+            oauth,
             wire.name(),
             &reply,
             challenge.as_ref(),
