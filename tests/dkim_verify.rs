@@ -270,7 +270,11 @@ fn a_bad_key_file_stops_the_start_up_with_the_file_and_the_reason() {
 async fn an_engine_assembled_from_the_configuration_signs_with_its_dkim_keys() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mailertable"), "example.org error:4.4.1:451 later\n").unwrap();
+    std::fs::write(
+        dir.path().join("mailertable"),
+        "example.org error:4.4.1:451 later\n",
+    )
+    .unwrap();
     let key = support::dkim::key_file("rsa2048.pem");
     let config = Config::parse(
         &format!(
@@ -285,7 +289,11 @@ async fn an_engine_assembled_from_the_configuration_signs_with_its_dkim_keys() {
     let parts = config.assemble().await.unwrap();
     assert!(parts.dkim().is_some());
     let spool = MemorySpool::new();
-    let engine = parts.engine_builder(Arc::new(spool.clone())).start().await.unwrap();
+    let engine = parts
+        .engine_builder(Arc::new(spool.clone()))
+        .start()
+        .await
+        .unwrap();
     let env = Envelope::new(
         ReversePath::parse("vm@ourtest.com").unwrap(),
         [Address::parse("alice@example.org").unwrap()],

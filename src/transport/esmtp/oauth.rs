@@ -125,13 +125,7 @@ pub(super) async fn authenticate(
         trace.auth = AuthProbe::Refused {
             reply: reply.clone(),
         };
-        let diag = classify::oauth_failed(
-            &s.peer,
-            oauth,
-            wire.name(),
-            &reply,
-            challenge.as_ref(),
-        );
+        let diag = classify::oauth_failed(&s.peer, oauth, wire.name(), &reply, challenge.as_ref());
         return Err(Step::Refused(if reply.is_permanent() {
             SetupFailure::EndRoute(diag)
         } else {
