@@ -288,7 +288,7 @@ fn with_credentials(tls: TlsLevel) -> HopPolicy {
     HopPolicy {
         tls,
         credentials: Some(Credentials::new(USER, SECRET)),
-        auth_without_tls: false,
+        ..HopPolicy::default()
     }
 }
 

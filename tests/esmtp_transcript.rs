@@ -84,7 +84,7 @@ async fn the_transcript_shows_the_dialogue_and_redacts_auth_secrets() {
             HopPolicy {
                 tls: TlsLevel::Encrypt,
                 credentials: Some(Credentials::new(USER, SECRET)),
-                auth_without_tls: false,
+                ..HopPolicy::default()
             },
         ),
     );
