@@ -52,18 +52,14 @@ impl Site {
         std::fs::write(self.path(name), text).expect("write a test file");
     }
 
-    /// The ids of the messages in the spool (their committed records).
+    /// The ids of the messages in the spool (their committed message files, `queue/ID`).
     pub fn queued(&self) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(self.spool().join("queue"))
             .map(|entries| {
                 entries
                     .flatten()
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_str()
-                            .and_then(|n| n.strip_suffix(".qf"))
-                            .map(str::to_string)
-                    })
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| postrider::QueueId::parse(n).is_ok_and(|id| id.as_str() == n))
                     .collect()
             })
             .unwrap_or_default();
@@ -71,12 +67,18 @@ impl Site {
         ids
     }
 
-    /// The queue record of a message, as JSON.
-    pub fn record(&self, id: &str) -> serde_json::Value {
-        let path = self.spool().join("queue").join(format!("{id}.qf"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        serde_json::from_str(&text).expect("a queue record is JSON")
+    /// A queued message as the spool returns it (read without changing anything).
+    pub fn queued_message(&self, id: &str) -> postrider::spool::QueuedMessage {
+        use postrider::spool::FsSpool;
+        use postrider::spool::fs::FsSpoolOptions;
+        let spool = FsSpool::open_with(self.spool(), FsSpoolOptions::new().read_only(true))
+            .expect("open the spool to read it");
+        spool
+            .list()
+            .expect("list the spool")
+            .map(|m| m.expect("a readable queued message"))
+            .find(|m| m.id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} is not queued"))
     }
 
     /// A command running example `name` with `-C` this site's configuration first.
