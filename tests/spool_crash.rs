@@ -8,6 +8,7 @@
 
 mod support;
 use support::spool as spool_support;
+use support::tmpfs::Tmpfs;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use postrider::QueueId;
-use postrider::spool::fs::FsSpoolOptions;
+use postrider::spool::fs::{CommitMode, FsSpoolOptions};
 use postrider::spool::{FsSpool, MessageState, Spool};
 use rand::Rng;
 use spool_support::{body_for, envelope, envelope_with, names, saved_k, seed_of, state_for};
@@ -343,14 +344,22 @@ fn a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save(
 
 /// Messages in each format-1 spool the conversion test converts.
 const V1_MESSAGES: usize = 150;
-const CONVERSION_ROUNDS: usize = 10;
+const CONVERSION_ROUNDS: usize = 20;
 
-/// Says "opening", opens the spool (converting it) and says "opened".
-fn open_and_report(dir: &Path) {
+/// Says "opening", opens the spool (converting it) in commit mode `mode` and says "opened".
+fn open_and_report(dir: &Path, mode: CommitMode) {
     say("opening");
-    let spool = FsSpool::open(dir).unwrap();
+    let spool = FsSpool::open_with(dir, FsSpoolOptions::new().commit(mode)).unwrap();
     say("opened");
     drop(spool);
+}
+
+fn mode_named(name: &str) -> CommitMode {
+    match name {
+        "PerFile" => CommitMode::PerFile,
+        "FileSystem" => CommitMode::FileSystem,
+        other => panic!("unknown commit mode {other}"),
+    }
 }
 
 /// A format-1 spool of `V1_MESSAGES` messages; returns (id, seed, len) of each.
@@ -391,15 +400,19 @@ fn check_all_there(root: &Path, want: &[(QueueId, u64, usize)], round: usize) {
 fn a_conversion_killed_at_random_moments_loses_nothing_and_duplicates_nothing() {
     const NAME: &str = "a_conversion_killed_at_random_moments_loses_nothing_and_duplicates_nothing";
     if let Ok(role) = std::env::var(CHILD_ENV) {
-        return open_and_report(Path::new(role.strip_prefix("open:").unwrap()));
+        let (mode, dir) = role.strip_prefix("open:").unwrap().split_once(':').unwrap();
+        return open_and_report(Path::new(dir), mode_named(mode));
     }
-    let dir = tempfile::tempdir().unwrap();
+    // On a tmpfs flushes cost nothing, so the time of a conversion is spread over all its
+    // steps (writing, committing, deleting format 1) and the kills land in each of them.
+    let fs_ = Tmpfs::mount("256m");
     let mut rng = rand::rng();
+    let modes = [CommitMode::PerFile, CommitMode::FileSystem];
     // How long a whole conversion takes here, to aim the kills inside it.
-    let full = {
-        let root = dir.path().join("timing");
-        v1_spool(&root, &mut rng);
-        let mut child = spawn_child(NAME, &format!("open:{}", root.display()));
+    let full = |mode: CommitMode| {
+        let root = fs_.path().join(format!("timing-{mode:?}"));
+        v1_spool(&root, &mut rand::rng());
+        let mut child = spawn_child(NAME, &format!("open:{mode:?}:{}", root.display()));
         let rx = lines(&mut child);
         assert_eq!(next_event(&rx).as_deref(), Some("opening"));
         let start = std::time::Instant::now();
@@ -407,35 +420,35 @@ fn a_conversion_killed_at_random_moments_loses_nothing_and_duplicates_nothing() 
         child.wait().unwrap();
         start.elapsed()
     };
+    let full = [full(modes[0]), full(modes[1])];
     let mut interrupted = 0;
     for round in 0..CONVERSION_ROUNDS {
-        let root = dir.path().join(format!("round{round}"));
+        let mode = modes[round % 2];
+        let root = fs_.path().join(format!("round{round}"));
         let mut want = v1_spool(&root, &mut rng);
         want.sort();
-        let mut child = spawn_child(NAME, &format!("open:{}", root.display()));
+        let mut child = spawn_child(NAME, &format!("open:{mode:?}:{}", root.display()));
         let rx = lines(&mut child);
         assert_eq!(next_event(&rx).as_deref(), Some("opening"), "round {round}");
-        std::thread::sleep(full.mul_f64(rng.random_range(0.0..1.0)));
+        std::thread::sleep(full[round % 2].mul_f64(rng.random_range(0.0..1.0)));
         child.kill().unwrap();
         child.wait().unwrap();
         let files = names(&root.join("queue"));
         let v1 = files.iter().filter(|n| n.contains('.')).count();
-        if v1 > 0 && v1 < 2 * V1_MESSAGES {
+        let partial = !names(&root.join("tmp")).is_empty() || (v1 > 0 && v1 < files.len());
+        if partial {
             interrupted += 1;
         }
         eprintln!(
-            "round {round}: killed with {v1} format-1 files and {} format-2 files",
-            files.len() - v1
+            "round {round} ({mode:?}): killed with {v1} format-1 files, {} format-2 files, {} in tmp/",
+            files.len() - v1,
+            names(&root.join("tmp")).len()
         );
         check_all_there(&root, &want, round);
         // The next start finishes the job: every message once, in format 2, nothing else.
-        let spool = FsSpool::open(&root).unwrap();
+        let spool = FsSpool::open_with(&root, FsSpoolOptions::new().commit(mode)).unwrap();
         let scan = runtime().block_on(spool.scan()).unwrap();
-        assert!(
-            scan.quarantined.is_empty(),
-            "round {round}: {:?}",
-            scan.quarantined
-        );
+        assert!(scan.quarantined.is_empty(), "round {round}: {:?}", scan.quarantined);
         assert_eq!(
             scan.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
             want.iter().map(|w| w.0).collect::<Vec<_>>(),
@@ -446,6 +459,8 @@ fn a_conversion_killed_at_random_moments_loses_nothing_and_duplicates_nothing() 
         assert_eq!(names(&root.join("queue")), expected, "round {round}");
         assert!(names(&root.join("tmp")).is_empty(), "round {round}");
         check_all_there(&root, &want, round);
+        drop(spool);
+        std::fs::remove_dir_all(&root).unwrap();
     }
     eprintln!("{interrupted} of {CONVERSION_ROUNDS} kills landed inside a conversion");
     assert!(interrupted > 0, "no kill landed inside a conversion");
