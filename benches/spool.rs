@@ -5,7 +5,10 @@
 //! calls them after every message of its sessions.
 //!
 //! The spool lives under `POSTRIDER_BENCH_DIR` if set, else under cargo's target tmp dir (a
-//! real disk; on tmpfs fsync is free and the figures mean nothing). Results: `benches/README.md`.
+//! real disk; on tmpfs fsync is free and the figures mean nothing). `POSTRIDER_BENCH_COMMIT`
+//! chooses the commit mode: `per-file`, `file-system` (only on a file system of the spool's
+//! own, e.g. a loop-mounted image: `benches/spool-own-fs.sh`), else automatic. Results:
+//! `benches/README.md`.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use postrider::spool::{FsSpool, MessageState, RecipientStatus, Spool};
+use postrider::spool::{CommitMode, FsSpool, FsSpoolOptions, MessageState, RecipientStatus, Spool};
 use postrider::{Address, Diagnostic, EnhancedStatus, Envelope, QueueId, Reply, ReversePath};
 
 const BODY_LEN: usize = 4096;
@@ -429,16 +432,50 @@ fn summarize(pairs: &[(f64, f64)]) {
     );
 }
 
+/// The file system type of `dir`, by its statfs magic number.
+fn fs_type(dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statfs {}", dir.display());
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as i64 {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        other => format!("statfs type {other:#x}"),
+    }
+}
+
+fn commit_mode() -> CommitMode {
+    match std::env::var("POSTRIDER_BENCH_COMMIT").as_deref() {
+        Ok("per-file") => CommitMode::PerFile,
+        Ok("file-system") => CommitMode::FileSystem,
+        Ok("auto") | Err(_) => CommitMode::Auto,
+        Ok(other) => {
+            panic!("POSTRIDER_BENCH_COMMIT={other}: expected per-file, file-system or auto")
+        }
+    }
+}
+
 fn spool_benches(c: &mut Criterion) {
     let root = bench_root();
-    let spool = FsSpool::open(&root).unwrap();
+    let spool = FsSpool::open_with(&root, FsSpoolOptions::new().commit(commit_mode())).unwrap();
+    eprintln!(
+        "spool bench: {} ({}), commit mode {:?}",
+        root.display(),
+        fs_type(&root),
+        spool.commit_mode()
+    );
     let raw_files = Arc::new(Raw::new(&root));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    eprintln!("spool bench directory: {}", root.display());
 
     // Raw before and after, so drift during the run (other load, a filling disk) shows.
     raw(c, &raw_files, "before", true);

@@ -448,7 +448,11 @@ fn a_conversion_killed_at_random_moments_loses_nothing_and_duplicates_nothing() 
         // The next start finishes the job: every message once, in format 2, nothing else.
         let spool = FsSpool::open_with(&root, FsSpoolOptions::new().commit(mode)).unwrap();
         let scan = runtime().block_on(spool.scan()).unwrap();
-        assert!(scan.quarantined.is_empty(), "round {round}: {:?}", scan.quarantined);
+        assert!(
+            scan.quarantined.is_empty(),
+            "round {round}: {:?}",
+            scan.quarantined
+        );
         assert_eq!(
             scan.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
             want.iter().map(|w| w.0).collect::<Vec<_>>(),
