@@ -2,7 +2,8 @@
 # Postfix as a durable relay against postrider's examples/relay.rs, on the same machine, with the
 # same messages, the same client and the same sink:
 #
-#   (a) smtp-source -> Postfix smtpd on 127.0.0.1:25 -> relayhost [127.0.0.1]:SINK (smtp-sink)
+#   (a) smtp-source -> a private Postfix instance's smtpd on 127.0.0.1:PORT -> relayhost
+#       [127.0.0.1]:SINK (smtp-sink)
 #   (b) smtp-source -> examples/relay (release build, durable FsSpool) -> smart host
 #       [127.0.0.1]:SINK (the same smtp-sink)
 #
@@ -14,11 +15,13 @@
 #   defaults: -m 5000 -l 4096 -s 20 -r 1. With -r N the pair is run N times, alternating, and
 #   the medians are printed too.
 #
-# Needs root and Debian's postfix package (postfix, smtp-source, smtp-sink); installs nothing.
-# Postfix's main.cf is changed for the run (relayhost and the transports point at the sink) and
-# restored afterwards, also on failure or Ctrl-C; Postfix is reloaded (or stopped again, if it
-# was not running). The spool and logs go under $POSTRIDER_BENCH_DIR (default target/tmp: a
-# real disk, never tmpfs) and are deleted at the end. Not run by CI.
+# Needs root (Postfix's master starts as root) and Debian's postfix package (postfix,
+# smtp-source, smtp-sink); installs nothing. The machine's own Postfix is neither used nor
+# changed: the script starts a private instance (own main.cf, master.cf, queue, data directory
+# and log under the work directory; the recipe of tests/support/postfix.rs, see DESIGN-NOTES.md
+# "Private Postfix instances") for each run and stops it afterwards, also on failure or Ctrl-C.
+# Everything goes under $POSTRIDER_BENCH_DIR (default target/tmp: a real disk, never tmpfs)
+# and is deleted at the end. Not run by CI.
 set -euo pipefail
 
 MESSAGES=5000
@@ -31,13 +34,13 @@ while getopts "m:l:s:r:h" opt; do
     l) SIZE=$OPTARG ;;
     s) SESSIONS=$OPTARG ;;
     r) RUNS=$OPTARG ;;
-    *) sed -n '2,21p' "$0"; exit 64 ;;
+    *) sed -n '2,24p' "$0"; exit 64 ;;
   esac
 done
 
 die() { echo "compare-postfix: $*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "run as root (Postfix's configuration is changed for the run)"
+[ "$(id -u)" = 0 ] || die "run as root (a Postfix master starts as root)"
 for tool in /usr/sbin/postfix /usr/sbin/postconf /usr/sbin/smtp-source /usr/sbin/smtp-sink; do
   [ -x "$tool" ] || die "$tool is missing: install the Debian package postfix"
 done
@@ -56,29 +59,47 @@ case "$(stat -f -c %T "$WORK")" in
   tmpfs|ramfs) die "$WORK is on $(stat -f -c %T "$WORK"), where fsync is free: set POSTRIDER_BENCH_DIR to a directory on a disk" ;;
 esac
 
-MAIN_CF=$(postconf -h config_directory)/main.cf
-cp -p "$MAIN_CF" "$WORK/main.cf.saved"
-POSTFIX_WAS_RUNNING=no
-postfix status >/dev/null 2>&1 && POSTFIX_WAS_RUNNING=yes
+# Postfix's daemons reach the instance's data directory by absolute path after dropping to
+# the postfix user: the work directory must be searchable.
+chmod 755 "$WORK"
+PF=$WORK/postfix
+PF_ETC=$PF/etc
+PF_STARTED=no
 SINK_PID=""
 RELAY_PID=""
-POSTFIX_CHANGED=no
 
-restore_postfix() {
-  if [ "$POSTFIX_CHANGED" = yes ]; then
-    cp -p "$WORK/main.cf.saved" "$MAIN_CF"
-    if [ "$POSTFIX_WAS_RUNNING" = yes ]; then
-      postfix reload >/dev/null 2>&1 || true
-    else
-      postfix stop >/dev/null 2>&1 || true
-    fi
-    POSTFIX_CHANGED=no
+# Every process of the private instance carries MAIL_CONFIG=$PF_ETC (set by the postfix
+# command, handed down by master), so none is missed even if "postfix stop" fails.
+instance_pids() {
+  local env pid
+  for env in /proc/[0-9]*/environ; do
+    pid=${env#/proc/}
+    pid=${pid%/environ}
+    # A process may end while we look; its file is then gone.
+    { tr '\0' '\n' <"$env"; } 2>/dev/null | grep -qxF "MAIL_CONFIG=$PF_ETC" && echo "$pid"
+  done
+  return 0
+}
+
+stop_postfix() {
+  local left=""
+  if [ "$PF_STARTED" = yes ]; then
+    /usr/sbin/postfix -c "$PF_ETC" stop >/dev/null 2>&1 || true
+    PF_STARTED=no
   fi
+  for _ in $(seq 1 50); do
+    left=$(instance_pids)
+    [ -z "$left" ] && return 0
+    # shellcheck disable=SC2086 # one pid a word
+    kill -9 $left 2>/dev/null || true
+    sleep 0.1
+  done
+  echo "compare-postfix: processes of the private Postfix still running: $left" >&2
 }
 
 cleanup() {
   set +e
-  restore_postfix
+  stop_postfix
   [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null && wait "$RELAY_PID" 2>/dev/null
   [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null && wait "$SINK_PID" 2>/dev/null
   rm -rf "$WORK"
@@ -152,23 +173,77 @@ measure() { # NAME PORT
   echo "$name: $MESSAGES msgs in $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }') s; load before $load; machine CPU $(cpu_share "$cpu0" "$cpu1")" >&2
 }
 
+# A private instance relaying everything to the sink: smtpd on its own port, daemons
+# unchrooted; nothing is read from /etc/postfix but the file lists the package ships there.
+start_postfix() { # PORT
+  local port=$1 errors hex
+  rm -rf "$PF"
+  mkdir -p "$PF_ETC" "$PF/queue"
+  chmod 755 "$PF" "$PF_ETC" "$PF/queue"
+  cat >"$PF_ETC/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $PF/queue
+data_directory = $PF/data
+maillog_file = $PF/maillog
+maillog_file_prefixes = $PF
+myhostname = postfix.bench.localhost
+mydestination = \$myhostname, localhost
+mynetworks = 127.0.0.0/8
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+alias_maps =
+alias_database =
+relayhost = [127.0.0.1]:$SINK_PORT
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+EOF
+  cat >"$PF_ETC/master.cf" <<EOF
+127.0.0.1:$port inet n - n - - smtpd
+pickup     unix  n - n 60    1 pickup
+cleanup    unix  n - n -     0 cleanup
+qmgr       unix  n - n 300   1 qmgr
+tlsmgr     unix  - - n 1000? 1 tlsmgr
+rewrite    unix  - - n -     - trivial-rewrite
+bounce     unix  - - n -     0 bounce
+defer      unix  - - n -     0 bounce
+trace      unix  - - n -     0 bounce
+verify     unix  - - n -     1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -     - proxymap
+proxywrite unix  - - n -     1 proxymap
+smtp       unix  - - n -     - smtp
+relay      unix  - - n -     - smtp
+showq      unix  n - n -     - showq
+error      unix  - - n -     - error
+retry      unix  - - n -     - error
+discard    unix  - - n -     - discard
+local      unix  - n n -     - local
+anvil      unix  - - n -     1 anvil
+scache     unix  - - n -     1 scache
+postlog    unix-dgram n - n - 1 postlogd
+EOF
+  # Postfix's commands wait until main.cf is over a second old.
+  touch -d '-10 seconds' "$PF_ETC/main.cf" "$PF_ETC/master.cf"
+  # The postfix command reports configuration errors only to syslog (absent here); postconf
+  # reports them on stderr.
+  errors=$(/usr/sbin/postconf -c "$PF_ETC" -n 2>&1 >/dev/null)
+  [ -z "$errors" ] || die "the private Postfix's main.cf: $errors"
+  PF_STARTED=yes
+  /usr/sbin/postfix -c "$PF_ETC" start >/dev/null 2>&1 \
+    || die "the private Postfix did not start; its log: $(cat "$PF/maillog" 2>/dev/null)"
+  # Postfix's master sets SO_REUSEPORT, so a second listener on the port would not have made
+  # the start fail: make sure this one is alone.
+  hex=$(printf '0100007F:%04X' "$port")
+  [ "$(awk -v a="$hex" '$2 == a && $4 == "0A"' /proc/net/tcp | wc -l)" = 1 ] \
+    || die "something else also listens on 127.0.0.1:$port"
+}
+
 postfix_run() {
-  local sink="[127.0.0.1]:$SINK_PORT"
-  POSTFIX_CHANGED=yes
-  postconf -e "relayhost = $sink" "default_transport = smtp:$sink" "relay_transport = smtp:$sink" \
-    "smtp_tls_security_level = none"
-  if [ "$POSTFIX_WAS_RUNNING" = yes ]; then
-    postfix reload >/dev/null 2>&1
-  else
-    /usr/lib/postfix/configure-instance.sh - >/dev/null 2>&1 || true
-    postfix start >/dev/null 2>&1
-  fi
-  # A reload is asynchronous; the master restarts its services with the new settings.
-  sleep 2
-  for _ in $(seq 1 250); do listening 25 && break; sleep 0.02; done
-  listening 25 || die "postfix is not listening on 127.0.0.1:25"
-  measure postfix 25
-  restore_postfix
+  local port
+  port=$(free_port)
+  start_postfix "$port"
+  measure postfix "$port"
+  stop_postfix
 }
 
 postrider_run() {

@@ -25,7 +25,7 @@ use postrider::engine::{Engine, Limits};
 use postrider::resolve::StaticResolver;
 use postrider::route::{Mailertable, PolicyTable};
 use postrider::spool::{FsSpool, MemorySpool, Spool};
-use postrider::transport::esmtp::{DEFAULT_CONNECTION_CACHE_TIME, EsmtpConfig, EsmtpTransport};
+use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
 use postrider::{Address, Domain, Envelope, ReversePath};
 use sink::Sink;
 
@@ -86,12 +86,9 @@ async fn engine(spool: Arc<dyn Spool>, sink_port: u16) -> Engine {
         .build()
         .unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    // As the engine builds its default transport: idle sessions kept for the next batch.
+    // The defaults: idle sessions kept for the next batch.
     let transport = EsmtpTransport::new(
-        EsmtpConfig {
-            connection_cache: Some(DEFAULT_CONNECTION_CACHE_TIME),
-            ..EsmtpConfig::new(hostname.clone())
-        },
+        EsmtpConfig::new(hostname.clone()),
         Arc::new(StaticResolver::new()),
         Arc::new(PolicyTable::new()),
     );

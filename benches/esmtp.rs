@@ -16,7 +16,7 @@ use postrider::route::PolicyTable;
 use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
 use postrider::{
     Address, Delivery, Domain, Envelope, Host, Mailer, NextHop, Outcome, QueueId, ReversePath,
-    Route, Transport,
+    Route,
 };
 
 const BATCH: usize = 100;
@@ -85,7 +85,7 @@ fn transport_to_smtp_sink(c: &mut Criterion) {
                         let route = route.clone();
                         tasks.push(tokio::spawn(async move {
                             for b in &mine {
-                                let reports = t.deliver(&route, b).await;
+                                let reports = postrider::transport::collect(&*t, &route, b).await;
                                 assert!(
                                     reports
                                         .iter()

@@ -278,7 +278,7 @@ fn main() {
         let start = Instant::now();
         let mut count = 0u64;
         let mut recipients = 0usize;
-        for m in spool.list().unwrap() {
+        for m in spool.listing().unwrap() {
             recipients += m.unwrap().envelope.recipients.len();
             count += 1;
         }

@@ -34,18 +34,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use postrider::config::Config;
+use postrider::config::{Assembly, Config};
 use postrider::engine::{Engine, Limits, SubmitError};
 use postrider::route::Mailertable;
-use postrider::spool::FsSpool;
-use postrider::transport::esmtp::{DEFAULT_CONNECTION_CACHE_TIME, EsmtpTransport};
 use postrider::{Address, Domain, Envelope, Recipient, ReversePath, Route, Router, Severity};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-#[path = "common/config_engine.rs"]
-mod config_engine;
 #[path = "relay/protocol.rs"]
 mod protocol;
 
@@ -146,48 +142,33 @@ async fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&e),
     };
-    let Some(hostname) = config.hostname() else {
-        eprintln!(
-            "relay: {}: no hostname configured and the system's is not a usable domain name; \
-             set hostname = \"mail.example.com\"",
-            args.config.display()
-        );
-        return ExitCode::from(EX_CONFIG);
+    let parts = match config.assemble().await {
+        Ok(p) => Arc::new(p),
+        Err(e) => return config_error(&e),
     };
-    let spool = match FsSpool::open(&config.spool) {
-        Ok(s) => Arc::new(s),
+    for w in parts.warnings() {
+        eprintln!("relay: warning: {w}");
+    }
+    let hostname = parts.hostname().clone();
+    let spool = match config.open_spool().await {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("relay: {e}");
             return ExitCode::from(EX_OSERR);
         }
     };
-    // As the engine's default transport does: a steady stream reuses its connections.
-    let configured = match config_engine::engine_builder_with(
-        &config,
-        spool,
-        Some(DEFAULT_CONNECTION_CACHE_TIME),
-    ) {
-        Ok(c) => c,
-        Err(e) => return config_error(&e),
-    };
-    for w in &configured.warnings {
-        eprintln!("relay: warning: {w}");
-    }
-    let router = configured.router.clone();
-    let limits = Limits::default();
-    // A daemon: the periodic queue rescans and the full shutdown grace of `Limits::default()`.
-    let engine = match configured.builder.limits(limits.clone()).start().await {
+    let router = parts.router().clone();
+    let limits = parts.limits().clone();
+    // A daemon: the periodic queue rescans and the full shutdown grace of `[queue]`, and the
+    // session cache of `[esmtp]` (a steady stream reuses its connections).
+    let engine = match parts.engine_builder(spool).start().await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("relay: {e}");
             return ExitCode::from(EX_OSERR);
         }
     };
-    tokio::spawn(reload_on_hangup(
-        config.clone(),
-        router.clone(),
-        configured.transport.clone(),
-    ));
+    tokio::spawn(reload_on_hangup(config.clone(), parts.clone()));
     let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -253,33 +234,22 @@ fn config_error(e: &dyn std::fmt::Display) -> ExitCode {
 /// On SIGHUP, as `postfix reload` or a HUP to sendmail: re-reads the mailertable, the
 /// local-host-names file and the TLS/credentials policy named by the configuration. A file
 /// with errors is refused with the reason logged, and what was in use stays in use.
-async fn reload_on_hangup(
-    config: Config,
-    router: Arc<Mailertable>,
-    transport: Arc<EsmtpTransport>,
-) {
+async fn reload_on_hangup(config: Config, parts: Arc<Assembly>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!(target: "postrider::relay", "cannot catch SIGHUP: no reloading");
         return;
     };
     while hangup.recv().await.is_some() {
-        // The router logs its own outcome (reloaded, or refused with the reason).
-        if let Ok(warnings) = router.reload() {
-            for w in warnings {
-                tracing::warn!(target: "postrider::relay", "{w}");
-            }
-        }
-        match config.load_policy() {
-            Ok((policy, warnings)) => {
+        match parts.reload(&config) {
+            Ok(warnings) => {
                 for w in warnings {
                     tracing::warn!(target: "postrider::relay", "{w}");
                 }
-                transport.set_policy(Arc::new(policy));
             }
             Err(e) => tracing::error!(
                 target: "postrider::relay",
-                "TLS/credentials policy not reloaded, the previous one stays in use: {e}"
+                "tables not reloaded, the previous ones stay in use: {e}"
             ),
         }
     }

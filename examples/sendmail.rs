@@ -59,34 +59,47 @@
 //!
 //! The configuration defaults to `/etc/postrider/postrider.toml`.
 
-#[path = "common/config_engine.rs"]
-mod config_engine;
-#[path = "common/scoped_spool.rs"]
-mod scoped_spool;
 #[path = "common/transcript.rs"]
 mod transcript;
 
 use std::collections::BTreeSet;
 use std::ffi::CStr;
-use std::fmt::Write as _;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use postrider::config::Config;
-use postrider::engine::{DeliveryEvent, Engine, FlushFilter, QueueEntry, RecipientEntry};
+use postrider::config::{Assembly, Config};
+use postrider::engine::mailq::Mailq;
+use postrider::engine::scoped::{Scope, ScopedSpool};
+use postrider::engine::{
+    DeliveryEvent, EngineBuilder, FlushFilter, FlushSummary, Limits, QueueEntry,
+};
 use postrider::message::{
     HeaderEnd, HeaderSection, LocalSubmission, complete_headers, extract_recipients,
     parse_address_list, strip_mbox_from_line, truncate_at_lone_dot,
 };
-use postrider::spool::{FsSpool, QueuedMessage, RecipientStatus};
+use postrider::spool::FsSpool;
 use postrider::{
     Address, Domain, Envelope, Notify, Outcome, QueueId, Recipient, Ret, ReversePath, Severity,
     Spool,
 };
-use scoped_spool::{Scope, ScopedSpool};
+
+/// A line on stderr. A closed or full stderr (`2>/dev/full`, a reader that went away) never
+/// stops the command: a queue run still delivers, records and releases its locks.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// A line on stdout, as [`say!`] for stderr (`sendmail -bp | head -1` must not panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
@@ -383,20 +396,20 @@ fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(Refusal(code, message)) => {
-            eprintln!("sendmail: {message}");
+            say!("sendmail: {message}");
             if code == EX_USAGE {
-                eprintln!("{USAGE}");
+                say!("{USAGE}");
             }
             return ExitCode::from(code);
         }
     };
     for w in &args.warnings {
-        eprintln!("sendmail: warning: {w}");
+        say!("sendmail: warning: {w}");
     }
     match args.mode {
         Mode::Verify => verify(&args),
         Mode::Aliases => {
-            eprintln!("sendmail: postrider has no aliases database; nothing to rebuild");
+            say!("sendmail: postrider has no aliases database; nothing to rebuild");
             ExitCode::SUCCESS
         }
         Mode::Deliver | Mode::Print | Mode::QueueRun => ExitCode::from(run(&args)),
@@ -405,7 +418,7 @@ fn main() -> ExitCode {
 
 fn print_lines(prefix: &str, message: &dyn std::fmt::Display) {
     for line in message.to_string().lines() {
-        eprintln!("sendmail: {prefix}{line}");
+        say!("sendmail: {prefix}{line}");
     }
 }
 
@@ -425,7 +438,7 @@ fn run(args: &Args) -> u8 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("sendmail: cannot start the async runtime: {e}");
+            say!("sendmail: cannot start the async runtime: {e}");
             return EX_OSERR;
         }
     };
@@ -442,7 +455,7 @@ fn run(args: &Args) -> u8 {
 
 fn verify(args: &Args) -> ExitCode {
     if args.addresses.is_empty() {
-        eprintln!("sendmail: -bv needs at least one address\n{USAGE}");
+        say!("sendmail: -bv needs at least one address\n{USAGE}");
         return ExitCode::from(EX_USAGE);
     }
     let config = match Config::load(&args.config) {
@@ -452,31 +465,24 @@ fn verify(args: &Args) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let router = match config.build_router() {
-        Ok((router, warnings)) => {
-            for w in &warnings {
-                print_lines("warning: ", w);
-            }
-            router
-        }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
         Err(e) => {
-            print_lines("", &e);
-            return ExitCode::from(EX_CONFIG);
+            say!("sendmail: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_OSERR);
         }
     };
-    // The policy does not change routes, but a broken one is a broken configuration.
-    match config.load_policy() {
-        Ok((_, warnings)) => {
-            for w in &warnings {
-                print_lines("warning: ", w);
-            }
-        }
-        Err(e) => {
-            print_lines("", &e);
-            return ExitCode::from(EX_CONFIG);
-        }
-    }
-    let hostname = config.hostname();
+    // The policy does not change routes, but a broken one is a broken configuration: the
+    // whole configuration is assembled as a delivery would.
+    let parts = match runtime.block_on(assemble(&config)) {
+        Ok(p) => p,
+        Err(code) => return ExitCode::from(code),
+    };
+    let router = parts.router();
+    let hostname = Some(parts.hostname().clone());
     let mut status = 0;
     for raw in &args.addresses {
         let qualified = match (&hostname, raw.contains('@')) {
@@ -486,11 +492,11 @@ fn verify(args: &Args) -> ExitCode {
         let failed = match Address::parse(&qualified) {
             Ok(address) => {
                 let explanation = router.explain(&address);
-                println!("{explanation}");
+                out!("{explanation}");
                 explanation.is_reject().then_some(EX_NOUSER)
             }
             Err(e) => {
-                println!("{raw}: bad address: {e}");
+                out!("{raw}: bad address: {e}");
                 Some(EX_DATAERR)
             }
         };
@@ -511,143 +517,48 @@ async fn print_queue(config: &Config) -> u8 {
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("sendmail: cannot read the queue: {e}");
+            say!("sendmail: cannot read the queue: {e}");
             return EX_TEMPFAIL;
         }
     };
     for q in &report.quarantined {
-        eprintln!(
+        say!(
             "sendmail: warning: unreadable queue record moved to {}: {}",
             q.path.display(),
             q.reason
         );
     }
-    let entries: Vec<QueueEntry> = report.messages.iter().map(entry).collect();
     // sendmail names its queue directory by its full path.
     let dir = std::fs::canonicalize(&config.spool).unwrap_or_else(|_| config.spool.clone());
-    print!("{}", render_mailq(&dir, &entries, ctime16));
-    0
-}
-
-fn entry(m: &QueuedMessage) -> QueueEntry {
-    QueueEntry {
-        id: m.id,
-        size: m.state.size,
-        arrival: m.state.arrival,
-        sender: m.envelope.sender.clone(),
-        held: m.state.held,
-        // Whether another process is delivering it right now would take its lock to find
-        // out, which could make that process skip it; mailq should not disturb delivery.
-        in_flight: false,
-        next_attempt: m.state.next_attempt,
-        attempts: m.state.attempts,
-        recipients: m
-            .envelope
-            .recipients
-            .iter()
-            .zip(&m.state.recipients)
-            .map(|(r, s)| RecipientEntry {
-                address: r.address.clone(),
-                status: s.status,
-                last: s.last.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// sendmail's `mailq` layout (queue.c's `print_single_queue`), with 16-character ids:
-///
-/// ```text
-///         /var/spool/postrider (1 request)
-/// -------Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------
-/// 0PC4F8X1RZ3A7KQ2      543 Tue Apr 12 11:21 <root@sipserver1.ourtest.com>
-///                  (Deferred: Connection timed out with ourtest.com.)
-///                                          <me@ourtest.com>
-///         Total requests: 1
-/// ```
-///
-/// sendmail shows one status per message under the sender; postrider keeps one per
-/// recipient, so a reason line precedes each run of pending recipients that share it (one
-/// line, as in sendmail, when they all do). Reasons are not cut at 60 characters: the advice
-/// at their end is the useful part. Delivered and failed recipients are not listed.
-fn render_mailq(dir: &Path, entries: &[QueueEntry], date: fn(SystemTime) -> String) -> String {
-    let mut out = String::new();
-    let n = entries.len();
-    if n == 0 {
-        let _ = writeln!(out, "{} is empty", dir.display());
-    } else {
-        let plural = if n == 1 { "" } else { "s" };
-        let _ = writeln!(out, "\t\t{} ({n} request{plural})", dir.display());
-        out.push_str(
-            "-------Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n",
-        );
-    }
-    for e in entries {
-        let flag = if e.in_flight { '*' } else { ' ' };
-        let _ = write!(
-            out,
-            "{}{flag}{:>8} {} {}",
-            e.id,
-            e.size,
-            date(e.arrival),
-            e.sender
-        );
-        if e.held {
-            out.push_str("\n     QUARANTINE: held by an administrator");
-        }
-        let mut shown: Option<&str> = None;
-        for r in e
-            .recipients
-            .iter()
-            .filter(|r| r.status == RecipientStatus::Pending)
-        {
-            if let Some(d) = &r.last
-                && shown != Some(d.text.as_str())
-            {
-                let _ = write!(out, "\n{:17}(Deferred: {})", "", d.text);
-                shown = Some(d.text.as_str());
+    let listed = Mailq::start(std::io::stdout().lock(), &dir, report.messages.len()).and_then(
+        |mut listing| {
+            for m in &report.messages {
+                listing.entry(&QueueEntry::from(m))?;
             }
-            let _ = write!(out, "\n\t\t\t\t\t <{}>", r.address);
+            listing.finish().map(drop)
+        },
+    );
+    // A reader that stopped early (`| head`) is not an error of the queue.
+    match listed {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            say!("sendmail: cannot write the listing: {e}");
+            EX_IOERR
         }
-        out.push('\n');
-    }
-    let _ = writeln!(out, "\t\tTotal requests: {n}");
-    out
-}
-
-/// ctime(3)'s first 16 characters in local time, as mailq shows arrival: `Tue Apr 12 11:21`.
-fn ctime16(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .try_into()
-        .unwrap_or(libc::time_t::MAX);
-    // SAFETY: an all-zero `tm` is a valid value; localtime_r only writes into it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the duration of the call.
-    let converted = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
-    let day = usize::try_from(tm.tm_wday).ok().and_then(|d| DAYS.get(d));
-    let month = usize::try_from(tm.tm_mon).ok().and_then(|m| MONTHS.get(m));
-    match (converted, day, month) {
-        (true, Some(day), Some(month)) => format!(
-            "{day} {month} {:>2} {:02}:{:02}",
-            tm.tm_mday, tm.tm_hour, tm.tm_min
-        ),
-        _ => postrider::time::rfc3339(t).chars().take(16).collect(),
+        _ => 0,
     }
 }
 
 // ---- -q --------------------------------------------------------------------------------
 
 async fn queue_run(args: &Args, config: &Config) -> u8 {
-    let spool = match FsSpool::open(&config.spool) {
+    let parts = match assemble(config).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let spool = match config.open_spool().await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sendmail: cannot run the queue: {e}");
+            say!("sendmail: cannot run the queue: {e}");
             return EX_TEMPFAIL;
         }
     };
@@ -655,9 +566,13 @@ async fn queue_run(args: &Args, config: &Config) -> u8 {
         None => Scope::Everything,
         Some(f) => Scope::Matching(f.clone()),
     };
-    let engine = match start_engine(config, ScopedSpool::new(Arc::new(spool), scope)).await {
+    let view = ScopedSpool::new(spool, scope);
+    let engine = match one_shot(&parts, Arc::new(view)).start().await {
         Ok(e) => e,
-        Err(code) => return code,
+        Err(e) => {
+            say!("sendmail: cannot start the queue engine: {e}");
+            return EX_TEMPFAIL;
+        }
     };
     let mut events = engine.subscribe();
     let summary = engine.flush(FlushFilter::All).await;
@@ -665,7 +580,7 @@ async fn queue_run(args: &Args, config: &Config) -> u8 {
     let summary = match summary {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sendmail: queue run failed: {e}");
+            say!("sendmail: queue run failed: {e}");
             return EX_TEMPFAIL;
         }
     };
@@ -680,7 +595,7 @@ async fn queue_run(args: &Args, config: &Config) -> u8 {
                 Outcome::Failed(_) => failed += 1,
             }
         }
-        println!(
+        out!(
             "queue run: {} message(s) tried: {sent} recipient(s) sent, {deferred} deferred, \
              {failed} failed; {} message(s) skipped (another process is delivering them), {} held",
             tried.len(),
@@ -688,42 +603,73 @@ async fn queue_run(args: &Args, config: &Config) -> u8 {
             summary.held
         );
     }
-    0
+    unrecorded_status(&summary)
 }
 
-/// Starts an engine over `spool` as the configuration describes; the error is the exit status.
-async fn start_engine(config: &Config, spool: ScopedSpool) -> Result<Engine, u8> {
-    let configured = match config_engine::engine_builder(config, Arc::new(spool)) {
-        Ok(c) => c,
+/// 75 when some delivery could not be recorded: the spool does not know of it, and the next
+/// run may deliver it again (the disk must be fixed).
+fn unrecorded_status(summary: &FlushSummary) -> u8 {
+    if summary.unrecorded == 0 {
+        return 0;
+    }
+    say!(
+        "sendmail: {} message(s): cannot record their delivery state in the spool (see the \
+         errors above); they may be delivered again once the spool is writable",
+        summary.unrecorded
+    );
+    EX_TEMPFAIL
+}
+
+/// The parts the configuration describes, for a command that lives for one submission or one
+/// queue run; its warnings (an unqualified host name, a table's duplicate key) printed on every
+/// start. The error is the exit status.
+async fn assemble(config: &Config) -> Result<Assembly, u8> {
+    let mut config = config.clone();
+    // A session kept open after the run would only be cut at exit.
+    config.esmtp.connection_cache = None;
+    match config.assemble().await {
+        Ok(parts) => {
+            for w in parts.warnings() {
+                print_lines("warning: ", w);
+            }
+            Ok(parts)
+        }
         Err(e) => {
             print_lines("", &e);
-            return Err(EX_CONFIG);
+            Err(match e.severity() {
+                Severity::Temporary => EX_TEMPFAIL,
+                Severity::Permanent => EX_CONFIG,
+            })
         }
-    };
-    for w in &configured.warnings {
-        print_lines("warning: ", w);
     }
-    configured.builder.start().await.map_err(|e| {
-        eprintln!("sendmail: cannot start the queue engine: {e}");
-        EX_TEMPFAIL
-    })
+}
+
+/// An engine builder over `spool` for one run: no periodic rescans, and a short grace so an
+/// interrupted run leaves quickly (each session still finishes the message it is on).
+fn one_shot(parts: &Assembly, spool: Arc<dyn Spool>) -> EngineBuilder {
+    let limits = Limits {
+        queue_scan_interval: None,
+        shutdown_grace: Duration::from_secs(10),
+        ..parts.limits().clone()
+    };
+    parts.engine_builder(spool).limits(limits)
 }
 
 // ---- submitting ------------------------------------------------------------------------
 
 async fn submit(args: &Args, config: &Config) -> u8 {
-    let hostname = match config_engine::hostname(config) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("sendmail: {e}");
-            return EX_CONFIG;
-        }
+    // Everything that can be checked is checked before reading the message, so a broken
+    // configuration does not swallow it.
+    let parts = match assemble(config).await {
+        Ok(p) => p,
+        Err(code) => return code,
     };
+    let hostname = parts.hostname().clone();
     let user = invoking_user();
     let sender = match envelope_sender(args.sender.as_deref(), &user, &hostname) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sendmail: {e}");
+            say!("sendmail: {e}");
             return EX_DATAERR;
         }
     };
@@ -732,7 +678,7 @@ async fn submit(args: &Args, config: &Config) -> u8 {
         match argument_addresses(raw, &hostname) {
             Ok(list) => merge(&mut recipients, list),
             Err(e) => {
-                eprintln!("sendmail: {e}");
+                say!("sendmail: {e}");
                 return EX_DATAERR;
             }
         }
@@ -740,7 +686,7 @@ async fn submit(args: &Args, config: &Config) -> u8 {
     if let Some(envid) = &args.envid
         && let Err(e) = Envelope::new(ReversePath::Null, Vec::<Address>::new()).set_envid(envid)
     {
-        eprintln!("sendmail: -V {envid}: {e}");
+        say!("sendmail: -V {envid}: {e}");
         return EX_USAGE;
     }
     let delivery = args.delivery.unwrap_or(if args.verbose {
@@ -748,34 +694,23 @@ async fn submit(args: &Args, config: &Config) -> u8 {
     } else {
         DeliveryMode::Background
     });
-    // Everything that can be checked is checked before reading the message, so a broken
-    // configuration does not swallow it.
-    let spool = match FsSpool::open(&config.spool) {
+    let spool = match config.open_spool().await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("sendmail: message not queued: {e}");
+            say!("sendmail: message not queued: {e}");
             return EX_TEMPFAIL;
         }
     };
-    let mut view = ScopedSpool::new(Arc::new(spool), Scope::Own);
+    let mut view = ScopedSpool::new(spool, Scope::Own);
     if delivery != DeliveryMode::Interactive {
         // The attempt belongs to another process (or to the next queue run).
         view = view.without_claims();
     }
-    let configured = match config_engine::engine_builder(config, Arc::new(view)) {
-        Ok(c) => c,
-        Err(e) => {
-            print_lines("", &e);
-            return EX_CONFIG;
-        }
-    };
-    for w in &configured.warnings {
-        print_lines("warning: ", w);
-    }
+    let builder = one_shot(&parts, Arc::new(view));
 
     let mut raw = Vec::new();
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut raw) {
-        eprintln!("sendmail: cannot read the message from standard input: {e}");
+        say!("sendmail: cannot read the message from standard input: {e}");
         return EX_IOERR;
     }
     let input = if args.ignore_dots {
@@ -792,13 +727,13 @@ async fn submit(args: &Args, config: &Config) -> u8 {
                 message = x.message;
             }
             Err(e) => {
-                eprintln!("sendmail: {e}");
+                say!("sendmail: {e}");
                 return EX_DATAERR;
             }
         }
     }
     if recipients.is_empty() {
-        eprintln!("sendmail: {}", no_recipients(input));
+        say!("sendmail: {}", no_recipients(input));
         return EX_DATAERR;
     }
     let unique = QueueId::generate();
@@ -825,10 +760,10 @@ async fn submit(args: &Args, config: &Config) -> u8 {
     // Checked before the message was read.
     envelope.envid = args.envid.clone();
 
-    let engine = match configured.builder.start().await {
+    let engine = match builder.start().await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("sendmail: message not queued: {e}");
+            say!("sendmail: message not queued: {e}");
             return EX_TEMPFAIL;
         }
     };
@@ -837,7 +772,7 @@ async fn submit(args: &Args, config: &Config) -> u8 {
         Ok(id) => id,
         Err(e) => {
             engine.shutdown().await;
-            eprintln!("sendmail: {e}");
+            say!("sendmail: {e}");
             return match e.severity() {
                 Severity::Temporary => EX_TEMPFAIL,
                 Severity::Permanent => EX_DATAERR,
@@ -845,7 +780,7 @@ async fn submit(args: &Args, config: &Config) -> u8 {
         }
     };
     if args.verbose {
-        eprintln!("{id}: queued");
+        say!("{id}: queued");
     }
     match delivery {
         DeliveryMode::QueueOnly => engine.shutdown().await,
@@ -856,16 +791,22 @@ async fn submit(args: &Args, config: &Config) -> u8 {
         DeliveryMode::Interactive => {
             let attempt =
                 tokio::time::timeout(INTERACTIVE_LIMIT, engine.flush(FlushFilter::Id(id)));
-            if attempt.await.is_err() {
-                eprintln!(
-                    "sendmail: {id}: no answer after {} s; the message stays queued for the next queue run",
-                    INTERACTIVE_LIMIT.as_secs()
-                );
-            }
+            let status = match attempt.await {
+                Ok(Ok(summary)) => unrecorded_status(&summary),
+                Ok(Err(_)) => 0,
+                Err(_) => {
+                    say!(
+                        "sendmail: {id}: no answer after {} s; the message stays queued for the next queue run",
+                        INTERACTIVE_LIMIT.as_secs()
+                    );
+                    0
+                }
+            };
             engine.shutdown().await;
             if !args.verbose {
                 report_failures(&mut events, id);
             }
+            return status;
         }
     }
     0
@@ -875,7 +816,7 @@ async fn submit(args: &Args, config: &Config) -> u8 {
 fn report_failures(events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>, id: QueueId) {
     while let Ok(e) = events.try_recv() {
         if e.id == id && matches!(e.outcome, Outcome::Failed(_)) {
-            eprintln!("sendmail: {}... {}", e.recipient, e.stat());
+            say!("sendmail: {}... {}", e.recipient, e.stat());
         }
     }
 }
@@ -897,7 +838,7 @@ fn deliver_in_background(config: &Path, id: QueueId) {
             .spawn()
     });
     if let Err(e) = spawned {
-        eprintln!(
+        say!(
             "sendmail: warning: {id}: cannot start the delivery process ({e}); the message \
              stays queued for the next queue run"
         );

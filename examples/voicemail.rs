@@ -24,8 +24,6 @@
 //! run delivers it later); 1 when one failed or the demo's check failed; 64 bad arguments;
 //! 78 a configuration error.
 
-#[path = "common/config_engine.rs"]
-mod config_engine;
 #[path = "common/transcript.rs"]
 mod transcript;
 
@@ -243,13 +241,20 @@ async fn configured(args: &Args, recording: &[u8]) -> u8 {
             return EX_CONFIG;
         }
     };
-    let hostname = match config_engine::hostname(&config) {
-        Ok(h) => h,
+    // One message, then exit: no session kept for a next one.
+    let mut config = config;
+    config.esmtp.connection_cache = None;
+    let parts = match config.assemble().await {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("voicemail: {e}");
             return EX_CONFIG;
         }
     };
+    for w in parts.warnings() {
+        eprintln!("voicemail: warning: {w}");
+    }
+    let hostname = parts.hostname().clone();
     let from = match &args.from {
         Some(f) => Address::parse(f),
         None => Address::new("voicemail", hostname.clone()),
@@ -278,17 +283,7 @@ async fn configured(args: &Args, recording: &[u8]) -> u8 {
             return EX_TEMPFAIL;
         }
     };
-    let configured = match config_engine::engine_builder(&config, Arc::new(spool)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("voicemail: {e}");
-            return EX_CONFIG;
-        }
-    };
-    for w in &configured.warnings {
-        eprintln!("voicemail: warning: {w}");
-    }
-    let engine = match configured.builder.start().await {
+    let engine = match parts.engine_builder(Arc::new(spool)).start().await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("voicemail: message not queued: {e}");

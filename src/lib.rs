@@ -13,27 +13,26 @@
 //!
 //! # Example
 //!
-//! A voicemail server that relays through a smart host (the same example as in the README):
+//! A voicemail server whose mail goes where `/etc/postrider/postrider.toml` says (a smart host,
+//! a mailertable, direct to MX); the same example as in the README. [`config`] builds every
+//! part from the file; an embedder who wants other parts builds the engine from them with
+//! [`Engine::builder`](engine::Engine::builder).
 //!
 //! ```rust,no_run
-//! use std::sync::Arc;
-//!
-//! use postrider::engine::Engine;
-//! use postrider::resolve::DnsResolver;
-//! use postrider::route::Mailertable;
-//! use postrider::spool::FsSpool;
+//! use postrider::config::Config;
 //! use postrider::{Address, Envelope, ReversePath};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let (router, _warnings) = Mailertable::builder()
-//!         .smart_host("[smtp-relay.gmail.com]:587".parse()?)
-//!         .build()?;
-//!     let engine = Engine::builder()
-//!         .hostname("pbx.example.com".parse()?)
-//!         .spool(Arc::new(FsSpool::open("/var/spool/postrider")?))
-//!         .router(Arc::new(router))
-//!         .resolver(Arc::new(DnsResolver::from_system()?))
+//!     // The host name, smart host, mailertable, TLS and credentials policy, DNS, SPF, retry
+//!     // schedule and limits, as sendmail and Postfix users write them (see below).
+//!     let config = Config::load("/etc/postrider/postrider.toml")?;
+//!     let parts = config.assemble().await?;
+//!     for warning in parts.warnings() {
+//!         eprintln!("warning: {warning}"); // e.g. a host name that is not fully qualified
+//!     }
+//!     let engine = parts
+//!         .engine_builder(config.open_spool().await?)
 //!         .start() // recovers whatever an earlier run left in the spool
 //!         .await?;
 //!

@@ -428,6 +428,33 @@ async fn flush_tries_a_deferred_message_before_its_retry_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_bounce_made_during_a_flush_is_sent_before_the_flush_returns() {
+    let mut h = harness(Box::new(|_| temp()), exact_retry(), Limits::default()).await;
+    h.submit("pbx@sender.example", &["bob@remote.example"], "x\r\n")
+        .await;
+    h.next_event().await;
+    // Now the recipient is refused for good: this flush makes the bounce, and sends it.
+    h.transport.set_rule(Box::new(|a: &Address| {
+        if a.to_string() == "bob@remote.example" {
+            perm()
+        } else {
+            ok()
+        }
+    }));
+    let summary = h.engine.flush(FlushFilter::All).await.unwrap();
+    assert_eq!(
+        (summary.attempted, summary.completed),
+        (2, 2),
+        "the message and its bounce: {summary:?}"
+    );
+    assert_eq!(
+        h.transport.calls_for("pbx@sender.example").len(),
+        1,
+        "the bounce went out in the same run"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn flush_ignores_host_status() {
     let mut h = harness(
         Box::new(|_| unreachable()),
@@ -491,6 +518,39 @@ async fn a_held_message_is_not_delivered_until_released() {
     h.engine.release(&id).await.unwrap();
     let e = h.next_event().await;
     assert!(matches!(e.outcome, Outcome::Delivered { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_by_another_process_is_seen_at_the_next_rescan() {
+    let limits = Limits {
+        queue_scan_interval: Some(Duration::from_secs(60)),
+        ..Limits::default()
+    };
+    let mut h = harness(Box::new(|_| temp()), exact_retry(), limits).await;
+    let id = h
+        .submit("pbx@sender.example", &["bob@remote.example"], "x\r\n")
+        .await;
+    h.next_event().await;
+    settle().await;
+    h.engine.hold(&id).await.unwrap();
+    // `postsuper -H` in another process: it writes the spool under the message's claim.
+    let claim = h.spool.claim(&id).await.unwrap().expect("not busy");
+    let mut state = h.spool.load(&id).await.unwrap().state;
+    state.held = false;
+    state.next_attempt = postrider::engine::Clock::tokio().now();
+    h.spool.save_state(&id, &state).await.unwrap();
+    drop(claim);
+    h.transport.set_rule(Box::new(|_| ok()));
+    let e = h.next_event().await;
+    assert!(matches!(e.outcome, Outcome::Delivered { .. }), "{e}");
+    assert!(
+        h.transport.calls()[1]
+            .at
+            .duration_since(h.transport.calls()[0].at)
+            .unwrap()
+            < Duration::from_secs(300),
+        "delivered after the rescan, not at the next retry"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -681,7 +741,7 @@ async fn an_error_route_bounces_or_defers_by_its_reply_code() {
     let mut seen = std::collections::HashMap::new();
     for _ in 0..2 {
         let e = h.next_event().await;
-        assert_eq!(e.mailer, "error");
+        assert_eq!(e.mailer, postrider::engine::Agent::Error);
         seen.insert(e.recipient.to_string(), e.outcome);
     }
     assert_eq!(seen["x@reject.example"].status().to_string(), "5.7.0");

@@ -9,7 +9,7 @@ use support::sink;
 use std::time::Duration;
 
 use esmtp::*;
-use postrider::{Outcome, Transport};
+use postrider::Outcome;
 use sink::Sink;
 
 const IDLE: Duration = Duration::from_millis(300);
@@ -41,7 +41,7 @@ async fn consecutive_calls_share_one_session_which_is_quit_once_idle() {
     let route = literal_route(sink.port());
     for n in 0..5 {
         let m = message(&["a@example.org"], &body(&format!("call {n}")));
-        assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+        assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&m)).await);
     }
     let c = sink.wait_for(5, 0, LIMIT).await;
     assert_eq!(c.messages, 5);
@@ -58,14 +58,14 @@ async fn a_session_the_server_closed_is_not_reused_and_costs_no_deferral() {
     let t = caching_transport(Duration::from_secs(60));
     let route = literal_route(port);
     let m = message(&["a@example.org"], &body("first"));
-    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&m)).await);
     assert_eq!(sink.wait_for(1, 0, LIMIT).await.messages, 1);
     // The server goes away (closing the parked connection) and a new one takes the port.
     drop(sink);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sink = Sink::start_on(port, &[], false).await;
     let m = message(&["a@example.org"], &body("second"));
-    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&m)).await);
     assert_eq!(sink.wait_for(1, 0, LIMIT).await.messages, 1);
 }
 
@@ -76,7 +76,7 @@ async fn without_a_cache_every_call_ends_with_quit() {
     let route = literal_route(sink.port());
     for n in 0..3 {
         let m = message(&["a@example.org"], &body(&format!("call {n}")));
-        assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+        assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&m)).await);
     }
     let c = sink.wait_for(3, 3, LIMIT).await;
     assert_eq!((c.messages, c.sessions, c.quits), (3, 3, 3));
@@ -92,7 +92,7 @@ async fn concurrent_calls_open_their_own_sessions_and_park_them_all() {
         let (t, route) = (t.clone(), route.clone());
         tasks.push(tokio::spawn(async move {
             let m = message(&["a@example.org"], &body(&format!("call {n}")));
-            t.deliver(&route, std::slice::from_ref(&m)).await
+            t.deliver_all(&route, std::slice::from_ref(&m)).await
         }));
     }
     for task in tasks {
@@ -116,7 +116,7 @@ async fn a_replaced_policy_applies_to_the_next_call_and_retires_parked_sessions(
     let route = literal_route(sink.port());
     let t = caching_transport(Duration::from_secs(60));
     let first = message(&["a@example.org"], &body("under the first policy"));
-    assert_delivered(&t.deliver(&route, std::slice::from_ref(&first)).await);
+    assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&first)).await);
     assert_eq!(sink.wait_for(1, 0, LIMIT).await.sessions, 0, "parked");
 
     // TLS now required, which smtp-sink does not offer. The parked session was set up under
@@ -126,7 +126,7 @@ async fn a_replaced_policy_applies_to_the_next_call_and_retires_parked_sessions(
     let c = sink.wait_for(1, 1, LIMIT).await;
     assert_eq!((c.sessions, c.quits), (1, 1));
     let second = message(&["b@example.org"], &body("under the second policy"));
-    let reports = t.deliver(&route, std::slice::from_ref(&second)).await;
+    let reports = t.deliver_all(&route, std::slice::from_ref(&second)).await;
     assert_deferred(
         &reports[0],
         "4.7.4",
@@ -138,7 +138,7 @@ async fn a_replaced_policy_applies_to_the_next_call_and_retires_parked_sessions(
     assert_eq!(t.policy().lookup(&hop).tls, TlsLevel::Encrypt);
 
     t.set_policy(Arc::new(PolicyTable::new()));
-    assert_delivered(&t.deliver(&route, std::slice::from_ref(&second)).await);
+    assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&second)).await);
     assert_eq!(sink.wait_for(2, 2, LIMIT).await.messages, 2);
 }
 
@@ -151,7 +151,7 @@ async fn a_policy_replaced_from_a_plain_thread_closes_parked_sessions_without_a_
     let route = literal_route(sink.port());
     let t = Arc::new(caching_transport(Duration::from_secs(60)));
     let m = message(&["a@example.org"], &body("parked"));
-    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&m)).await);
     assert_eq!(sink.wait_for(1, 0, LIMIT).await.sessions, 0, "parked");
     // A configuration reloader on its own thread, outside the runtime: no QUIT can be sent
     // from there, so the parked session is closed by dropping it.
@@ -162,6 +162,6 @@ async fn a_policy_replaced_from_a_plain_thread_closes_parked_sessions_without_a_
     let c = sink.wait_for(1, 1, LIMIT).await;
     assert_eq!((c.messages, c.sessions), (1, 1));
     // The next call opens a new session.
-    assert_delivered(&t.deliver(&route, std::slice::from_ref(&m)).await);
+    assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&m)).await);
     assert_eq!(sink.wait_for(2, 1, LIMIT).await.messages, 2);
 }

@@ -112,7 +112,8 @@ async fn a_refused_password_is_reported_with_the_transports_words() {
         r.failure.as_ref().unwrap().text,
         format!(
             "authentication failed at relay.test:{} for {USER}: 535 5.7.8 Username and \
-             Password not accepted",
+             Password not accepted; check the credentials for this next hop (the mail stays \
+             queued)",
             peer.port()
         )
     );

@@ -13,7 +13,7 @@ use esmtp::*;
 use postrider::resolve::StaticResolver;
 use postrider::route::PolicyTable;
 use postrider::transport::esmtp::LocalAddresses;
-use postrider::{Host, Mailer, NextHop, Route, Transport};
+use postrider::{Host, Mailer, NextHop, Route};
 use smtp_peer::{Script, ScriptedPeer};
 use tokio::net::TcpSocket;
 
@@ -37,7 +37,7 @@ async fn a_refused_connection_defers_with_4_4_1() {
     let (_hold, port) = closed_port();
     let m = message(&["a@example.org"], &body("refused"));
     let reports = plain_transport()
-        .deliver(&literal_route(port), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(port), std::slice::from_ref(&m))
         .await;
     let r = report(&reports, &m, 0);
     assert_deferred(r, "4.4.1", &format!("connection refused by {}", lit(port)));
@@ -50,7 +50,7 @@ async fn a_server_that_never_greets_times_out_after_five_minutes() {
     let started = tokio::time::Instant::now();
     let m = message(&["a@example.org"], &body("silent"));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_deferred(
         report(&reports, &m, 0),
@@ -84,7 +84,7 @@ async fn a_connect_timeout_to_an_mx_on_port_25_suggests_a_smart_host() {
     let t = transport(config(), resolver, PolicyTable::new());
     let m = message(&["a@isp.test"], &body("blocked"));
     let reports = t
-        .deliver(&Route::direct_mx(&d("isp.test")), std::slice::from_ref(&m))
+        .deliver_all(&Route::direct_mx(&d("isp.test")), std::slice::from_ref(&m))
         .await;
     let r = report(&reports, &m, 0);
     assert_deferred(
@@ -124,7 +124,7 @@ async fn a_tarpit_within_the_limits_is_waited_out() {
     .await;
     let m = message(&["a@example.org"], &body("slow"));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_delivered(report(&reports, &m, 0));
     assert_eq!(peer.finish().await[0].error, None);
@@ -143,7 +143,7 @@ async fn a_tarpit_beyond_the_rcpt_limit_times_out_naming_phase_and_host() {
     .await;
     let m = message(&["a@example.org"], &body("tarpit"));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_deferred(
         report(&reports, &m, 0),
@@ -171,7 +171,7 @@ async fn timeouts_are_configurable_per_phase() {
     let t = transport(cfg, StaticResolver::new(), PolicyTable::new());
     let m = message(&["a@example.org"], &body("impatient"));
     let reports = t
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_deferred(
         report(&reports, &m, 0),
@@ -198,7 +198,7 @@ async fn a_server_that_stops_reading_the_data_times_out_the_data_block() {
     let big = "x".repeat(998) + "\r\n";
     let m = message(&["a@example.org"], &big.repeat(40_000));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_deferred(
         report(&reports, &m, 0),
@@ -220,7 +220,7 @@ async fn a_connection_dropped_after_the_data_defers_with_4_4_2() {
     .await;
     let m = message(&["a@example.org"], &body("dropped"));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_deferred(
         report(&reports, &m, 0),
@@ -247,7 +247,7 @@ async fn a_connection_dropped_in_the_middle_of_the_data_defers_with_4_4_2() {
     let line = "x".repeat(998) + "\r\n";
     let m = message(&["a@example.org"], &line.repeat(5_000));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     let r = report(&reports, &m, 0);
     match &r.outcome {
@@ -288,7 +288,7 @@ async fn mx_hosts_are_tried_in_preference_order_until_one_answers() {
         hops: vec![NextHop::mx(d("example.test"), Some(peer.port()))],
     };
     let m = message(&["a@example.test"], &body("mx"));
-    let reports = t.deliver(&route, std::slice::from_ref(&m)).await;
+    let reports = t.deliver_all(&route, std::slice::from_ref(&m)).await;
     let r = report(&reports, &m, 0);
     assert_delivered(r);
     assert_eq!(
@@ -308,7 +308,7 @@ async fn every_address_of_a_host_is_tried_in_order() {
     let t = transport(config(), resolver, PolicyTable::new());
     let m = message(&["a@example.org"], &body("addresses"));
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Relay, "relay.test", peer.port()),
             std::slice::from_ref(&m),
         )
@@ -331,10 +331,10 @@ async fn fallback_hops_are_tried_in_turn_and_the_last_failure_is_reported() {
     };
     let t = plain_transport();
     let m = message(&["a@example.org"], &body("fallback"));
-    let reports = t.deliver(&route, std::slice::from_ref(&m)).await;
+    let reports = t.deliver_all(&route, std::slice::from_ref(&m)).await;
     assert_delivered(report(&reports, &m, 0));
     // Second attempt: the first hop refuses, the second is busy: the busy one is reported.
-    let reports = t.deliver(&route, std::slice::from_ref(&m)).await;
+    let reports = t.deliver_all(&route, std::slice::from_ref(&m)).await;
     assert_deferred(
         report(&reports, &m, 0),
         "4.3.2",
@@ -352,7 +352,7 @@ async fn a_domain_that_does_not_exist_fails_and_unresolvable_mx_hosts_defer() {
     let t = transport(config(), resolver, PolicyTable::new());
     let m = message(&["a@nowhere.test"], &body("dns"));
     let reports = t
-        .deliver(
+        .deliver_all(
             &Route::direct_mx(&d("nowhere.test")),
             std::slice::from_ref(&m),
         )
@@ -363,7 +363,7 @@ async fn a_domain_that_does_not_exist_fails_and_unresolvable_mx_hosts_defer() {
         "host or domain name not found: nowhere.test does not exist (NXDOMAIN)",
     );
     let reports = t
-        .deliver(
+        .deliver_all(
             &Route::direct_mx(&d("broken.test")),
             std::slice::from_ref(&m),
         )
@@ -375,7 +375,7 @@ async fn a_domain_that_does_not_exist_fails_and_unresolvable_mx_hosts_defer() {
          not found: mx9.broken.test does not exist (NXDOMAIN)",
     );
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Relay, "smarthost.typo.test", 587),
             std::slice::from_ref(&m),
         )
@@ -399,7 +399,7 @@ async fn a_greeting_with_our_own_name_is_a_mail_loop() {
     .await;
     let m = message(&["a@example.org"], &body("loop"));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_failed(
         report(&reports, &m, 0),
@@ -423,7 +423,7 @@ async fn an_ehlo_reply_with_our_own_name_is_a_mail_loop() {
     .await;
     let m = message(&["a@example.org"], &body("loop"));
     let reports = plain_transport()
-        .deliver(&literal_route(peer.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(peer.port()), std::slice::from_ref(&m))
         .await;
     assert_failed(
         report(&reports, &m, 0),
@@ -446,11 +446,12 @@ async fn an_mx_that_is_this_machine_is_a_loop_unless_a_better_mx_may_still_work(
         .with_mx(d("backup.test"), 20, d("mx.self.test"))
         .with_host(d("primary.backup.test"), LOCALHOST);
     let mut cfg = config();
-    cfg.local_addresses = LocalAddresses::from_set([ip("192.0.2.25")]);
+    // This host listens on port 25 and on the test's port: an MX there is this host.
+    cfg.local_addresses = LocalAddresses::on_ports([ip("192.0.2.25")], [25, dead]);
     let t = transport(cfg, resolver, PolicyTable::new());
     let m = message(&["a@self.test"], &body("self"));
     let reports = t
-        .deliver(&Route::direct_mx(&d("self.test")), std::slice::from_ref(&m))
+        .deliver_all(&Route::direct_mx(&d("self.test")), std::slice::from_ref(&m))
         .await;
     assert_failed(
         report(&reports, &m, 0),
@@ -463,7 +464,7 @@ async fn an_mx_that_is_this_machine_is_a_loop_unless_a_better_mx_may_still_work(
         mailer: Mailer::Esmtp,
         hops: vec![NextHop::mx(d("backup.test"), Some(dead))],
     };
-    let reports = t.deliver(&route, std::slice::from_ref(&m)).await;
+    let reports = t.deliver_all(&route, std::slice::from_ref(&m)).await;
     assert_deferred(
         report(&reports, &m, 0),
         "4.4.1",
@@ -497,7 +498,7 @@ async fn a_session_lost_mid_batch_sends_the_remaining_messages_to_the_next_addre
         message(&["three@example.org"], &body("three")),
     ];
     let reports = t
-        .deliver(
+        .deliver_all(
             &named_route(Mailer::Relay, "relay.test", first.port()),
             &batch,
         )
@@ -541,8 +542,8 @@ async fn concurrent_sessions(limit: usize) -> usize {
         message(&["b@example.org"], &body("b")),
     );
     let (ra, rb) = tokio::join!(
-        t.deliver(&route, std::slice::from_ref(&a)),
-        t.deliver(&route, std::slice::from_ref(&b))
+        t.deliver_all(&route, std::slice::from_ref(&a)),
+        t.deliver_all(&route, std::slice::from_ref(&b))
     );
     assert_delivered(report(&ra, &a, 0));
     assert_delivered(report(&rb, &b, 0));

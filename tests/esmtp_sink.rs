@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use esmtp::*;
-use postrider::{Delivery, Outcome, Transport};
+use postrider::{Delivery, Outcome};
 use sink::Sink;
 
 #[tokio::test]
@@ -17,7 +17,7 @@ async fn a_message_reaches_smtp_sink_intact() {
     let text = "Subject: dots\r\n\r\n.leading dot\r\n.\r\nmiddle\r\n..two dots\r\nno final newline";
     let m = message(&["alice@example.org", "bob@example.org"], text);
     let reports = plain_transport()
-        .deliver(&literal_route(sink.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(sink.port()), std::slice::from_ref(&m))
         .await;
     assert_complete(&reports, std::slice::from_ref(&m));
     for i in 0..2 {
@@ -55,7 +55,7 @@ async fn batches_interoperate_with_and_without_pipelining() {
             })
             .collect();
         let reports = plain_transport()
-            .deliver(&literal_route(sink.port()), &batch)
+            .deliver_all(&literal_route(sink.port()), &batch)
             .await;
         assert_complete(&reports, &batch);
         assert!(
@@ -87,7 +87,7 @@ async fn a_thousand_messages_all_arrive_over_reused_connections() {
                     )
                 })
                 .collect();
-            let reports = t.deliver(&route, &batch).await;
+            let reports = t.deliver_all(&route, &batch).await;
             assert_complete(&reports, &batch);
             reports
                 .iter()
@@ -111,7 +111,7 @@ async fn a_real_servers_refusals_are_classified() {
     let hard = Sink::start_with(&["-f", "RCPT"], false).await;
     let m = message(&["a@example.org"], &body("refused"));
     let reports = plain_transport()
-        .deliver(&literal_route(hard.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(hard.port()), std::slice::from_ref(&m))
         .await;
     assert_failed(
         report(&reports, &m, 0),
@@ -120,7 +120,7 @@ async fn a_real_servers_refusals_are_classified() {
     );
     let soft = Sink::start_with(&["-r", "MAIL"], false).await;
     let reports = plain_transport()
-        .deliver(&literal_route(soft.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(soft.port()), std::slice::from_ref(&m))
         .await;
     assert_deferred(
         report(&reports, &m, 0),
@@ -136,7 +136,7 @@ async fn a_message_with_hundreds_of_recipients_is_pipelined_in_groups() {
     let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
     let m = message(&refs, &body("many recipients"));
     let reports = plain_transport()
-        .deliver(&literal_route(sink.port()), std::slice::from_ref(&m))
+        .deliver_all(&literal_route(sink.port()), std::slice::from_ref(&m))
         .await;
     assert_complete(&reports, std::slice::from_ref(&m));
     for i in 0..250 {
@@ -153,7 +153,7 @@ async fn a_dsn_capable_server_takes_over_the_dsn_duty_and_one_without_dsn_does_n
         let sink = Sink::start_with(options, false).await;
         let m = message(&["alice@example.org"], "Subject: x\r\n\r\nx\r\n");
         let reports = plain_transport()
-            .deliver(&literal_route(sink.port()), std::slice::from_ref(&m))
+            .deliver_all(&literal_route(sink.port()), std::slice::from_ref(&m))
             .await;
         let r = report(&reports, &m, 0);
         assert!(matches!(r.outcome, Outcome::Delivered { .. }), "{r:?}");

@@ -13,10 +13,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use esmtp::*;
+use postrider::Mailer;
 use postrider::resolve::StaticResolver;
 use postrider::route::{Credentials, HopPolicy, TlsLevel};
 use postrider::transport::esmtp::{TRANSCRIPT_TARGET, base64_encode};
-use postrider::{Mailer, Transport};
 use smtp_peer::{Script, ScriptedPeer, TestCa, Validity, ehlo_reply};
 
 const USER: &str = "pbx@example.com";
@@ -90,12 +90,12 @@ async fn the_transcript_shows_the_dialogue_and_redacts_auth_secrets() {
     );
     let route = named_route(Mailer::Esmtp, "mx.test", peer.port());
     let m = message(&["alice@example.org"], &body("transcript"));
-    let failed = t.deliver(&route, std::slice::from_ref(&m)).await;
+    let failed = t.deliver_all(&route, std::slice::from_ref(&m)).await;
     assert!(matches!(
         report(&failed, &m, 0).outcome,
         postrider::Outcome::Failed(_)
     ));
-    let delivered = t.deliver(&route, std::slice::from_ref(&m)).await;
+    let delivered = t.deliver_all(&route, std::slice::from_ref(&m)).await;
     assert_delivered(report(&delivered, &m, 0));
     assert!(peer.finish().await.iter().all(|l| l.error.is_none()));
 

@@ -1,6 +1,7 @@
 //! The README's promises that can rot: its embedding example is the crate docs' (both are
 //! compiled as doctests), and the commands at its top are what exists and what CI runs.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 fn read(path: &str) -> String {
@@ -34,26 +35,56 @@ fn the_readme_embedding_example_is_the_crate_docs_example() {
     );
 }
 
+/// The lines of a shell script that do something: no comments, blank lines or shell setup.
+fn commands(script: &str) -> Vec<&str> {
+    script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.starts_with("set ") && !l.starts_with("cd "))
+        .collect()
+}
+
 #[test]
 fn the_commands_at_the_top_of_the_readme_exist_and_the_test_command_is_what_ci_runs() {
     let readme = read("README.md");
-    let commands: Vec<&str> = block(&readme, "```sh\n")
+    let commands_at_top: Vec<&str> = block(&readme, "```sh\n")
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .collect();
     assert_eq!(
-        commands,
-        ["cargo run --example voicemail -- --demo", "cargo test"]
+        commands_at_top,
+        ["cargo run --example voicemail -- --demo", "scripts/test"]
     );
-    assert!(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/voicemail.rs")
-            .exists()
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(root.join("examples/voicemail.rs").exists());
+
+    let test_command = root.join(commands_at_top[1]);
+    let mode = std::fs::metadata(&test_command)
+        .unwrap_or_else(|e| panic!("{}: {e}", test_command.display()))
+        .permissions()
+        .mode();
+    assert_ne!(
+        mode & 0o111,
+        0,
+        "{} is not executable",
+        test_command.display()
     );
-    let ci = read(".ci/run");
-    assert!(
-        ci.lines().any(|l| l.trim() == commands[1]),
-        ".ci/run does not run `{}`",
-        commands[1]
+    let script = read(commands_at_top[1]);
+    assert_eq!(
+        commands(&script).last(),
+        Some(&"exec cargo test \"$@\""),
+        "{} must end by running cargo test with its arguments",
+        commands_at_top[1]
+    );
+
+    assert_eq!(
+        commands(&read(".ci/run")),
+        [
+            "cargo fmt --check",
+            "cargo clippy --all-targets -- -D warnings",
+            commands_at_top[1],
+        ],
+        ".ci/run must run fmt, clippy, then the README's test command"
     );
 }

@@ -378,8 +378,9 @@ async fn dash_v_shows_the_smtp_conversation_and_a_queue_run_summary() {
         "<<< 354 ".to_string(),
         ">>> .".to_string(),
         "<<< 250 2.0.0 Ok".to_string(),
-        ">>> QUIT".to_string(),
+        // Recorded as soon as the reply is read, before the session ends.
         format!("{id}: to=<a@x.example>, delay="),
+        ">>> QUIT".to_string(),
     ];
     // In order: each expected line is found after the previous one.
     let mut rest = err.as_str();

@@ -4,6 +4,7 @@
 
 mod support;
 use support::dns_server;
+use support::esmtp::DeliverAll;
 use support::sink;
 
 use std::net::IpAddr;
@@ -12,13 +13,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dns_server::{DnsServer, Zone};
+use postrider::engine::{DeliveryEvent, Engine};
 use postrider::resolve::{DnsOptions, DnsResolver};
-use postrider::route::PolicyTable;
+use postrider::route::{Mailertable, PolicyTable};
 use postrider::spf::{SpfChecker, SpfOptions, SpfPolicy};
+use postrider::spool::MemorySpool;
+use postrider::transport::Redirect;
 use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport, SpfConfig};
 use postrider::{
     Address, Delivery, Domain, Envelope, Host, Mailer, NextHop, Outcome, QueueId, RecipientReport,
-    ReversePath, Route, Transport,
+    ReversePath, Route,
 };
 use sink::Sink;
 
@@ -86,7 +90,7 @@ impl World {
                 .iter()
                 .map(|a| a.parse::<IpAddr>().unwrap())
                 .collect(),
-            smart_host: Some(self.smart_host_route()),
+            smart_host_available: true,
         });
         EsmtpTransport::new(
             config,
@@ -110,7 +114,7 @@ fn delivery(sender: &str) -> Delivery {
 }
 
 async fn one(t: &EsmtpTransport, route: &Route, sender: &str) -> RecipientReport {
-    let mut reports = t.deliver(route, &[delivery(sender)]).await;
+    let mut reports = t.deliver_all(route, &[delivery(sender)]).await;
     assert_eq!(reports.len(), 1, "{reports:?}");
     reports.remove(0)
 }
@@ -119,20 +123,131 @@ const ADVICE: &str = "SPF for ourtest.test does not authorise 203.0.113.5: add \
                       to its TXT record, or route through a smart host";
 
 #[tokio::test]
-async fn the_smart_host_policy_reroutes_mail_whose_spf_would_fail() {
+async fn the_smart_host_policy_asks_for_the_smart_host_instead_of_sending_to_the_mx() {
     let w = world().await;
     let t = w.transport(SpfPolicy::SmartHost, &[PUBLIC], "mta.goodsender.test");
     let r = one(&t, &w.mx_route(), "pbx@ourtest.test").await;
-    assert!(matches!(r.outcome, Outcome::Delivered { .. }), "{r:?}");
+    assert_eq!(
+        r.redirect,
+        Some(Redirect::SmartHost {
+            reason: ADVICE.to_string()
+        })
+    );
+    let Outcome::Deferred(d) = &r.outcome else {
+        panic!("without a smart host to take it, the mail waits: {r:?}");
+    };
+    assert_eq!(d.status.to_string(), "4.7.23");
+    assert_eq!(w.mx.counts().sessions + w.smart.counts().sessions, 0);
+}
+
+impl World {
+    /// An engine routing remote.test to its MX (by a mailertable entry with the MX sink's port)
+    /// and everything else to the smart host, delivering with `transport`.
+    async fn engine(&self, transport: EsmtpTransport) -> Engine {
+        let (router, _) = Mailertable::builder()
+            .hostname(Domain::parse("mta.goodsender.test").unwrap())
+            .mailertable_text(
+                "mailertable",
+                format!("remote.test esmtp:remote.test:{}\n", self.mx.port()),
+            )
+            .smart_host(
+                format!("relay:[127.0.0.1]:{}", self.smart.port())
+                    .parse()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        Engine::builder()
+            .hostname(Domain::parse("mta.goodsender.test").unwrap())
+            .spool(Arc::new(MemorySpool::new()))
+            .router(Arc::new(router))
+            .transport(Arc::new(transport))
+            .start()
+            .await
+            .unwrap()
+    }
+}
+
+async fn next_event(events: &mut tokio::sync::broadcast::Receiver<DeliveryEvent>) -> DeliveryEvent {
+    tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("an event within 20 s")
+        .expect("the event stream")
+}
+
+#[tokio::test]
+async fn the_engine_sends_mail_whose_spf_would_fail_through_the_smart_host() {
+    let w = world().await;
+    let engine = w
+        .engine(w.transport(SpfPolicy::SmartHost, &[PUBLIC], "mta.goodsender.test"))
+        .await;
+    let mut events = engine.subscribe();
+    let env = Envelope::new(
+        ReversePath::parse("pbx@ourtest.test").unwrap(),
+        [Address::parse("bob@remote.test").unwrap()],
+    );
+    engine
+        .submit(env, "Subject: voicemail\r\n\r\nhello\r\n")
+        .await
+        .unwrap();
+    let e = next_event(&mut events).await;
+    assert!(matches!(e.outcome, Outcome::Delivered { .. }), "{e:?}");
+    assert_eq!(
+        e.mailer.to_string(),
+        "relay",
+        "the log names the route used: {e}"
+    );
+    assert!(
+        e.log_line().contains("relay=[127.0.0.1]"),
+        "{}",
+        e.log_line()
+    );
+    assert_eq!(
+        e.note.as_deref(),
+        Some(format!("{ADVICE}; sent through the smart host instead").as_str())
+    );
     w.smart.wait_for(1, 1, Duration::from_secs(10)).await;
     assert_eq!(w.smart.counts().messages, 1, "the smart host received it");
-    assert_eq!(w.mx.counts().messages, 0, "the MX was never sent to");
-    assert_eq!(w.mx.counts().sessions, 0, "not even connected to");
-    let note = r.note.expect("the reroute is explained");
     assert_eq!(
-        note,
-        format!("{ADVICE}; sent through the smart host instead")
+        w.mx.counts().sessions,
+        0,
+        "the MX was never even connected to"
     );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_senders_spf_failure_does_not_suspend_the_destination_for_other_senders() {
+    let w = world().await;
+    let engine = w
+        .engine(w.transport(SpfPolicy::Strict, &[PUBLIC], "mta.goodsender.test"))
+        .await;
+    let mut events = engine.subscribe();
+    for sender in ["pbx@ourtest.test", "pbx@goodsender.test"] {
+        let env = Envelope::new(
+            ReversePath::parse(sender).unwrap(),
+            [Address::parse("bob@remote.test").unwrap()],
+        );
+        engine
+            .submit(env, "Subject: hi\r\n\r\nhello\r\n")
+            .await
+            .unwrap();
+        let e = next_event(&mut events).await;
+        match sender {
+            "pbx@ourtest.test" => {
+                let Outcome::Deferred(d) = &e.outcome else {
+                    panic!("{e:?}");
+                };
+                assert_eq!(d.status.to_string(), "4.7.23", "{e}");
+            }
+            _ => assert!(
+                matches!(e.outcome, Outcome::Delivered { .. }),
+                "an authorised sender's mail is not suspended: {e}"
+            ),
+        }
+    }
+    w.mx.wait_for(1, 1, Duration::from_secs(10)).await;
+    engine.shutdown().await;
 }
 
 #[tokio::test]

@@ -381,7 +381,7 @@ fn v1_spool(root: &Path, rng: &mut impl Rng) -> Vec<(QueueId, u64, usize)> {
 fn check_all_there(root: &Path, want: &[(QueueId, u64, usize)], round: usize) {
     let reader = FsSpool::open_with(root, FsSpoolOptions::new().read_only(true)).unwrap();
     let listed: Vec<_> = reader
-        .list()
+        .listing()
         .unwrap()
         .map(|m| m.unwrap_or_else(|e| panic!("round {round}: {e}")))
         .collect();

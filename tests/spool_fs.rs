@@ -686,7 +686,7 @@ async fn a_read_only_spool_refuses_writes_as_not_writable_but_still_lists() {
     ));
     // Opened read-only on purpose (mailq), it lists the same, and refuses writes up front.
     let reader = FsSpool::open_with(&root, FsSpoolOptions::new().read_only(true)).unwrap();
-    let listed: Vec<QueueId> = reader.list().unwrap().map(|m| m.unwrap().id).collect();
+    let listed: Vec<QueueId> = reader.listing().unwrap().map(|m| m.unwrap().id).collect();
     assert_eq!(listed, [id]);
     assert_eq!(reader.scan().await.unwrap().messages.len(), 1);
     let err = reader.remove(&id).await.unwrap_err();
@@ -712,7 +712,7 @@ async fn the_listing_streams_every_message_oldest_first_and_changes_nothing() {
         );
     }
     fs::write(message_path(&spool, &ids[3]), b"damaged").unwrap();
-    let mut listing = spool.list().unwrap();
+    let mut listing = spool.listing().unwrap();
     assert_eq!(listing.remaining(), 10);
     let first = listing.next().unwrap().unwrap();
     assert_eq!(first.envelope, envelope_for(0, 100));
@@ -932,7 +932,7 @@ async fn a_read_only_spool_of_format_1_is_listed_where_it_lies() {
     assert_eq!(scan.messages.len(), 1);
     assert_eq!(scan.messages[0].id, id);
     assert_eq!(scan.messages[0].state.attempts, 3);
-    let listed: Vec<_> = spool.list().unwrap().map(|m| m.unwrap()).collect();
+    let listed: Vec<_> = spool.listing().unwrap().map(|m| m.unwrap()).collect();
     assert_eq!(listed, scan.messages);
     assert_eq!(spool.body(&id).await.unwrap(), body_for(7, 500));
     assert_eq!(

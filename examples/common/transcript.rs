@@ -86,6 +86,9 @@ impl<S: Subscriber> Layer<S> for Printer {
             };
             format!("{}: {level}: {}{}", self.program, f.message, f.others)
         };
-        eprintln!("{line}");
+        // Never eprintln!: it panics when stderr is closed or full, and this runs inside the
+        // engine's tasks, which must go on delivering and release their locks.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 }

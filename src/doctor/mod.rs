@@ -46,6 +46,8 @@
 mod egress;
 mod finding;
 mod hostname;
+#[cfg(feature = "postgres")]
+pub mod pg_spool;
 mod port25;
 mod smart_host;
 mod spf;
@@ -61,7 +63,6 @@ use rustls::RootCertStore;
 use crate::address::Domain;
 use crate::config::Config;
 use crate::resolve::{DnsResolver, HostnameSources, qualify_hostname};
-use crate::transport::esmtp::default_roots;
 
 pub use finding::{Check, Finding, Verdict, worst};
 
@@ -112,7 +113,8 @@ pub struct Doctor {
     dns: Result<DnsResolver, String>,
     names: NameSources,
     options: DoctorOptions,
-    tls_roots: RootCertStore,
+    /// Trust anchors that replace the transport's (tests); `None`: the configured ones.
+    tls_roots: Option<RootCertStore>,
 }
 
 impl std::fmt::Debug for Doctor {
@@ -141,7 +143,7 @@ impl Doctor {
                 addresses: system.addresses,
             },
             options: DoctorOptions::default(),
-            tls_roots: default_roots(),
+            tls_roots: None,
         }
     }
 
@@ -169,9 +171,9 @@ impl Doctor {
     }
 
     /// Replaces the trust anchors the smart host's certificate is checked against (the
-    /// transport's default is the Mozilla set).
+    /// configured ones by default: the Mozilla set and `[esmtp] trust_anchors`).
     pub fn with_tls_roots(mut self, roots: RootCertStore) -> Doctor {
-        self.tls_roots = roots;
+        self.tls_roots = Some(roots);
         self
     }
 
@@ -189,9 +191,29 @@ impl Doctor {
     /// [module documentation](self). The network checks run at the same time, so the whole
     /// run takes about as long as the slowest.
     pub async fn run(&self) -> Vec<Finding> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.config.pg_spool() {
+            let database = match pg {
+                Ok(pg) => pg_spool::check(&pg).await,
+                Err(e) => vec![
+                    Finding::fail(Check::Spool, format!("spool: {e}"))
+                        .with_fix(format!("correct the spool URL in {}", self.config_file())),
+                ],
+            };
+            return self.run_with_spool(async { Ok(database) }).await;
+        }
         let path = self.config.spool.clone();
         let low = self.options.spool_low_space;
-        let spool = tokio::task::spawn_blocking(move || spool::check(&path, low));
+        self.run_with_spool(tokio::task::spawn_blocking(move || {
+            spool::check(&path, low)
+        }))
+        .await
+    }
+
+    async fn run_with_spool(
+        &self,
+        spool: impl std::future::Future<Output = Result<Vec<Finding>, tokio::task::JoinError>>,
+    ) -> Vec<Finding> {
         let (hostname, port25, smart_host) = tokio::join!(
             self.check_hostname(),
             port25::check(self),

@@ -11,7 +11,7 @@ use crate::route::hop::parse_hop;
 use crate::route::table_file::content_lines;
 use crate::route::{Mailer, NextHop, PolicyTable, TlsLevel};
 use crate::transport::esmtp::{
-    AuthProbe, CertificateProbe, EsmtpConfig, EsmtpTransport, ProbeReport, Timeouts, TlsProbe,
+    AuthProbe, CertificateProbe, EsmtpTransport, ProbeReport, Timeouts, TlsProbe,
 };
 
 pub(crate) async fn check(d: &Doctor) -> Vec<Finding> {
@@ -28,7 +28,19 @@ pub(crate) async fn check(d: &Doctor) -> Vec<Finding> {
         // answers and speaks TLS.
         Err(_) => (PolicyTable::new(), true),
     };
-    let mut config = EsmtpConfig::new(d.ehlo_name().await);
+    // The transport the engine runs (loop detection, SPF, trust anchors, the per-host limit),
+    // with short time limits: a probe should answer in seconds, not in RFC 5321's minutes.
+    let hostname = d.ehlo_name().await;
+    let mut config = match d.config.esmtp_config(&hostname, &dns) {
+        Ok((config, _)) => config,
+        Err(e) => {
+            return vec![
+                Finding::fail(Check::SmartHost, format!("not checked: {e}"))
+                    .with_fix(format!("correct {}", d.config_file())),
+            ];
+        }
+    };
+    config.connection_cache = None;
     let t = d.options.smart_host_timeout;
     config.timeouts = Timeouts {
         connect: t,
@@ -39,7 +51,9 @@ pub(crate) async fn check(d: &Doctor) -> Vec<Finding> {
         quit: t,
         ..Timeouts::default()
     };
-    config.tls_roots = d.tls_roots.clone();
+    if let Some(roots) = &d.tls_roots {
+        config.tls_roots = roots.clone();
+    }
     let transport = EsmtpTransport::new(config, Arc::new(dns), Arc::new(policy));
     let mut findings = Vec::new();
     for hop in smart.hops() {

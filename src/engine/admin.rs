@@ -118,4 +118,151 @@ pub struct FlushSummary {
     pub busy: usize,
     /// Held messages that matched but were left alone.
     pub held: usize,
+    /// Messages whose outcomes could not be written to the spool (a failing disk): what was
+    /// delivered is not sent again while this engine runs, but the spool does not know of it
+    /// yet. A command that exits now must say so (sendmail's exit status 75).
+    pub unrecorded: usize,
+}
+
+/// An administrator's change to a message (Postfix's `postsuper -d`, `-h`, `-H`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Remove it without delivering it or telling the sender.
+    Delete,
+    /// Keep it queued but do not deliver it until released.
+    Hold,
+    /// Release a held message and make it due now.
+    Release,
+}
+
+impl Action {
+    /// How a report names what was done: "Deleted", "Placed on hold", "Released from hold"
+    /// (Postfix's words).
+    pub fn done(&self) -> &'static str {
+        match self {
+            Action::Delete => "Deleted",
+            Action::Hold => "Placed on hold",
+            Action::Release => "Released from hold",
+        }
+    }
+}
+
+/// What [`administer`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActionSummary {
+    /// Messages changed.
+    pub changed: usize,
+    /// Messages selected that were already as asked (held, or not held).
+    pub unchanged: usize,
+    /// Messages another process kept claimed (delivering them) the whole time.
+    pub busy: Vec<QueueId>,
+}
+
+/// The outcome of one change under a message's claim.
+pub(crate) enum Changed {
+    /// The message left the spool.
+    Removed,
+    /// Its new state.
+    State(MessageState),
+    /// It already was as asked.
+    Already(MessageState),
+}
+
+/// Changes one claimed message in `spool`: the caller holds its claim.
+pub(crate) async fn change(
+    spool: &dyn crate::spool::Spool,
+    action: Action,
+    id: &QueueId,
+    now: SystemTime,
+) -> Result<Changed, crate::spool::SpoolError> {
+    let mut msg = spool.load(id).await?;
+    let state = &mut msg.state;
+    match action {
+        Action::Delete => {
+            spool.remove(id).await?;
+            tracing::info!(target: "postrider::engine", "{id}: deleted by the administrator");
+            return Ok(Changed::Removed);
+        }
+        Action::Hold if state.held => return Ok(Changed::Already(msg.state)),
+        Action::Release if !state.held => return Ok(Changed::Already(msg.state)),
+        Action::Hold => state.held = true,
+        Action::Release => {
+            state.held = false;
+            state.next_attempt = now;
+        }
+    }
+    spool.save_state(id, state).await?;
+    tracing::info!(target: "postrider::engine", "{id}: {} by the administrator", action.done().to_lowercase());
+    Ok(Changed::State(msg.state))
+}
+
+/// Applies `action` to every message `filter` selects, directly on `spool`, as `postsuper`
+/// does: safe beside running engines and queue runs, because each message is changed under its
+/// claim. A message another process is delivering is tried again until `patience` has passed,
+/// then reported busy. A running engine sees the change at its next attempt or rescan.
+///
+/// ```no_run
+/// use postrider::engine::admin::{Action, administer};
+/// use postrider::engine::FlushFilter;
+/// use postrider::spool::FsSpool;
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let spool = FsSpool::open("/var/spool/postrider")?;
+/// let done = administer(&spool, Action::Delete, &FlushFilter::SenderContains("cron@".into()),
+///     std::time::Duration::from_secs(5)).await?;
+/// println!("postsuper: {}: {} messages", Action::Delete.done(), done.changed);
+/// # Ok(()) }
+/// ```
+pub async fn administer(
+    spool: &dyn crate::spool::Spool,
+    action: Action,
+    filter: &FlushFilter,
+    patience: std::time::Duration,
+) -> Result<ActionSummary, crate::spool::SpoolError> {
+    use crate::spool::SpoolError;
+    let candidates: Vec<QueueId> = match filter {
+        FlushFilter::Id(id) => match spool.load(id).await {
+            Ok(m) => vec![m.id],
+            Err(SpoolError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        },
+        _ => spool
+            .scan()
+            .await?
+            .messages
+            .into_iter()
+            .filter(|m| filter.matches(m.id, &m.envelope, &m.state))
+            .map(|m| m.id)
+            .collect(),
+    };
+    let mut summary = ActionSummary::default();
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut waiting = candidates;
+    loop {
+        let mut busy = Vec::new();
+        for id in waiting {
+            let claim = match spool.claim(&id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    busy.push(id);
+                    continue;
+                }
+                Err(SpoolError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            match change(spool, action, &id, SystemTime::now()).await {
+                Ok(Changed::Already(_)) => summary.unchanged += 1,
+                Ok(_) => summary.changed += 1,
+                // Delivered (or deleted) by someone else since the scan.
+                Err(SpoolError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            drop(claim);
+        }
+        if busy.is_empty() || tokio::time::Instant::now() >= deadline {
+            summary.busy = busy;
+            return Ok(summary);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        waiting = busy;
+    }
 }

@@ -255,6 +255,8 @@ fn status_fields(m: &mut String, r: &DsnRecipient<'_>) {
         r.status
     );
     if let Some(host) = r.remote_mta {
+        // RFC 3464 §2.3.5: required for SMTP attempts; a host reached by address literal is
+        // named by the literal (`dns; [192.0.2.1]`).
         let _ = write!(m, "Remote-MTA: dns; {}\r\n", sanitize(host));
     }
     if let Some(d) = r.diagnostic {
@@ -303,20 +305,37 @@ fn header_section(message: &[u8]) -> &[u8] {
     }
 }
 
+/// A delay in the largest unit that says something: "40 seconds", "1 minute", "4 hours",
+/// "5 days" (never "0 minutes").
 fn describe_duration(d: Duration) -> String {
-    let hours = d.as_secs() / 3600;
-    if hours >= 48 {
-        format!("{} days", hours / 24)
-    } else if hours >= 1 {
-        format!("{hours} hour{}", if hours == 1 { "" } else { "s" })
+    let secs = d.as_secs();
+    let (n, unit) = if secs >= 2 * 86_400 {
+        (secs / 86_400, "day")
+    } else if secs >= 3600 {
+        (secs / 3600, "hour")
+    } else if secs >= 60 {
+        (secs / 60, "minute")
     } else {
-        format!("{} minutes", d.as_secs() / 60)
-    }
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_are_worded_in_the_largest_sensible_unit() {
+        let words = |s: u64| describe_duration(Duration::from_secs(s));
+        assert_eq!(words(0), "0 seconds");
+        assert_eq!(words(40), "40 seconds");
+        assert_eq!(words(60), "1 minute");
+        assert_eq!(words(59 * 60), "59 minutes");
+        assert_eq!(words(3600), "1 hour");
+        assert_eq!(words(4 * 3600 + 59), "4 hours");
+        assert_eq!(words(5 * 86_400), "5 days");
+    }
     use crate::address::Address;
     use crate::envelope::OriginalRecipient;
     use crate::status::Reply;

@@ -5,8 +5,51 @@ use std::time::{Duration, SystemTime};
 
 use crate::address::{Address, ReversePath};
 use crate::queue_id::QueueId;
+use crate::route::{Mailer, Route};
 use crate::status::Outcome;
 use crate::transport::RemoteHost;
+
+/// Who gave an outcome, as sendmail's `mailer=` field names it: the relay mailer of an SMTP
+/// route (`relay`, `smtps`, ...), local delivery, the mailertable's `error` mailer, or
+/// the queue itself (expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Agent {
+    /// An SMTP route's mailer.
+    Relay(Mailer),
+    /// Delivery on this machine.
+    Local,
+    /// Refused by routing (a mailertable `error:` route, a routing failure).
+    Error,
+    /// The queue gave up on its own (the message expired).
+    Queue,
+}
+
+impl Agent {
+    /// The agent of a route.
+    pub fn of(route: &Route) -> Agent {
+        match route {
+            Route::Relay { mailer, .. } => Agent::Relay(*mailer),
+            Route::Local { .. } => Agent::Local,
+            Route::Reject { .. } => Agent::Error,
+        }
+    }
+
+    /// The name sendmail's log shows.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Agent::Relay(mailer) => mailer.name(),
+            Agent::Local => "local",
+            Agent::Error => "error",
+            Agent::Queue => "queue",
+        }
+    }
+}
+
+impl fmt::Display for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// One recipient attempt: broadcast by [`Engine::subscribe`](super::Engine::subscribe) and
 /// logged through `tracing` as the line every mail administrator knows (see
@@ -21,8 +64,8 @@ pub struct DeliveryEvent {
     pub recipient: Address,
     /// What happened.
     pub outcome: Outcome,
-    /// The mailer of the route (`esmtp`, `smtps`, `local`, `error`).
-    pub mailer: String,
+    /// Who gave the outcome (`mailer=relay`, `smtps`, `local`, `error`, `queue`).
+    pub mailer: Agent,
     /// The host that answered or was tried, if any.
     pub relay: Option<RemoteHost>,
     /// When the message entered the queue.
@@ -61,7 +104,7 @@ impl DeliveryEvent {
     }
 
     /// The sendmail-style log line:
-    /// `QID: to=<a@b>, delay=00:00:03, xdelay=00:00:01, mailer=esmtp,
+    /// `QID: to=<a@b>, delay=00:00:03, xdelay=00:00:01, mailer=relay,
     /// relay=mx.b.example. [192.0.2.1], dsn=2.0.0, stat=Sent (250 2.0.0 Ok)`.
     pub fn log_line(&self) -> String {
         let mut line = format!(
@@ -102,7 +145,7 @@ mod tests {
             sender: ReversePath::Null,
             recipient: Address::parse("a@b.example").unwrap(),
             outcome,
-            mailer: "esmtp".into(),
+            mailer: Agent::Relay(Mailer::Relay),
             relay: Some(RemoteHost {
                 name: Some("mx.b.example".into()),
                 addr: Some("192.0.2.1".parse().unwrap()),
@@ -120,7 +163,7 @@ mod tests {
         assert_eq!(
             event(Outcome::Delivered { reply }).log_line(),
             "0PC4F8X1RZ3A7KQ2: to=<a@b.example>, delay=00:00:03, xdelay=00:00:01, \
-             mailer=esmtp, relay=mx.b.example. [192.0.2.1], dsn=2.0.0, stat=Sent (250 2.0.0 Ok)"
+             mailer=relay, relay=mx.b.example. [192.0.2.1], dsn=2.0.0, stat=Sent (250 2.0.0 Ok)"
         );
     }
 

@@ -4,6 +4,11 @@
 //! Order matters for "never lose": a recipient is recorded as failed only once its bounce is
 //! durable in the spool (or no bounce is wanted). If the bounce cannot be queued, the recipient
 //! stays pending and is tried again, so the sender still hears of it eventually.
+//!
+//! While an attempt is still under way (other recipients of the message are with other
+//! transports), each message's outcome is made durable as it comes in by [`partial_state`]:
+//! delivered recipients are recorded at once, so they are never sent again; failures are kept
+//! pending there until the end of the attempt queues their bounce.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,11 +17,11 @@ use bytes::Bytes;
 
 use super::Shared;
 use super::bounce::{self, Action, DsnContext, DsnKind, DsnRecipient};
-use super::events::DeliveryEvent;
-use super::scheduler::AdminOp;
+use super::command::AdminOp;
+use super::events::{Agent, DeliveryEvent};
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
-use crate::spool::{Claim, MessageState, RecipientStatus};
+use crate::spool::{Claim, MessageState, RecipientStatus, SpoolError};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome};
 use crate::transport::RemoteHost;
 
@@ -26,7 +31,7 @@ pub(crate) struct Report {
     pub recipient: usize,
     pub outcome: Outcome,
     pub remote: Option<RemoteHost>,
-    pub mailer: String,
+    pub agent: Agent,
     pub started: SystemTime,
     pub finished: SystemTime,
     pub note: Option<String>,
@@ -38,14 +43,14 @@ impl Report {
     pub(crate) fn immediate(
         recipient: usize,
         outcome: Outcome,
-        mailer: &str,
+        agent: Agent,
         now: SystemTime,
     ) -> Report {
         Report {
             recipient,
             outcome,
             remote: None,
-            mailer: mailer.to_string(),
+            agent,
             started: now,
             finished: now,
             note: None,
@@ -64,7 +69,7 @@ impl Report {
             sender: envelope.sender.clone(),
             recipient: envelope.recipients[self.recipient].address.clone(),
             outcome: self.outcome.clone(),
-            mailer: self.mailer.clone(),
+            mailer: self.agent,
             relay: self.remote.clone(),
             arrival,
             started: self.started,
@@ -72,6 +77,63 @@ impl Report {
             note: self.note.clone(),
         }
     }
+}
+
+/// What applying an attempt's reports to a state found.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Some recipient's state changed.
+    pub changed: bool,
+    /// Recipients that failed this attempt (still pending: the bounce decides).
+    pub failed: Vec<usize>,
+    /// Recipients delivered this attempt whose success notice is ours to send, with whether
+    /// the delivery was local.
+    pub delivered: Vec<(usize, bool)>,
+}
+
+/// Writes the reports into the recipients' states: delivered ones are done, deferred and failed
+/// ones keep their reason. A recipient already done is left alone (another process, or an
+/// earlier report of this attempt, settled it).
+pub(crate) fn apply(state: &mut MessageState, reports: &[Report]) -> Applied {
+    let mut applied = Applied::default();
+    for r in reports {
+        let Some(rs) = state.recipients.get_mut(r.recipient) else {
+            continue;
+        };
+        if rs.status != RecipientStatus::Pending {
+            continue;
+        }
+        applied.changed = true;
+        rs.attempts += 1;
+        rs.last_attempt = Some(r.finished);
+        if let Some(remote) = &r.remote {
+            rs.remote_mta = Some(remote.to_string());
+        }
+        match &r.outcome {
+            Outcome::Delivered { .. } => {
+                rs.status = RecipientStatus::Delivered;
+                rs.last = None;
+                if !r.dsn_passed_on {
+                    applied
+                        .delivered
+                        .push((r.recipient, r.agent == Agent::Local));
+                }
+            }
+            Outcome::Deferred(d) => rs.last = Some(d.clone()),
+            Outcome::Failed(d) => {
+                rs.last = Some(d.clone());
+                applied.failed.push(r.recipient);
+            }
+        }
+    }
+    applied
+}
+
+/// The state to record while the attempt is still under way: `base` with every report so far.
+pub(crate) fn partial_state(base: &MessageState, reports: &[Report]) -> MessageState {
+    let mut state = base.clone();
+    apply(&mut state, reports);
+    state
 }
 
 /// Everything finalizing one message needs.
@@ -90,6 +152,9 @@ pub(crate) enum Finalized {
     Removed,
     /// Still queued with this state.
     Kept(MessageState),
+    /// This state is the truth but could not be written: it holds deliveries the spool does
+    /// not know of. The next attempt writes it before anything is sent again.
+    Unsaved(MessageState),
 }
 
 pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
@@ -102,38 +167,11 @@ pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
         requested,
     } = job;
     let now = shared.clock.now();
-    let mut changed = false;
-    let mut failed: Vec<usize> = Vec::new();
-    let mut delivered: Vec<(usize, bool)> = Vec::new();
-
-    for r in &reports {
-        let Some(rs) = state.recipients.get_mut(r.recipient) else {
-            continue;
-        };
-        if rs.status != RecipientStatus::Pending {
-            continue;
-        }
-        changed = true;
-        rs.attempts += 1;
-        rs.last_attempt = Some(r.finished);
-        if let Some(remote) = &r.remote {
-            rs.remote_mta = Some(remote.to_string());
-        }
-        match &r.outcome {
-            Outcome::Delivered { .. } => {
-                rs.status = RecipientStatus::Delivered;
-                rs.last = None;
-                if !r.dsn_passed_on {
-                    delivered.push((r.recipient, r.mailer == "local"));
-                }
-            }
-            Outcome::Deferred(d) => rs.last = Some(d.clone()),
-            Outcome::Failed(d) => {
-                rs.last = Some(d.clone());
-                failed.push(r.recipient);
-            }
-        }
-    }
+    let Applied {
+        mut changed,
+        mut failed,
+        delivered,
+    } = apply(&mut state, &reports);
     if changed {
         state.attempts += 1;
     }
@@ -191,7 +229,7 @@ pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
     }
     let outcome = if delete || state.is_done() {
         match shared.spool.remove(&id).await {
-            Ok(()) | Err(crate::spool::SpoolError::NotFound(_)) => {
+            Ok(()) | Err(SpoolError::NotFound(_)) => {
                 if delete {
                     tracing::info!(target: "postrider::engine", "{id}: deleted by the administrator");
                 } else {
@@ -200,18 +238,22 @@ pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
                 Finalized::Removed
             }
             Err(e) => {
-                tracing::error!(target: "postrider::engine", "{id}: cannot remove finished message: {e}");
+                tracing::error!(target: "postrider::engine", "{id}: cannot remove the finished message: {e} (it is not delivered again; removal is retried)");
                 state.next_attempt = now + shared.retry.initial;
-                Finalized::Kept(state)
+                Finalized::Unsaved(state)
+            }
+        }
+    } else if changed {
+        state.next_attempt = next_attempt(shared, &state, now);
+        match shared.spool.save_state(&id, &state).await {
+            Ok(()) => Finalized::Kept(state),
+            Err(e) => {
+                tracing::error!(target: "postrider::engine", "{id}: cannot record delivery state: {e} (recipients delivered are not delivered again; the record is retried)");
+                state.next_attempt = now + shared.retry.initial;
+                Finalized::Unsaved(state)
             }
         }
     } else {
-        if changed {
-            state.next_attempt = next_attempt(shared, &state, now);
-            if let Err(e) = shared.spool.save_state(&id, &state).await {
-                tracing::error!(target: "postrider::engine", "{id}: cannot record delivery state: {e}");
-            }
-        }
         Finalized::Kept(state)
     };
     drop(claim);
@@ -279,7 +321,7 @@ fn expire(
             sender: envelope.sender.clone(),
             recipient: envelope.recipients[idx].address.clone(),
             outcome: Outcome::Failed(diag.clone()),
-            mailer: "queue".into(),
+            mailer: Agent::Queue,
             relay: None,
             arrival: state.arrival,
             started: now,
@@ -411,11 +453,12 @@ async fn warn_delayed(shared: &Shared, ctx: &DsnContext<'_>, state: &mut Message
     sent
 }
 
-/// The host name part of a stored `remote_mta` (`mx.example.com. [192.0.2.1]`).
+/// The `Remote-MTA` name of a stored `remote_mta` (`mx.example.com. [192.0.2.1]`): the host
+/// name, or the address literal when the host was reached by address (`[192.0.2.1]`).
 fn remote_name(remote: Option<&str>) -> Option<&str> {
-    let r = remote?;
+    let r = remote?.trim();
     let name = r.split(' ').next().unwrap_or(r).trim_end_matches('.');
-    (!name.is_empty() && !name.starts_with('[')).then_some(name)
+    (!name.is_empty()).then_some(name)
 }
 
 /// Builds and queues one DSN; true when it is durable (or there was nothing to send).
@@ -429,7 +472,7 @@ async fn send_dsn(
         return true;
     };
     let to = envelope.recipients[0].address.clone();
-    match shared.enqueue(envelope, body).await {
+    match shared.enqueue(envelope, body, Some(ctx.id)).await {
         Ok(dsn_id) => {
             tracing::info!(
                 target: "postrider::engine",
@@ -455,12 +498,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remote_names_are_taken_from_the_relay_field() {
+    fn remote_names_are_the_relay_fields_host_or_address_literal() {
         assert_eq!(
             remote_name(Some("mx.b.example. [192.0.2.1]")),
             Some("mx.b.example")
         );
-        assert_eq!(remote_name(Some("[192.0.2.1]")), None);
+        assert_eq!(remote_name(Some("[192.0.2.1]")), Some("[192.0.2.1]"));
+        assert_eq!(remote_name(Some("")), None);
         assert_eq!(remote_name(None), None);
     }
 }

@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use super::retry::RetryPolicy;
 use crate::route::Route;
 use crate::status::{Diagnostic, Outcome};
-use crate::transport::RecipientReport;
 
 struct HostState {
     dead_until: SystemTime,
@@ -22,16 +21,36 @@ pub(crate) struct HostTable {
 }
 
 /// True for a deferral that says the next hop as a whole is unusable: no answer, a dropped
-/// connection, a DNS failure, a TLS failure (all 4.4.x/4.7.x without a remote reply), or a
-/// `421` (the server is closing the session). A 4xx to one RCPT says nothing about the host.
+/// connection, a DNS failure, a TLS failure or credentials withheld (4.4.x/4.7.x without a
+/// remote reply), or a `421` (the server is closing the session). A 4xx to one RCPT says
+/// nothing about the host, and neither does an SPF verdict (4.7.23/4.7.24): it is about one
+/// sender, and other senders' mail must still go.
 pub(crate) fn is_hop_failure(outcome: &Outcome) -> bool {
     match outcome {
         Outcome::Deferred(d) => match &d.reply {
             Some(reply) => reply.code() == 421,
-            None => matches!(d.status.subject(), 4 | 7),
+            None => match d.status.subject() {
+                4 => true,
+                7 => !matches!(d.status.detail(), 23 | 24),
+                _ => false,
+            },
         },
         _ => false,
     }
+}
+
+/// The log line for a next hop that just became dead: "not answering" only when it did not
+/// answer (no connection, no greeting, dropped); otherwise what failed.
+pub(crate) fn dead_line(hop: &str, reason: &Diagnostic) -> String {
+    let what = if reason.reply.is_none()
+        && matches!(reason.status.subject(), 4)
+        && matches!(reason.status.detail(), 1 | 2)
+    {
+        format!("next hop {hop} is not answering ({})", reason.text)
+    } else {
+        format!("next hop {hop} failed: {}", reason.text)
+    };
+    format!("{what}; deferring its mail without connecting until its backoff ends")
 }
 
 impl HostTable {
@@ -43,24 +62,24 @@ impl HostTable {
             .map(|s| &s.reason)
     }
 
-    /// Updates the route's status from one batch. Returns true when the route just became
-    /// dead (for the log).
+    /// Updates the route's status from the outcomes of one delivery. Returns the reason when
+    /// the route just became dead (for the log).
     pub(crate) fn record(
         &mut self,
         route: &Route,
-        reports: &[RecipientReport],
+        outcomes: &[Outcome],
         now: SystemTime,
         retry: &RetryPolicy,
-    ) -> bool {
-        if !matches!(route, Route::Relay { .. }) || reports.is_empty() {
-            return false;
+    ) -> Option<Diagnostic> {
+        if !matches!(route, Route::Relay { .. }) || outcomes.is_empty() {
+            return None;
         }
-        if !reports.iter().all(|r| is_hop_failure(&r.outcome)) {
+        if !outcomes.iter().all(is_hop_failure) {
             self.routes.remove(route);
-            return false;
+            return None;
         }
-        let Outcome::Deferred(reason) = &reports[0].outcome else {
-            return false;
+        let Outcome::Deferred(reason) = &outcomes[0] else {
+            return None;
         };
         let state = self
             .routes
@@ -74,7 +93,7 @@ impl HostTable {
         state.failures += 1;
         state.reason = reason.clone();
         state.dead_until = now + retry.base_delay(state.failures);
-        newly
+        newly.then(|| reason.clone())
     }
 }
 
@@ -82,31 +101,22 @@ impl HostTable {
 mod tests {
     use super::*;
     use crate::address::Domain;
-    use crate::queue_id::QueueId;
     use crate::status::{EnhancedStatus, Reply};
     use std::time::Duration;
-
-    fn report(outcome: Outcome) -> RecipientReport {
-        RecipientReport {
-            id: QueueId::generate(),
-            recipient: 0,
-            outcome,
-            remote: None,
-            note: None,
-            dsn_passed_on: false,
-        }
-    }
 
     #[test]
     fn connection_failures_kill_a_route_and_a_success_revives_it() {
         let route = Route::direct_mx(&Domain::parse("example.com").unwrap());
         let mut t = HostTable::default();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let timeout = report(Outcome::deferred(EnhancedStatus::new(4, 4, 1), "timed out"));
-        assert!(t.record(&route, &[timeout], now, &RetryPolicy::default()));
+        let timeout = Outcome::deferred(EnhancedStatus::new(4, 4, 1), "timed out");
+        assert!(
+            t.record(&route, &[timeout], now, &RetryPolicy::default())
+                .is_some()
+        );
         assert!(t.dead(&route, now + Duration::from_secs(299)).is_some());
         assert!(t.dead(&route, now + Duration::from_secs(300)).is_none());
-        let ok = report(Outcome::from_reply(Reply::new(250, None, "ok").unwrap()));
+        let ok = Outcome::from_reply(Reply::new(250, None, "ok").unwrap());
         t.record(&route, &[ok], now, &RetryPolicy::default());
         assert!(t.dead(&route, now).is_none());
     }
@@ -125,5 +135,29 @@ mod tests {
             EnhancedStatus::new(4, 3, 0),
             "spool error"
         )));
+    }
+
+    #[test]
+    fn an_spf_deferral_is_about_the_sender_not_the_next_hop() {
+        for detail in [23, 24] {
+            let spf =
+                Outcome::deferred(EnhancedStatus::new(4, 7, detail), "SPF does not authorise");
+            assert!(!is_hop_failure(&spf));
+        }
+    }
+
+    #[test]
+    fn only_a_hop_that_did_not_answer_is_called_not_answering() {
+        let timeout = Diagnostic::local(EnhancedStatus::new(4, 4, 1), "Connection timed out");
+        assert!(dead_line("[a.example]", &timeout).contains("is not answering"));
+        for (status, text) in [
+            (EnhancedStatus::new(4, 7, 5), "TLS handshake failed"),
+            (EnhancedStatus::new(4, 7, 10), "credentials withheld"),
+            (EnhancedStatus::new(4, 4, 3), "MX lookup failed"),
+        ] {
+            let line = dead_line("[a.example]", &Diagnostic::local(status, text));
+            assert!(!line.contains("not answering"), "{line}");
+            assert!(line.contains(text), "{line}");
+        }
     }
 }

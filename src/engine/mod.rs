@@ -1,21 +1,23 @@
 //! The queue engine: submit, schedule, deliver, retry, bounce, and let an administrator steer.
 //!
+//! The engine knows its parts only by their traits: a [`Spool`], a [`Router`] and a
+//! [`Transport`] per kind of route (and the [`Resolver`](crate::Resolver) inside a transport).
+//! [`config`](crate::config) builds the usual ones from a `postrider.toml`; any others fit:
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use postrider::engine::Engine;
-//! use postrider::resolve::DnsResolver;
-//! use postrider::route::Mailertable;
-//! use postrider::spool::FsSpool;
-//! use postrider::{Address, Envelope, ReversePath};
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (router, _warnings) = Mailertable::builder()
-//!     .smart_host("[smtp.gmail.com]:587".parse()?)
-//!     .build()?;
+//! use postrider::{Address, Envelope, ReversePath, Router, Spool, Transport};
+//! # async fn run(
+//! #     spool: Arc<dyn Spool>,
+//! #     router: Arc<dyn Router>,
+//! #     smtp: Arc<dyn Transport>,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
 //! let engine = Engine::builder()
 //!     .hostname("pbx.example.com".parse()?)
-//!     .spool(Arc::new(FsSpool::open("/var/spool/postrider")?))
-//!     .router(Arc::new(router))
-//!     .resolver(Arc::new(DnsResolver::from_system()?))
+//!     .spool(spool)
+//!     .router(router)
+//!     .transport(smtp) // relay routes; .local_transport(...) for local ones
 //!     .start()
 //!     .await?;
 //! let envelope = Envelope::new(
@@ -34,14 +36,20 @@
 pub mod admin;
 mod bounce;
 pub mod clock;
+mod command;
+mod delivery;
 pub mod events;
 mod finalize;
 mod hosts;
+pub mod mailq;
 pub mod retry;
 mod scheduler;
+pub mod scoped;
 mod submit;
+mod tasks;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,19 +58,18 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::address::Domain;
 use crate::envelope::{BodyType, Envelope, EnvelopeError};
 use crate::queue_id::QueueId;
-use crate::resolve::Resolver;
-use crate::route::{PolicyTable, Router};
+use crate::route::Router;
 use crate::spool::{MessageState, Quarantined, Spool, SpoolError};
 use crate::status::Severity;
-use crate::transport::Transport;
-use crate::transport::esmtp::{DEFAULT_CONNECTION_CACHE_TIME, EsmtpConfig, EsmtpTransport};
+use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Transport};
 
 pub use admin::{FlushFilter, FlushSummary, QueueEntry, RecipientEntry};
 pub use clock::Clock;
-pub use events::DeliveryEvent;
+pub use events::{Agent, DeliveryEvent};
 pub use retry::RetryPolicy;
 
-use scheduler::{AdminOp, Command, Scheduler};
+use command::{AdminOp, Command};
+use scheduler::Scheduler;
 
 /// Size and concurrency limits.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +100,7 @@ impl Default for Limits {
             max_message_size: 10_240_000,
             max_recipients: 1000,
             max_deliveries: 100,
-            max_deliveries_per_hop: 20,
+            max_deliveries_per_hop: DEFAULT_DESTINATION_CONCURRENCY,
             max_batch_messages: 50,
             max_active_messages: 1000,
             queue_scan_interval: Some(Duration::from_secs(300)),
@@ -190,8 +197,12 @@ pub struct StartupReport {
 pub(crate) struct Shared {
     pub(crate) spool: Arc<dyn Spool>,
     pub(crate) router: Arc<dyn Router>,
-    pub(crate) transport: Arc<dyn Transport>,
+    /// Delivers `Route::Relay` routes.
+    pub(crate) relay: Arc<dyn Transport>,
+    /// Delivers `Route::Local` routes, when configured.
     pub(crate) local: Option<Arc<dyn Transport>>,
+    /// The engine is shutting down: transports start no new message.
+    pub(crate) draining: AtomicBool,
     pub(crate) hostname: Domain,
     pub(crate) retry: RetryPolicy,
     pub(crate) limits: Limits,
@@ -220,11 +231,14 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    /// Makes a prepared message durable and schedules it.
+    /// Makes a prepared message durable and schedules it. `parent` is the message whose
+    /// attempt caused this one (a DSN, a forwarded copy): a flush waiting for the parent waits
+    /// for this one's first attempt too, so `sendmail -q` sends the bounce it made.
     pub(crate) async fn enqueue(
         &self,
         envelope: Envelope,
         body: Bytes,
+        parent: Option<QueueId>,
     ) -> Result<QueueId, SpoolError> {
         let arrival = self.clock.now();
         let (id, claim) = self
@@ -234,9 +248,10 @@ impl Shared {
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         self.send(Command::Submitted {
             id,
+            parent,
             envelope,
             state,
-            fresh: claim.map(|claim| scheduler::Fresh { claim, body }),
+            fresh: claim.map(|claim| command::Fresh { claim, body }),
         });
         Ok(id)
     }
@@ -270,16 +285,14 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Builds an [`Engine`] from the four parts — a [`Spool`], a [`Router`], a [`Resolver`] and a
-/// [`Transport`] (or only the resolver, and the engine builds the default [`EsmtpTransport`]) —
-/// and this host's name (used in EHLO and DSNs).
+/// Builds an [`Engine`] from its parts: a [`Spool`], a [`Router`], a [`Transport`] for each
+/// kind of route it should deliver, and this host's name (used in DSNs). The engine knows only
+/// these traits; [`config`](crate::config) builds them from a `postrider.toml`.
 #[derive(Default)]
 pub struct EngineBuilder {
     spool: Option<Arc<dyn Spool>>,
     router: Option<Arc<dyn Router>>,
     transport: Option<Arc<dyn Transport>>,
-    resolver: Option<Arc<dyn Resolver>>,
-    policy: Option<Arc<PolicyTable>>,
     local: Option<Arc<dyn Transport>>,
     hostname: Option<Domain>,
     retry: RetryPolicy,
@@ -300,24 +313,10 @@ impl EngineBuilder {
         self
     }
 
-    /// How `Route::Relay` mail is delivered. Without one, the engine builds the default
-    /// [`EsmtpTransport`] from the [`resolver`](Self::resolver) and [`policy`](Self::policy),
-    /// keeping idle sessions for [`DEFAULT_CONNECTION_CACHE_TIME`].
+    /// How `Route::Relay` mail is delivered (the SMTP client of [`transport`](crate::transport),
+    /// or any other [`Transport`]).
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
-        self
-    }
-
-    /// How MX and address lookups are done, for the default ESMTP transport.
-    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
-        self.resolver = Some(resolver);
-        self
-    }
-
-    /// The per-next-hop TLS and credentials policy for the default ESMTP transport
-    /// (default: opportunistic TLS, no AUTH).
-    pub fn policy(mut self, policy: Arc<PolicyTable>) -> Self {
-        self.policy = Some(policy);
         self
     }
 
@@ -358,18 +357,9 @@ impl EngineBuilder {
         let spool = self.spool.ok_or_else(|| missing("spool"))?;
         let router = self.router.ok_or_else(|| missing("router"))?;
         let hostname = self.hostname.ok_or_else(|| missing("hostname"))?;
-        let transport = match (self.transport, self.resolver) {
-            (Some(t), _) => t,
-            (None, Some(resolver)) => Arc::new(EsmtpTransport::new(
-                EsmtpConfig {
-                    connection_cache: Some(DEFAULT_CONNECTION_CACHE_TIME),
-                    ..EsmtpConfig::new(hostname.clone())
-                },
-                resolver,
-                self.policy.unwrap_or_default(),
-            )),
-            (None, None) => return Err(missing("transport (or resolver for the ESMTP transport)")),
-        };
+        let relay = self
+            .transport
+            .ok_or_else(|| missing("transport for relay routes"))?;
         let scan = spool.scan().await?;
         for q in &scan.quarantined {
             tracing::error!(
@@ -389,8 +379,9 @@ impl EngineBuilder {
         let shared = Arc::new(Shared {
             spool,
             router,
-            transport,
+            relay,
             local: self.local,
+            draining: AtomicBool::new(false),
             hostname,
             retry: self.retry,
             limits: self.limits,
@@ -457,7 +448,7 @@ impl Engine {
             envelope.body = BodyType::EightBitMime;
         }
         envelope.smtputf8 = envelope.needs_smtputf8();
-        let id = shared.enqueue(envelope, body).await?;
+        let id = shared.enqueue(envelope, body, None).await?;
         tracing::debug!(target: "postrider::engine", "{id}: queued");
         Ok(id)
     }

@@ -333,6 +333,10 @@ impl Router for Mailertable {
     async fn route(&self, recipient: &Address) -> Result<Route, RouteError> {
         Ok(self.lookup(recipient))
     }
+
+    fn smart_host(&self) -> Option<Route> {
+        self.snapshot().smart_host.as_ref().map(SmartHost::route)
+    }
 }
 
 #[cfg(test)]

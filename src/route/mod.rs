@@ -185,7 +185,27 @@ pub enum Route {
     },
 }
 
+/// The kinds of route, each delivered by the transport for its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// Over SMTP ([`Route::Relay`]).
+    Relay,
+    /// On this machine ([`Route::Local`]).
+    Local,
+    /// Refused by routing itself ([`Route::Reject`]); no transport is involved.
+    Reject,
+}
+
 impl Route {
+    /// Which kind of route this is.
+    pub fn kind(&self) -> RouteKind {
+        match self {
+            Route::Relay { .. } => RouteKind::Relay,
+            Route::Local { .. } => RouteKind::Local,
+            Route::Reject { .. } => RouteKind::Reject,
+        }
+    }
+
     /// Direct delivery to the recipient domain's MX hosts over ESMTP.
     pub fn direct_mx(domain: &Domain) -> Route {
         Route::Relay {
@@ -227,6 +247,13 @@ impl RouteError {
 pub trait Router: Send + Sync + 'static {
     /// The route for one recipient.
     async fn route(&self, recipient: &Address) -> Result<Route, RouteError>;
+
+    /// The smart host's route, for mail a transport asks to send through it instead of
+    /// directly ([`Redirect::SmartHost`](crate::transport::Redirect::SmartHost)); `None` (the
+    /// default) when there is none, and the transport's own outcome then stands.
+    fn smart_host(&self) -> Option<Route> {
+        None
+    }
 }
 
 #[cfg(test)]

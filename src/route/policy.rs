@@ -75,6 +75,9 @@ pub struct Credentials {
     pub username: String,
     /// The password; never printed.
     pub password: Secret,
+    /// Where they were configured (`/etc/postrider/tls-policy line 3`), so a refusal can say
+    /// which line to fix; `None` when given in code.
+    pub defined_at: Option<String>,
 }
 
 impl Credentials {
@@ -83,6 +86,7 @@ impl Credentials {
         Credentials {
             username: username.into(),
             password: Secret::new(password),
+            defined_at: None,
         }
     }
 }
@@ -92,6 +96,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("defined_at", &self.defined_at)
             .finish()
     }
 }

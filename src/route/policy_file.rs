@@ -168,7 +168,7 @@ impl PolicyTable {
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
         for (line, content) in content_lines(text) {
-            let (key, policy) = match parse_line(content) {
+            let (key, mut policy) = match parse_line(content) {
                 Ok(parsed) => parsed,
                 Err(problem) => {
                     errors.push(PolicyLineError {
@@ -195,6 +195,9 @@ impl PolicyTable {
                 continue;
             }
             first_lines.insert(shown, line);
+            if let Some(c) = &mut policy.credentials {
+                c.defined_at = Some(format!("{origin} line {line}"));
+            }
             match key {
                 PolicyKey::Default => table.set_default(policy),
                 PolicyKey::Hop(hop) => table.insert(&hop, policy),

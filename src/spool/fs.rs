@@ -48,7 +48,9 @@ use bytes::Bytes;
 
 use super::format::{self, FormatError};
 use super::slot::{self, Fit};
-use super::{Claim, MessageState, Quarantined, QueuedMessage, ScanReport, Spool, SpoolError};
+use super::{
+    Claim, MessageState, Quarantined, QueuePage, QueuedMessage, ScanReport, Spool, SpoolError,
+};
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
 use files::{Created, Locked, RangeLock};
@@ -260,7 +262,7 @@ impl FsSpool {
     /// [`SpoolError::Corrupt`] naming it). A message removed while the listing runs is
     /// skipped. Nothing is changed on disk: no cleanup, no conversion, no quarantine. This
     /// blocks on file I/O: iterate it on a blocking thread.
-    pub fn list(&self) -> Result<Listing, SpoolError> {
+    pub fn listing(&self) -> Result<Listing, SpoolError> {
         Listing::new(self.inner.layout.clone())
     }
 
@@ -726,5 +728,12 @@ impl Spool for FsSpool {
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError> {
         let id = *id;
         self.blocking(move |inner| inner.claim(&id)).await
+    }
+
+    /// Reads only the page's messages (the directory is listed once per page), not the whole
+    /// queue as the default does, and changes nothing on disk.
+    async fn list(&self, after: Option<QueueId>, limit: usize) -> Result<QueuePage, SpoolError> {
+        self.blocking(move |inner| Ok(Listing::new(inner.layout.clone())?.page(after, limit)))
+            .await
     }
 }

@@ -129,6 +129,16 @@ impl Spool for MemorySpool {
     async fn save_state(&self, id: &QueueId, state: &MessageState) -> Result<(), SpoolError> {
         match self.lock().messages.get_mut(id) {
             Some(entry) => {
+                let (want, have) = (entry.0.recipients.len(), state.recipients.len());
+                if want != have {
+                    // As FsSpool: a state that does not fit its envelope is refused.
+                    return Err(SpoolError::InvalidState {
+                        id: *id,
+                        reason: format!(
+                            "it has {have} recipient states for {want} envelope recipients"
+                        ),
+                    });
+                }
                 entry.1 = state.clone();
                 Ok(())
             }

@@ -3,16 +3,28 @@
 //! A spool holds each message's envelope and body, which never change, and its delivery state,
 //! which is replaced atomically whenever it changes. [`FsSpool`] is the durable one (one file
 //! per message, the state updated in place: see [`format`] and [`slot`]); [`MemorySpool`] is
-//! for tests and for embedders that accept losing the queue on restart.
+//! for tests and for embedders that accept losing the queue on restart. With the `postgres`
+//! feature, `PgSpool` keeps the queue in PostgreSQL so that several engines share it.
+//!
+//! Beyond the core methods, the trait has provided methods for a queue shared by several
+//! engines (see [`shared`]): due work in batches ([`Spool::claim_due`], [`Spool::next_due`]),
+//! wake-ups when mail arrives elsewhere ([`Spool::wakeups`]) and administration from any node
+//! ([`Spool::list`], [`Spool::admin`]). Their defaults are built on the core methods, so every
+//! spool answers them.
 
 pub mod format;
 pub mod fs;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod record;
+pub mod shared;
 pub mod slot;
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -25,6 +37,17 @@ use crate::status::{Diagnostic, Severity};
 
 pub use fs::{CommitMode, FsSpool, FsSpoolOptions, Listing};
 pub use memory::MemorySpool;
+#[cfg(feature = "postgres")]
+pub use pg::PgSpool;
+pub use shared::{
+    AdminAction, AdminOutcome, ClaimedMessage, Lease, ListedMessage, QueuePage, Wakeups,
+};
+
+/// True when a `spool` setting names a database (`postgresql://…` or `postgres://…`) rather
+/// than a directory.
+pub fn is_database_url(value: &str) -> bool {
+    value.starts_with("postgresql://") || value.starts_with("postgres://")
+}
 
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -156,17 +179,48 @@ pub struct ScanReport {
 /// Holds a message for delivery by one engine or process; dropping it releases the claim.
 ///
 /// For [`FsSpool`] this is an `flock` on the message's file, which the kernel releases when
-/// the process dies, so a crashed engine never leaves a message locked.
+/// the process dies, so a crashed engine never leaves a message locked. For a spool with
+/// leases, dropping starts the release in the background; [`Claim::release`] waits for it.
 pub struct Claim {
-    _guard: Box<dyn Send + Sync>,
+    guard: Box<dyn ClaimGuard>,
 }
 
+/// What keeps a claim alive, for a spool whose release takes a round trip (a database lease):
+/// dropping the guard must release the claim (in the background if need be); `release` does
+/// it now.
+pub trait ClaimGuard: Send + Sync + 'static {
+    /// Ends the claim and returns once other engines can claim the message. The default drops
+    /// the guard.
+    fn release(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { drop(self) })
+    }
+}
+
+/// A guard whose drop releases at once (a lock, a set entry).
+struct Plain<T>(T);
+
+impl<T: Send + Sync + 'static> ClaimGuard for Plain<T> {}
+
 impl Claim {
-    /// Wraps whatever keeps the claim alive (a locked file, a lease).
+    /// Wraps whatever keeps the claim alive (a locked file, a set entry) and releases it when
+    /// dropped.
     pub fn new(guard: impl Send + Sync + 'static) -> Claim {
         Claim {
-            _guard: Box::new(guard),
+            guard: Box::new(Plain(guard)),
         }
+    }
+
+    /// Wraps a guard that can also be released and waited for.
+    pub fn with_guard(guard: impl ClaimGuard) -> Claim {
+        Claim {
+            guard: Box::new(guard),
+        }
+    }
+
+    /// Releases the claim and returns once another engine can claim the message (dropping
+    /// the claim releases it too, but may finish later).
+    pub async fn release(self) {
+        self.guard.release().await
     }
 }
 
@@ -213,7 +267,7 @@ pub enum SpoolError {
     /// A message's file exists but cannot be read.
     #[error("spool file {path} is corrupt: {reason}")]
     Corrupt {
-        /// The file.
+        /// The file (for a database spool: the table and the id).
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
@@ -226,6 +280,32 @@ pub enum SpoolError {
         id: QueueId,
         /// What does not fit.
         reason: String,
+    },
+    /// Another engine or process holds the message (its claim or lease is live), so a write
+    /// without that claim was refused and nothing changed.
+    #[error("message {0} is being delivered by another engine or process; try again shortly")]
+    Busy(QueueId),
+    /// The caller's claim is no longer the message's current one: its lease ended and another
+    /// engine took the message over, or an administrator changed the message meanwhile. The
+    /// outcome was not written, so it cannot overwrite the newer state (fencing).
+    #[error(
+        "the claim on message {id} was lost (its lease ended and another engine took the \
+         message over); this attempt's outcome was not written"
+    )]
+    LeaseLost {
+        /// The message.
+        id: QueueId,
+    },
+    /// The database behind the spool failed or could not be reached.
+    #[error("spool database: {op} failed: {source}")]
+    Database {
+        /// What the spool was doing ("insert", "claim", ...).
+        op: &'static str,
+        /// Temporary (the server is down, restarting, overloaded, or a transaction conflicted)
+        /// or permanent (the schema or the configuration is wrong).
+        severity: Severity,
+        /// What the database or its client said.
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// The spool configuration is unusable (a path that is not a directory, ...).
     #[error("spool at {path}: {reason}")]
@@ -255,10 +335,13 @@ impl SpoolError {
     /// corrupt message and a bad configuration.
     pub fn severity(&self) -> Severity {
         match self {
-            SpoolError::NoSpace { .. } | SpoolError::NotWritable { .. } | SpoolError::Io { .. } => {
-                Severity::Temporary
-            }
+            SpoolError::NoSpace { .. }
+            | SpoolError::NotWritable { .. }
+            | SpoolError::Io { .. }
+            | SpoolError::Busy(_) => Severity::Temporary,
+            SpoolError::Database { severity, .. } => *severity,
             SpoolError::NotFound(_)
+            | SpoolError::LeaseLost { .. }
             | SpoolError::Corrupt { .. }
             | SpoolError::InvalidState { .. }
             | SpoolError::Config { .. } => Severity::Permanent,
@@ -321,6 +404,53 @@ pub trait Spool: Send + Sync + 'static {
 
     /// Tries to claim a message for delivery: `None` when another engine or process holds it.
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError>;
+
+    /// Claims up to `limit` messages that are due by `due_by`, not held, and not claimed by
+    /// anyone, earliest due first, and returns them loaded. The default scans the whole spool
+    /// and claims one message at a time; a spool with an index answers from it.
+    async fn claim_due(
+        &self,
+        due_by: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<ClaimedMessage>, SpoolError> {
+        shared::claim_due_by_scan(self, due_by, limit).await
+    }
+
+    /// When the earliest message that is not held becomes due (or, for a message claimed by
+    /// someone else, when it may be taken over at the earliest); `None` for an empty queue.
+    /// The engine sleeps until then unless [`Spool::wakeups`] says otherwise.
+    async fn next_due(&self) -> Result<Option<SystemTime>, SpoolError> {
+        shared::next_due_by_scan(self).await
+    }
+
+    /// A stream telling this engine that work may have become due because of another engine
+    /// or process (mail submitted there, a claim released, an administrator's release).
+    /// `None` (the default) when the spool cannot tell: the engine then rescans on a timer.
+    /// Call it inside the tokio runtime.
+    fn wakeups(&self) -> Option<Wakeups> {
+        None
+    }
+
+    /// One page of the whole queue in id (arrival) order: up to `limit` messages whose id
+    /// sorts after `after` (`None`: from the start), with who holds each one where the spool
+    /// can tell. The default scans the whole spool.
+    async fn list(&self, after: Option<QueueId>, limit: usize) -> Result<QueuePage, SpoolError> {
+        shared::list_by_scan(self, after, limit).await
+    }
+
+    /// Holds, releases, flushes or deletes one message, whichever engine is delivering it; `at`
+    /// is the caller's "now" (a release or flush makes the message due then). The default
+    /// claims the message, applies the action and drops the claim, and answers
+    /// [`AdminOutcome::Busy`] when someone else holds it; a shared spool records the action for
+    /// the holder to apply when its attempt ends ([`AdminOutcome::Deferred`]).
+    async fn admin(
+        &self,
+        id: &QueueId,
+        action: AdminAction,
+        at: SystemTime,
+    ) -> Result<AdminOutcome, SpoolError> {
+        shared::admin_by_claim(self, id, action, at).await
+    }
 }
 
 #[cfg(test)]

@@ -1,21 +1,34 @@
-//! Handing messages to the next hop: the `Transport` trait and what it reports.
+//! Handing messages to the next hop: the `Transport` trait, and how a transport tells the engine
+//! what became of each message ([`Reports`]).
 //!
-//! The default transport is [`EsmtpTransport`](esmtp::EsmtpTransport): ESMTP over tokio with
-//! STARTTLS or implicit TLS by rustls, AUTH, and pipelining.
+//! A transport reports every message of a batch as soon as its fate is known (for SMTP: when
+//! the reply to the end of its data has been read) and waits for [`Reports::record`] to return
+//! before it starts the next one. The engine makes the outcome durable in that time, so a crash
+//! or a stop at any instant re-sends at most the one message per connection whose reply was on
+//! the wire and not yet recorded, never a whole batch.
+//!
+//! The default transport for relay routes is [`EsmtpTransport`](esmtp::EsmtpTransport): ESMTP
+//! over tokio with STARTTLS or implicit TLS by rustls, AUTH, and pipelining.
 
 pub mod esmtp;
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Recipient};
 use crate::queue_id::QueueId;
 use crate::route::Route;
-use crate::status::Outcome;
+use crate::status::{Diagnostic, EnhancedStatus, Outcome};
+
+/// Connections (or deliveries) open at once to one next hop, unless configured otherwise
+/// (Postfix's `default_destination_concurrency_limit`): the engine's per-route limit and the
+/// ESMTP transport's per-host limit both start from it.
+pub const DEFAULT_DESTINATION_CONCURRENCY: usize = 20;
 
 /// One message in a delivery batch, with the recipients to attempt now.
 #[derive(Debug, Clone)]
@@ -50,6 +63,19 @@ impl fmt::Display for RemoteHost {
     }
 }
 
+/// Instead of an outcome here, the transport asks the engine to send a recipient another way,
+/// within the same attempt. The report's `outcome` is what applies when the engine cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// Through the smart host: the SPF pre-flight found that this host's address may not send
+    /// for the sender's domain directly to its recipients' MX hosts. `reason` says so in words
+    /// an operator acts on; it goes with the smart host's log line.
+    SmartHost {
+        /// Why the direct route was not taken.
+        reason: String,
+    },
+}
+
 /// The outcome for one recipient of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientReport {
@@ -62,15 +88,17 @@ pub struct RecipientReport {
     /// The host that gave the outcome, if any host was reached or tried.
     pub remote: Option<RemoteHost>,
     /// Something about this delivery an operator should know even though it went through,
-    /// e.g. that SPF would fail for the sending address, or that it was rerouted.
+    /// e.g. that SPF would fail for the sending address.
     pub note: Option<String>,
     /// The next hop took this recipient's DSN parameters (it advertised DSN, RFC 3461): from
     /// now on success and delay notices are its job, so the engine sends no "relayed" DSN.
     pub dsn_passed_on: bool,
+    /// Send this recipient another way instead (see [`Redirect`]).
+    pub redirect: Option<Redirect>,
 }
 
 impl RecipientReport {
-    /// A report without a note.
+    /// A report without a note, a DSN hand-over or a redirect.
     pub fn new(
         id: QueueId,
         recipient: usize,
@@ -84,16 +112,132 @@ impl RecipientReport {
             remote,
             note: None,
             dsn_passed_on: false,
+            redirect: None,
         }
     }
+
+    /// The same report with `note`.
+    pub fn with_note(mut self, note: Option<String>) -> RecipientReport {
+        self.note = note;
+        self
+    }
+}
+
+/// Whether a transport may start another message in the same [`Transport::deliver`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Go on with the batch.
+    Continue,
+    /// Start no other message: the engine is stopping, or it could not record this outcome
+    /// (a delivery it cannot record would be repeated). Close the session cleanly.
+    Stop,
+}
+
+/// What the engine gives a transport for one [`Transport::deliver`] call: where outcomes go.
+#[async_trait]
+pub trait Reports: Send + Sync {
+    /// Records what became of one message of the batch: a report for each recipient its
+    /// [`Delivery`] listed (a recipient left out is deferred as an internal error). Returns once
+    /// the outcome is durable; only then may the transport send the next message.
+    async fn record(&self, id: QueueId, reports: Vec<RecipientReport>) -> Next;
+
+    /// True when no new message should be started; checked before each one. A message not
+    /// started is simply not attempted: it stays queued as it was.
+    fn stopping(&self) -> bool;
+
+    /// Queues a copy of `delivery`'s message, from the same sender, for `recipients` elsewhere
+    /// (alias or forwarding targets that are not local). Durable on return; `Err` says why it
+    /// could not be queued, for the original recipient's deferral.
+    async fn forward(
+        &self,
+        delivery: &Delivery,
+        recipients: Vec<Recipient>,
+    ) -> Result<QueueId, Diagnostic>;
 }
 
 /// Delivers batches of messages that share a route.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Delivers `batch` over `route`. Every recipient listed in every [`Delivery`] gets exactly
-    /// one report; the order of reports does not matter.
-    async fn deliver(&self, route: &Route, batch: &[Delivery]) -> Vec<RecipientReport>;
+    /// Delivers `batch` over `route`, one message after another, reporting each to `reports`
+    /// as soon as its fate is known and going on only when [`Reports::record`] says so.
+    async fn deliver(&self, route: &Route, batch: &[Delivery], reports: &dyn Reports);
+}
+
+/// [`Reports`] that keeps every report in memory: for a transport used without an engine (a
+/// test, a probe, a one-off send). It never stops a batch and cannot forward.
+#[derive(Debug, Default)]
+pub struct Collected {
+    reports: Mutex<Vec<RecipientReport>>,
+    stop: AtomicBool,
+}
+
+impl Collected {
+    /// An empty collection.
+    pub fn new() -> Collected {
+        Collected::default()
+    }
+
+    /// Every report recorded so far, in the order they came.
+    pub fn into_reports(self) -> Vec<RecipientReport> {
+        self.reports
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes [`Reports::stopping`] true from now on, as an engine that begins to shut down does.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Reports for Collected {
+    async fn record(&self, _id: QueueId, reports: Vec<RecipientReport>) -> Next {
+        self.reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(reports);
+        if self.stop.load(Ordering::SeqCst) {
+            Next::Stop
+        } else {
+            Next::Continue
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    async fn forward(
+        &self,
+        _delivery: &Delivery,
+        _recipients: Vec<Recipient>,
+    ) -> Result<QueueId, Diagnostic> {
+        Err(Diagnostic::local(
+            EnhancedStatus::new(4, 3, 5),
+            "forwarding needs a queue engine: this transport was called without one",
+        ))
+    }
+}
+
+/// Runs `transport` on one batch without an engine and returns every report.
+///
+/// ```no_run
+/// # use postrider::{Delivery, Route, Transport};
+/// # async fn demo(transport: &dyn Transport, route: Route, batch: Vec<Delivery>) {
+/// for report in postrider::transport::collect(transport, &route, &batch).await {
+///     println!("{}: {:?}", report.id, report.outcome);
+/// }
+/// # }
+/// ```
+pub async fn collect(
+    transport: &dyn Transport,
+    route: &Route,
+    batch: &[Delivery],
+) -> Vec<RecipientReport> {
+    let collected = Collected::new();
+    transport.deliver(route, batch, &collected).await;
+    collected.into_reports()
 }
 
 #[cfg(test)]
@@ -112,5 +256,22 @@ mod tests {
             addr: Some("192.0.2.1".parse().unwrap()),
         };
         assert_eq!(ip_only.to_string(), "[192.0.2.1]");
+    }
+
+    #[tokio::test]
+    async fn a_collection_stops_a_batch_once_told_to() {
+        let c = Collected::new();
+        let id = QueueId::generate();
+        let r = RecipientReport::new(
+            id,
+            0,
+            Outcome::deferred(EnhancedStatus::new(4, 0, 0), "x"),
+            None,
+        );
+        assert_eq!(c.record(id, vec![r.clone()]).await, Next::Continue);
+        c.stop();
+        assert!(c.stopping());
+        assert_eq!(c.record(id, vec![r]).await, Next::Stop);
+        assert_eq!(c.into_reports().len(), 2);
     }
 }

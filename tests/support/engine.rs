@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use postrider::engine::{Clock, DeliveryEvent, Engine, Limits, RetryPolicy};
 use postrider::spool::MemorySpool;
+use postrider::transport::{Next, Reports};
 use postrider::{
     Address, Delivery, EnhancedStatus, Outcome, RecipientReport, RemoteHost, Reply, ReversePath,
     Route, RouteError, Router, Transport,
@@ -36,6 +37,10 @@ pub struct ScriptedTransport {
     pub max_running: AtomicUsize,
     /// Answer like a next hop that advertised DSN (it takes over success/delay notices).
     pub dsn_capable: std::sync::atomic::AtomicBool,
+    /// Every message handed to the engine's `Reports::record`, with the virtual time.
+    pub recorded: Mutex<Vec<(postrider::QueueId, SystemTime)>>,
+    /// Every message the transport started to send, with the virtual time.
+    pub sent: Mutex<Vec<(postrider::QueueId, SystemTime)>>,
 }
 
 impl ScriptedTransport {
@@ -48,6 +53,8 @@ impl ScriptedTransport {
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
             dsn_capable: std::sync::atomic::AtomicBool::new(false),
+            recorded: Mutex::new(Vec::new()),
+            sent: Mutex::new(Vec::new()),
         })
     }
 
@@ -74,7 +81,7 @@ impl ScriptedTransport {
 
 #[async_trait]
 impl Transport for ScriptedTransport {
-    async fn deliver(&self, route: &Route, batch: &[Delivery]) -> Vec<RecipientReport> {
+    async fn deliver(&self, route: &Route, batch: &[Delivery], reports: &dyn Reports) {
         let now_running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now_running, Ordering::SeqCst);
         self.calls.lock().unwrap().push(Call {
@@ -94,31 +101,40 @@ impl Transport for ScriptedTransport {
                 })
                 .collect(),
         });
+        // Each message takes `latency` of virtual time, and is reported as it ends, as a
+        // session reports each message when the reply to its data arrives.
         let latency = *self.latency.lock().unwrap();
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        let mut out = Vec::new();
         for d in batch {
+            if reports.stopping() {
+                break;
+            }
+            self.sent.lock().unwrap().push((d.id, self.clock.now()));
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            let mut out = Vec::new();
             for &i in &d.recipients {
                 let outcome = (self.rule.lock().unwrap())(&d.envelope.recipients[i].address);
                 let dsn_passed_on = matches!(outcome, Outcome::Delivered { .. })
                     && self.dsn_capable.load(Ordering::SeqCst);
-                out.push(RecipientReport {
-                    id: d.id,
-                    recipient: i,
+                let mut r = RecipientReport::new(
+                    d.id,
+                    i,
                     outcome,
-                    remote: Some(RemoteHost {
+                    Some(RemoteHost {
                         name: Some("mx.test.example".into()),
                         addr: Some("127.0.0.1".parse().unwrap()),
                     }),
-                    note: None,
-                    dsn_passed_on,
-                });
+                );
+                r.dsn_passed_on = dsn_passed_on;
+                out.push(r);
+            }
+            self.recorded.lock().unwrap().push((d.id, self.clock.now()));
+            if reports.record(d.id, out).await == Next::Stop {
+                break;
             }
         }
         self.running.fetch_sub(1, Ordering::SeqCst);
-        out
     }
 }
 

@@ -22,8 +22,13 @@ pub fn d(s: &str) -> Domain {
     Domain::parse(s).unwrap()
 }
 
+/// The defaults, but without the session cache: each `deliver` call's session ends with QUIT,
+/// so a test sees exactly the sessions it caused (the cache has tests of its own).
 pub fn config() -> EsmtpConfig {
-    EsmtpConfig::new(d(OUR_NAME))
+    EsmtpConfig {
+        connection_cache: None,
+        ..EsmtpConfig::new(d(OUR_NAME))
+    }
 }
 
 pub fn transport(
@@ -163,4 +168,25 @@ pub fn assert_failed(r: &RecipientReport, status: &str, text: &str) {
 /// `[127.0.0.1]:port` as diagnostics show a literal peer.
 pub fn lit(port: u16) -> String {
     format!("[127.0.0.1]:{port}")
+}
+
+/// `Transport::deliver` as the tests use it: the whole batch, every report collected.
+pub trait DeliverAll {
+    /// Delivers `batch` and returns every report, in the order the transport gave them.
+    fn deliver_all<'a>(
+        &'a self,
+        route: &'a Route,
+        batch: &'a [Delivery],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<RecipientReport>> + Send + 'a>>;
+}
+
+impl<T: postrider::Transport> DeliverAll for T {
+    fn deliver_all<'a>(
+        &'a self,
+        route: &'a Route,
+        batch: &'a [Delivery],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<RecipientReport>> + Send + 'a>>
+    {
+        Box::pin(postrider::transport::collect(self, route, batch))
+    }
 }

@@ -10,7 +10,8 @@ fn modified(path: &Path) -> Option<SystemTime> {
 
 /// The example binary `name` that `cargo test` builds next to the test binaries
 /// (`target/debug/examples/NAME`). Panics with instructions when it is missing or older than
-/// any source under `examples/` or the library, so a stale binary is never tested.
+/// any source it was built from (cargo's dep-info file beside it lists them: the example, the
+/// modules it shares, the library's sources), so a stale binary is never tested.
 pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let deps = exe
@@ -22,20 +23,10 @@ pub fn example_binary(name: &str) -> PathBuf {
                `cargo test --test NAME` does not)";
     let built =
         modified(&binary).unwrap_or_else(|| panic!("{} is missing: {how}", binary.display()));
-    // Every source under examples/ (a program and the modules it shares with the others).
-    let mut inputs = Vec::new();
-    sources(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"),
-        &mut inputs,
-    );
-    if let Ok(entries) = std::fs::read_dir(deps) {
-        inputs.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libpostrider-") && n.ends_with(".rlib"))
-        }));
-    }
-    for input in inputs {
+    let dep_info = binary.with_extension("d");
+    let text = std::fs::read_to_string(&dep_info)
+        .unwrap_or_else(|e| panic!("read {}: {e} ({how})", dep_info.display()));
+    for input in dep_info_sources(&text) {
         if modified(&input).is_some_and(|t| t > built) {
             panic!(
                 "{} is older than {}: {how}",
@@ -47,17 +38,34 @@ pub fn example_binary(name: &str) -> PathBuf {
     binary
 }
 
-/// Every `.rs` file under `dir`, recursively.
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// The sources a Makefile-style dep-info file (`target: a.rs b.rs ...`) lists; `\ ` escapes a
+/// space in a path.
+fn dep_info_sources(text: &str) -> Vec<PathBuf> {
+    let Some(first) = text.lines().next() else {
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
+    let Some((_, sources)) = first.split_once(": ") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = sources.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                current.push(' ');
+                chars.next();
+            }
+            ' ' => {
+                if !current.is_empty() {
+                    out.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            c => current.push(c),
         }
     }
+    if !current.is_empty() {
+        out.push(PathBuf::from(current));
+    }
+    out
 }

@@ -74,7 +74,7 @@ impl Site {
         let spool = FsSpool::open_with(self.spool(), FsSpoolOptions::new().read_only(true))
             .expect("open the spool to read it");
         spool
-            .list()
+            .listing()
             .expect("list the spool")
             .map(|m| m.expect("a readable queued message"))
             .find(|m| m.id.as_str() == id)

@@ -115,6 +115,11 @@ impl Relay {
     }
 
     /// Waits until the relay's stderr holds `count` lines containing `needle`.
+    /// How many times the relay has logged `needle` so far.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().matches(needle).count()
+    }
+
     pub fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) {
         let start = std::time::Instant::now();
         loop {

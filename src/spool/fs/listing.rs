@@ -4,10 +4,10 @@ use super::layout::{Layout, QueueFile};
 use super::scan::{self, Verdict};
 use super::v1;
 use crate::queue_id::QueueId;
-use crate::spool::{QueuedMessage, SpoolError};
+use crate::spool::{ListedMessage, QueuePage, QueuedMessage, SpoolError};
 
 /// The messages of an [`super::FsSpool`], oldest first, read as the iteration reaches them
-/// (see [`super::FsSpool::list`]).
+/// (see [`super::FsSpool::listing`]).
 ///
 /// Holds only the sorted ids (16 octets a message). An item is `Err` for a message that could
 /// not be read (a damaged file is [`SpoolError::Corrupt`] with its path); the listing goes on
@@ -18,7 +18,7 @@ use crate::spool::{QueuedMessage, SpoolError};
 ///
 /// # fn demo() -> Result<(), postrider::SpoolError> {
 /// let spool = FsSpool::open("/var/spool/postrider")?;
-/// let listing = spool.list()?;
+/// let listing = spool.listing()?;
 /// println!("{} requests", listing.remaining());
 /// for message in listing {
 ///     let message = message?;
@@ -51,6 +51,43 @@ impl Listing {
             layout,
             entries: entries.into_iter(),
         })
+    }
+
+    /// One page of [`crate::spool::Spool::list`]: up to `limit` messages whose id sorts after
+    /// `after`. A message that cannot be read is left out (and logged): the next scan
+    /// quarantines it, and one damaged file must not hide the rest of the queue from an
+    /// administrator.
+    pub(super) fn page(mut self, after: Option<QueueId>, limit: usize) -> QueuePage {
+        if let Some(after) = after {
+            let rest: Vec<_> = self
+                .entries
+                .by_ref()
+                .filter(|(id, _)| *id > after)
+                .collect();
+            self.entries = rest.into_iter();
+        }
+        let mut messages = Vec::new();
+        while messages.len() < limit {
+            let Some((id, format_one)) = self.entries.next() else {
+                break;
+            };
+            match self.read(&id, format_one) {
+                Ok(Some(message)) => messages.push(ListedMessage {
+                    message,
+                    lease: None,
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "queue listing skips a message it cannot read")
+                }
+            }
+        }
+        let next = if self.entries.len() > 0 {
+            messages.last().map(|m| m.message.id).or(after)
+        } else {
+            None
+        };
+        QueuePage { messages, next }
     }
 
     /// How many messages are still to come (an upper bound: messages removed meanwhile are

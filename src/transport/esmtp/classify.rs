@@ -12,7 +12,7 @@ use super::session::{Peer, SessionError};
 use super::timeouts::Phase;
 use crate::address::Domain;
 use crate::resolve::ResolveError;
-use crate::route::TlsLevel;
+use crate::route::{Credentials, TlsLevel};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome, Reply};
 
 /// Appended to a connection timeout on port 25: the usual cause on home and cloud networks.
@@ -146,9 +146,17 @@ pub(crate) fn session_reply(peer: &Peer, reply: &Reply) -> Diagnostic {
     remote(reply, format!("{peer} said: {reply}"))
 }
 
-/// The greeting was not 220.
+/// The greeting was not 220. A 5xx greeting only says that this server will not talk to us
+/// now (Postfix's `smtp_skip_5xx_greeting`): the next address, MX host or fallback is tried,
+/// and with none left the message waits — a temporary failure, never a bounce.
 pub(crate) fn greeting_refused(peer: &Peer, reply: &Reply) -> Diagnostic {
-    remote(reply, format!("{peer} refused to talk to me: {reply}"))
+    let mut d = remote(reply, format!("{peer} refused to talk to me: {reply}"));
+    if d.status.is_permanent() {
+        d.status = d.status.with_class(4);
+        d.text
+            .push_str(" (this server was skipped; the mail stays queued)");
+    }
+    d
 }
 
 /// EHLO and then HELO were refused, or EHLO failed temporarily.
@@ -181,15 +189,30 @@ pub(crate) fn mail_loop(detail: String) -> Diagnostic {
     )
 }
 
-/// AUTH was refused: 5xx is permanent for the route, 4xx is retried.
-pub(crate) fn auth_failed(peer: &Peer, user: &str, reply: &Reply) -> Diagnostic {
-    remote(
+/// AUTH was refused. Even a 5xx is a deferral (Postfix's `smtp_sasl_auth_soft_bounce`): a
+/// wrong password is this side's configuration to fix, and the mail must still be there when
+/// it is fixed. The text names the credentials' line.
+pub(crate) fn auth_failed(peer: &Peer, creds: &Credentials, reply: &Reply) -> Diagnostic {
+    let mut d = remote(
         reply,
         format!(
-            "authentication failed at {} for {user}: {reply}",
-            peer.host_port()
+            "authentication failed at {} for {}: {reply}",
+            peer.host_port(),
+            creds.username
         ),
-    )
+    );
+    if d.status.is_permanent() {
+        d.status = d.status.with_class(4);
+        match &creds.defined_at {
+            Some(at) => d.text.push_str(&format!(
+                "; check the user name and password in {at} (the mail stays queued)"
+            )),
+            None => d
+                .text
+                .push_str("; check the credentials for this next hop (the mail stays queued)"),
+        }
+    }
+    d
 }
 
 /// Credentials are configured, but the connection is clear text and the policy forbids AUTH
@@ -366,12 +389,19 @@ mod tests {
             addr: "192.0.2.9".parse().unwrap(),
             port: 587,
         };
-        let d = auth_failed(&p, "pbx@example.com", &reply);
+        let mut creds = Credentials::new("pbx@example.com", "secret");
+        creds.defined_at = Some("/etc/postrider/tls-policy line 3".into());
+        let d = auth_failed(&p, &creds, &reply);
         assert_eq!(
             d.text,
             "authentication failed at smtp.gmail.com:587 for pbx@example.com: \
-             535 5.7.8 Username and Password not accepted"
+             535 5.7.8 Username and Password not accepted; check the user name and password \
+             in /etc/postrider/tls-policy line 3 (the mail stays queued)"
         );
-        assert!(matches!(outcome(d), Outcome::Failed(_)));
+        assert_eq!(d.status.to_string(), "4.7.8");
+        assert!(
+            matches!(outcome(d), Outcome::Deferred(_)),
+            "a wrong password is ours to fix: never a bounce"
+        );
     }
 }

@@ -18,19 +18,23 @@ use super::transaction;
 use super::{EsmtpTransport, SpfConfig};
 use crate::route::{Host, Mailer, NextHop, Route};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome};
-use crate::transport::{Delivery, RecipientReport, RemoteHost};
+use crate::transport::{Delivery, Next, RecipientReport, Redirect, RemoteHost, Reports};
 
-/// The messages of a batch, the recipients still to settle, and the reports so far.
+/// The messages of a batch, the recipients still to settle, and where their outcomes go.
 struct Batch<'a> {
     jobs: Vec<Job<'a>>,
-    reports: Vec<RecipientReport>,
-    /// Messages the SPF pre-flight sends through the smart host instead, with the reason.
-    rerouted: Vec<(&'a Delivery, Vec<usize>, String)>,
+    reports: &'a dyn Reports,
+    /// The engine asked for no further message in this call.
+    stopped: bool,
 }
 
 struct Job<'a> {
     delivery: &'a Delivery,
     pending: Vec<usize>,
+    /// Outcomes decided and not yet handed to `reports`.
+    settled: Vec<RecipientReport>,
+    /// Handed over: the message is done with in this call.
+    recorded: bool,
     /// A warning that goes with every report of this message.
     note: Option<String>,
     /// The SPF pre-flight has decided this message.
@@ -38,33 +42,32 @@ struct Job<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(batch: &'a [Delivery]) -> Batch<'a> {
+    fn new(batch: &'a [Delivery], reports: &'a dyn Reports) -> Batch<'a> {
         let mut b = Batch {
             jobs: Vec::with_capacity(batch.len()),
-            reports: Vec::new(),
-            rerouted: Vec::new(),
+            reports,
+            stopped: false,
         };
         for delivery in batch {
             let mut pending = Vec::with_capacity(delivery.recipients.len());
+            let mut settled = Vec::new();
             for &i in &delivery.recipients {
                 if pending.contains(&i) {
                     continue;
                 }
                 if i >= delivery.envelope.recipients.len() {
-                    b.reports.push(RecipientReport {
-                        id: delivery.id,
-                        recipient: i,
-                        outcome: Outcome::deferred(
+                    settled.push(RecipientReport::new(
+                        delivery.id,
+                        i,
+                        Outcome::deferred(
                             EnhancedStatus::new(4, 3, 5),
                             format!(
                                 "recipient index {i} is not in the envelope of {} (engine error)",
                                 delivery.id
                             ),
                         ),
-                        remote: None,
-                        note: None,
-                        dsn_passed_on: false,
-                    });
+                        None,
+                    ));
                     continue;
                 }
                 pending.push(i);
@@ -72,6 +75,8 @@ impl<'a> Batch<'a> {
             b.jobs.push(Job {
                 delivery,
                 pending,
+                settled,
+                recorded: false,
                 note: None,
                 gated: false,
             });
@@ -79,8 +84,9 @@ impl<'a> Batch<'a> {
         b
     }
 
+    /// True while some message still waits for an outcome and the engine wants more.
     fn pending(&self) -> bool {
-        self.jobs.iter().any(|j| !j.pending.is_empty())
+        !self.stopped && self.jobs.iter().any(|j| !j.pending.is_empty())
     }
 
     fn report(
@@ -89,15 +95,31 @@ impl<'a> Batch<'a> {
         recipient: usize,
         outcome: Outcome,
         remote: Option<RemoteHost>,
-    ) {
-        self.reports.push(RecipientReport {
-            id: self.jobs[job].delivery.id,
-            recipient,
-            outcome,
-            remote,
-            note: self.jobs[job].note.clone(),
-            dsn_passed_on: false,
-        });
+    ) -> &mut RecipientReport {
+        let job = &mut self.jobs[job];
+        job.settled.push(
+            RecipientReport::new(job.delivery.id, recipient, outcome, remote)
+                .with_note(job.note.clone()),
+        );
+        job.settled
+            .last_mut()
+            .expect("invariant: a report was just pushed")
+    }
+
+    /// Hands every message whose recipients are all settled to the engine, in batch order;
+    /// stops the batch when the engine says so.
+    async fn record_settled(&mut self) {
+        for j in 0..self.jobs.len() {
+            let job = &mut self.jobs[j];
+            if job.recorded || !job.pending.is_empty() || job.settled.is_empty() {
+                continue;
+            }
+            job.recorded = true;
+            let settled = std::mem::take(&mut job.settled);
+            if self.reports.record(job.delivery.id, settled).await == Next::Stop {
+                self.stopped = true;
+            }
+        }
     }
 
     /// Applies the SPF pre-flight's answer to job `j`.
@@ -106,8 +128,13 @@ impl<'a> Batch<'a> {
         match gate {
             Gate::Send(note) => self.jobs[j].note = note,
             Gate::Reroute(advice) => {
-                let pending = std::mem::take(&mut self.jobs[j].pending);
-                self.rerouted.push((self.jobs[j].delivery, pending, advice));
+                // The engine sends it through the smart host; if it cannot, this deferral stands.
+                for i in std::mem::take(&mut self.jobs[j].pending) {
+                    let outcome = Outcome::deferred(EnhancedStatus::new(4, 7, 23), advice.clone());
+                    self.report(j, i, outcome, None).redirect = Some(Redirect::SmartHost {
+                        reason: advice.clone(),
+                    });
+                }
             }
             Gate::Defer(d) => {
                 for i in std::mem::take(&mut self.jobs[j].pending) {
@@ -160,15 +187,14 @@ pub(super) async fn deliver(
     t: &EsmtpTransport,
     route: &Route,
     batch: &[Delivery],
-) -> Vec<RecipientReport> {
-    let mut b = Batch::new(batch);
+    reports: &dyn Reports,
+) {
+    let mut b = Batch::new(batch, reports);
+    if reports.stopping() {
+        return;
+    }
     match route {
-        Route::Relay { mailer, hops } => {
-            relay(t, *mailer, hops, &mut b).await;
-            if !b.rerouted.is_empty() {
-                via_smart_host(t, &mut b).await;
-            }
-        }
+        Route::Relay { mailer, hops } => relay(t, *mailer, hops, &mut b).await,
         Route::Local { .. } => b.settle_all(
             Outcome::Deferred(classify::misrouted("a local route")),
             None,
@@ -184,7 +210,7 @@ pub(super) async fn deliver(
             b.settle_all(outcome, None);
         }
     }
-    b.reports
+    b.record_settled().await;
 }
 
 async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Batch<'_>) {
@@ -231,7 +257,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
         {
             match run_jobs(t, &mut session, b, spf_hop).await {
                 Ok(clean) => {
-                    finish(t, &key, session, clean).await;
+                    finish(t, &key, session, clean && !b.stopped).await;
                     return;
                 }
                 Err(d) => failures.record(d, Some(session.peer.remote())),
@@ -266,9 +292,11 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                 }
             };
             if let Some(domain) = mx_of
-                && let Some(local) = addrs
-                    .iter()
-                    .find(|a| t.config.local_addresses.contains(**a))
+                && let Some(local) = addrs.iter().find(|a| {
+                    t.config
+                        .local_addresses
+                        .contains(std::net::SocketAddr::new(**a, port))
+                })
             {
                 // RFC 5321 §5.1: this machine is an MX of the domain; only better MX hosts
                 // (those already tried) may be used.
@@ -305,7 +333,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                     }
                     Ok(mut session) => match run_jobs(t, &mut session, b, spf_hop).await {
                         Ok(clean) => {
-                            finish(t, &key, session, clean).await;
+                            finish(t, &key, session, clean && !b.stopped).await;
                             return;
                         }
                         Err(d) => failures.record(d, Some(peer.remote())),
@@ -329,46 +357,6 @@ async fn finish(t: &EsmtpTransport, key: &str, session: Session, clean: bool) {
     }
 }
 
-/// Sends the messages the SPF pre-flight took off the MX route through the smart host.
-async fn via_smart_host(t: &EsmtpTransport, b: &mut Batch<'_>) {
-    let rerouted = std::mem::take(&mut b.rerouted);
-    let smart_host = t
-        .config
-        .spf
-        .as_ref()
-        .and_then(|spf| spf.smart_host.as_ref());
-    let Some(Route::Relay { mailer, hops }) = smart_host else {
-        // `decide` reroutes only when a smart host exists; defer rather than lose the mail.
-        for (delivery, pending, advice) in rerouted {
-            for i in pending {
-                b.reports.push(RecipientReport::new(
-                    delivery.id,
-                    i,
-                    Outcome::deferred(EnhancedStatus::new(4, 7, 23), advice.clone()),
-                    None,
-                ));
-            }
-        }
-        return;
-    };
-    let mut sub = Batch {
-        jobs: Vec::with_capacity(rerouted.len()),
-        reports: Vec::new(),
-        rerouted: Vec::new(),
-    };
-    for (delivery, pending, advice) in rerouted {
-        tracing::info!(target: "postrider::spf", "{}: {advice}; sending through the smart host instead", delivery.id);
-        sub.jobs.push(Job {
-            delivery,
-            pending,
-            note: Some(format!("{advice}; sent through the smart host instead")),
-            gated: true,
-        });
-    }
-    relay(t, *mailer, hops, &mut sub).await;
-    b.reports.append(&mut sub.reports);
-}
-
 fn named(name: &str) -> RemoteHost {
     RemoteHost {
         name: Some(name.to_string()),
@@ -376,9 +364,10 @@ fn named(name: &str) -> RemoteHost {
     }
 }
 
-/// Carries every pending message over `s`; `Ok(true)` when it ends with no transaction open
-/// (the session can carry more). An error is why the session broke; the message in flight has
-/// been settled, the rest are still pending.
+/// Carries every pending message over `s`, handing each to the engine as soon as its reply is
+/// read; `Ok(true)` when it ends with no transaction open (the session can carry more). An
+/// error is why the session broke; the message in flight has been settled and recorded, the
+/// rest are still pending.
 async fn run_jobs(
     t: &EsmtpTransport,
     s: &mut Session,
@@ -388,6 +377,10 @@ async fn run_jobs(
     let remote = s.peer.remote();
     let mut needs_rset = false;
     for j in 0..b.jobs.len() {
+        if b.stopped || b.reports.stopping() {
+            b.stopped = true;
+            break;
+        }
         if let Some((spf, hop)) = spf_hop
             && let Some(local) = s.local
             && !b.jobs[j].gated
@@ -404,6 +397,7 @@ async fn run_jobs(
             b.apply_gate(j, gate);
         }
         if b.jobs[j].pending.is_empty() {
+            b.record_settled().await;
             continue;
         }
         if needs_rset {
@@ -428,15 +422,13 @@ async fn run_jobs(
                     )
                 });
             let delivered = matches!(outcome, Outcome::Delivered { .. });
-            b.report(j, i, outcome, Some(remote.clone()));
-            if delivered && s.caps.dsn {
-                // RCPT carried NOTIFY/ORCPT to a DSN-capable server: it reports from here on.
-                if let Some(r) = b.reports.last_mut() {
-                    r.dsn_passed_on = true;
-                }
-            }
+            // RCPT carried NOTIFY/ORCPT to a DSN-capable server: it reports from here on.
+            b.report(j, i, outcome, Some(remote.clone())).dsn_passed_on = delivered && s.caps.dsn;
         }
         needs_rset = result.open;
+        // The outcome is durable before the next message goes out: a crash from here on
+        // re-sends nothing this session delivered.
+        b.record_settled().await;
         if let Some(d) = result.lost {
             return Err(d);
         }

@@ -1,21 +1,24 @@
-//! Who we are, for loop detection: our EHLO name and the addresses of this machine.
+//! Who we are, for loop detection: our EHLO name and where this machine accepts mail.
 //!
 //! The address test is a closure so a fuller self-detection (interface addresses, NAT
 //! addresses from the configuration) can replace the plain set without touching the transport.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::address::Domain;
 
-/// Tells whether an address belongs to this machine.
+/// Tells whether an address and port is where this machine itself accepts mail: an MX host
+/// there would be a delivery to ourselves (a mail loop). Only this host's SMTP listening port
+/// counts — port 25 unless the embedder says otherwise — so a route to `[127.0.0.1]:10025`
+/// (a local content filter) or a test sink on `127.0.0.2:2525` is never a loop.
 ///
-/// The default knows no address, so a route to `[127.0.0.1]:10025` (a local content filter)
-/// keeps working; an embedding that delivers to the Internet should pass its own addresses.
+/// The default knows no address; an embedding that delivers to the Internet should pass its
+/// own addresses.
 #[derive(Clone)]
-pub struct LocalAddresses(Arc<dyn Fn(IpAddr) -> bool + Send + Sync>);
+pub struct LocalAddresses(Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>);
 
 impl LocalAddresses {
     /// No address is local: only the greeting and EHLO names detect loops.
@@ -23,20 +26,31 @@ impl LocalAddresses {
         LocalAddresses(Arc::new(|_| false))
     }
 
-    /// Exactly these addresses are local.
+    /// Exactly these addresses, on port 25.
     pub fn from_set(addrs: impl IntoIterator<Item = IpAddr>) -> LocalAddresses {
-        let set: HashSet<IpAddr> = addrs.into_iter().collect();
-        LocalAddresses(Arc::new(move |ip| set.contains(&ip)))
+        LocalAddresses::on_ports(addrs, [25])
+    }
+
+    /// These addresses on these ports (where this host's SMTP listeners are).
+    pub fn on_ports(
+        addrs: impl IntoIterator<Item = IpAddr>,
+        ports: impl IntoIterator<Item = u16>,
+    ) -> LocalAddresses {
+        let addrs: HashSet<IpAddr> = addrs.into_iter().collect();
+        let ports: HashSet<u16> = ports.into_iter().collect();
+        LocalAddresses(Arc::new(move |a: SocketAddr| {
+            ports.contains(&a.port()) && addrs.contains(&a.ip())
+        }))
     }
 
     /// Ask `test` (for example a self-detection helper that knows the interfaces).
-    pub fn from_fn(test: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> LocalAddresses {
+    pub fn from_fn(test: impl Fn(SocketAddr) -> bool + Send + Sync + 'static) -> LocalAddresses {
         LocalAddresses(Arc::new(test))
     }
 
-    /// True when `ip` is this machine.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        (self.0)(ip)
+    /// True when `addr` is where this machine accepts mail.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        (self.0)(addr)
     }
 }
 
@@ -76,8 +90,23 @@ mod tests {
     #[test]
     fn local_address_sets_and_closures_answer_alike() {
         let ip: IpAddr = "192.0.2.5".parse().unwrap();
-        assert!(LocalAddresses::from_set([ip]).contains(ip));
-        assert!(!LocalAddresses::none().contains(ip));
-        assert!(LocalAddresses::from_fn(|a| a.is_ipv4()).contains(ip));
+        let smtp = SocketAddr::new(ip, 25);
+        assert!(LocalAddresses::from_set([ip]).contains(smtp));
+        assert!(!LocalAddresses::none().contains(smtp));
+        assert!(LocalAddresses::from_fn(|a| a.is_ipv4()).contains(smtp));
+    }
+
+    #[test]
+    fn only_our_own_listening_port_is_a_loop() {
+        let lo: IpAddr = "127.0.0.2".parse().unwrap();
+        let me = LocalAddresses::from_set([lo]);
+        assert!(me.contains(SocketAddr::new(lo, 25)));
+        assert!(
+            !me.contains(SocketAddr::new(lo, 2525)),
+            "a sink beside us is not us"
+        );
+        let daemon = LocalAddresses::on_ports([lo], [2525]);
+        assert!(daemon.contains(SocketAddr::new(lo, 2525)));
+        assert!(!daemon.contains(SocketAddr::new(lo, 25)));
     }
 }

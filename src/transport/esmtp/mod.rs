@@ -5,12 +5,12 @@
 //! bracketed ones, each address in the resolver's order, then the fallback hops), and carries
 //! every message over one session per host: EHLO, STARTTLS and AUTH per the hop's
 //! [`HopPolicy`](crate::route::HopPolicy), then MAIL, RCPT and DATA, pipelined when the server
-//! allows. Every recipient gets a [`RecipientReport`] with the remote
+//! allows. Every recipient gets a [`RecipientReport`](crate::transport::RecipientReport) with the remote
 //! reply or a local status and words an operator can act on.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use postrider::{Domain, Route, Transport};
+//! use postrider::{Domain, Route};
 //! use postrider::resolve::StaticResolver;
 //! use postrider::route::PolicyTable;
 //! use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
@@ -22,7 +22,8 @@
 //!     Arc::new(StaticResolver::new()),
 //!     Arc::new(PolicyTable::new()),
 //! );
-//! let reports = transport.deliver(&Route::direct_mx(&Domain::parse("example.org")?), &batch).await;
+//! let route = Route::direct_mx(&Domain::parse("example.org")?);
+//! let reports = postrider::transport::collect(&transport, &route, &batch).await;
 //! for r in reports {
 //!     println!("{}: {:?}", r.id, r.outcome);
 //! }
@@ -64,7 +65,7 @@ use crate::address::Domain;
 use crate::resolve::Resolver;
 use crate::route::{Mailer, NextHop, PolicyTable, Route};
 use crate::spf::{SpfChecker, SpfPolicy};
-use crate::transport::{Delivery, RecipientReport, Transport};
+use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Delivery, Reports, Transport};
 
 pub use auth::base64_encode;
 pub use classify::PORT_25_HINT;
@@ -77,11 +78,8 @@ pub use session::TRANSCRIPT_TARGET;
 pub use timeouts::{Phase, Timeouts};
 pub use tls::default_roots;
 
-/// The default per-next-hop connection limit (Postfix's `default_destination_concurrency_limit`).
-pub const DEFAULT_MAX_CONNECTIONS_PER_HOP: usize = 20;
-
-/// How long the engine's default transport keeps an idle session for the next delivery to the
-/// same next hop (Postfix's `smtp_connection_cache_time_limit`).
+/// How long an idle session is kept for the next delivery to the same next hop, unless
+/// configured otherwise (Postfix's `smtp_connection_cache_time_limit`).
 pub const DEFAULT_CONNECTION_CACHE_TIME: Duration = Duration::from_secs(2);
 
 /// A configuration value the transport cannot use.
@@ -123,9 +121,9 @@ pub struct EsmtpConfig {
     pub spf: Option<SpfConfig>,
     /// Keep a session open this long after a `deliver` call, for the next call to the same
     /// next hop (Postfix's connection cache): under a steady stream of mail each message then
-    /// costs a transaction, not a connection, greeting, EHLO, TLS handshake and AUTH. `None`
-    /// (the default of [`EsmtpConfig::new`]) ends each call's session with QUIT; the engine's
-    /// default transport uses [`DEFAULT_CONNECTION_CACHE_TIME`].
+    /// costs a transaction, not a connection, greeting, EHLO, TLS handshake and AUTH.
+    /// [`DEFAULT_CONNECTION_CACHE_TIME`] unless changed; `None` ends each call's session with
+    /// QUIT (a one-shot command, whose parked sessions would only be cut at exit).
     pub connection_cache: Option<Duration>,
 }
 
@@ -142,8 +140,10 @@ pub struct SpfConfig {
     /// local address is private and means nothing to them). Empty: the connection's local
     /// address is checked, after connecting.
     pub public_addresses: Vec<IpAddr>,
-    /// Where the `smart-host` policy sends mail instead (the configured smart host's route).
-    pub smart_host: Option<Route>,
+    /// A smart host exists, so the `smart-host` policy may ask the engine to send mail through
+    /// it instead ([`Redirect::SmartHost`](crate::transport::Redirect::SmartHost)); the
+    /// engine's router knows which host that is.
+    pub smart_host_available: bool,
 }
 
 impl SpfConfig {
@@ -172,23 +172,24 @@ impl std::fmt::Debug for SpfConfig {
         f.debug_struct("SpfConfig")
             .field("policy", &self.policy)
             .field("public_addresses", &self.public_addresses)
-            .field("smart_host", &self.smart_host)
+            .field("smart_host_available", &self.smart_host_available)
             .finish_non_exhaustive()
     }
 }
 
 impl EsmtpConfig {
-    /// Defaults for everything but the host name: RFC 5321 timeouts, 20 connections per hop,
-    /// no local addresses, the Mozilla roots.
+    /// Defaults for everything but the host name: RFC 5321 timeouts,
+    /// [`DEFAULT_DESTINATION_CONCURRENCY`] connections per hop, idle sessions kept for
+    /// [`DEFAULT_CONNECTION_CACHE_TIME`], no local addresses, the Mozilla roots.
     pub fn new(hostname: Domain) -> EsmtpConfig {
         EsmtpConfig {
             hostname,
             timeouts: Timeouts::default(),
-            max_connections_per_hop: DEFAULT_MAX_CONNECTIONS_PER_HOP,
+            max_connections_per_hop: DEFAULT_DESTINATION_CONCURRENCY,
             local_addresses: LocalAddresses::none(),
             tls_roots: default_roots(),
             spf: None,
-            connection_cache: None,
+            connection_cache: Some(DEFAULT_CONNECTION_CACHE_TIME),
         }
     }
 
@@ -347,7 +348,7 @@ impl std::fmt::Debug for EsmtpTransport {
 
 #[async_trait]
 impl Transport for EsmtpTransport {
-    async fn deliver(&self, route: &Route, batch: &[Delivery]) -> Vec<RecipientReport> {
-        deliver::deliver(self, route, batch).await
+    async fn deliver(&self, route: &Route, batch: &[Delivery], reports: &dyn Reports) {
+        deliver::deliver(self, route, batch, reports).await
     }
 }

@@ -51,7 +51,7 @@ pub(super) async fn gate(
         .check(egress, &delivery.envelope.sender, helo)
         .await;
     tracing::debug!(target: "postrider::spf", "{}: {verdict}", delivery.id);
-    match decide(spf.policy, &verdict, spf.smart_host.is_some()) {
+    match decide(spf.policy, &verdict, spf.smart_host_available) {
         SpfDecision::Deliver => Gate::Send(None),
         SpfDecision::DeliverWithWarning(advice) => Gate::Send(Some(advice)),
         SpfDecision::UseSmartHost(advice) => Gate::Reroute(advice),

@@ -322,7 +322,7 @@ async fn authenticate(
         // ends cleanly.
         let _ = s.command("*", Phase::Auth).await?;
     }
-    let diag = classify::auth_failed(&s.peer, &creds.username, &reply);
+    let diag = classify::auth_failed(&s.peer, creds, &reply);
     if reply.is_permanent() {
         Err(Step::Refused(SetupFailure::EndRoute(diag)))
     } else {

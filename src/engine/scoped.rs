@@ -1,6 +1,20 @@
 //! A view of a spool for a short-lived process: an engine started over it sees (and so
 //! delivers) only part of the queue, and may be forbidden to deliver at all.
 //!
+//! ```no_run
+//! use std::sync::Arc;
+//! use postrider::engine::FlushFilter;
+//! use postrider::engine::scoped::{Scope, ScopedSpool};
+//! use postrider::spool::FsSpool;
+//! # fn demo() -> Result<(), postrider::SpoolError> {
+//! // `sendmail -qR example.com`: an engine over this view tries only that domain's mail.
+//! let spool = Arc::new(FsSpool::open("/var/spool/postrider")?);
+//! let view = ScopedSpool::new(spool, Scope::Matching(FlushFilter::RecipientDomain(
+//!     "example.com".parse().expect("a domain"),
+//! )));
+//! # let _ = view; Ok(()) }
+//! ```
+//!
 //! A `sendmail` command that submits one message must try that message only, not every
 //! message that happens to be due; `sendmail -qR example.com` must leave other messages alone;
 //! `sendmail -odq` must not deliver. The engine schedules whatever its spool's `scan` returns
@@ -11,11 +25,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::admin::FlushFilter;
+use crate::envelope::Envelope;
+use crate::queue_id::QueueId;
+use crate::spool::{Claim, MessageState, QueuedMessage, ScanReport, Spool, SpoolError};
 use async_trait::async_trait;
 use bytes::Bytes;
-use postrider::engine::FlushFilter;
-use postrider::spool::{Claim, QueuedMessage, ScanReport};
-use postrider::{Envelope, MessageState, QueueId, Spool, SpoolError};
 
 /// Which messages the view shows.
 #[derive(Debug, Clone)]

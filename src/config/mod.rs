@@ -1,4 +1,4 @@
-//! The TOML configuration file every example reads.
+//! `postrider.toml`: the configuration every program reads, and the engine built from it.
 //!
 //! ```toml
 //! hostname = "sipserver1.ourtest.com"      # default: the system's host name
@@ -25,7 +25,27 @@
 //! timeout = "5s"              # per try (default 5s)
 //! attempts = 2                # tries per query (default 2)
 //! address_preference = "ipv4-first"     # ipv4-first | ipv6-first | ipv4-only
+//!
+//! [esmtp]                     # the SMTP client
+//! connection_cache = "2s"     # keep an idle session for the next message (default 2s; "off")
+//! trust_anchors = "company-ca.pem"      # CAs trusted for `verify` hops besides the Mozilla roots
+//!
+//! [esmtp.timeouts]            # each phase's limit (defaults: RFC 5321 §4.5.3.2)
+//! connect = "30s"             # also greeting, helo, tls, auth, mail, rcpt (5m), data_init (2m),
+//! data_term = "10m"           #   data_block (3m), data_term (10m), rset (20s), quit (30s)
+//!
+//! [queue]                     # the engine's limits
+//! max_message_size = 10240000 # octets (Postfix's message_size_limit)
+//! max_recipients = 1000
+//! max_deliveries = 100        # deliveries at once, over all next hops
+//! destination_concurrency = 20          # connections at once to one next hop
+//! max_batch_messages = 50     # messages one connection carries per batch
+//! max_active_messages = 1000
+//! scan_interval = "5m"        # re-read the spool for other processes' mail ("off": never)
+//! shutdown_grace = "30s"      # how long a stop lets each session finish its message
 //! ```
+//!
+//! [`Config::assemble`] builds the engine's parts from all of this.
 //!
 //! Durations are a number with a unit: `ms`, `s`, `m`, `h`, `d` (`90s`, `66m`, `1h30m`).
 //!
@@ -43,21 +63,29 @@
 //! # Ok::<(), postrider::config::ConfigError>(())
 //! ```
 
-use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod assemble;
+mod duration;
+mod sections;
 
-use serde::{Deserialize, Deserializer};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 use crate::address::Domain;
 use crate::engine::RetryPolicy;
-use crate::resolve::{AddressPreference, DnsOptions, DnsResolver, ResolveConfigError};
+use crate::resolve::{DnsOptions, DnsResolver, ResolveConfigError};
 use crate::route::{
     LoadError, Mailertable, MailertableBuilder, PolicyError, PolicyTable, SmartHost, Warning,
 };
 use crate::spf::SpfPolicy;
 use crate::status::Severity;
+
+pub use assemble::{AssembleError, Assembly, Notice, SMTP_PORT};
+pub use duration::parse_duration;
+pub use sections::{
+    DnsSection, EsmtpSection, QueueSection, RetrySection, SpfSection, TimeoutsSection,
+};
 
 /// The spool directory when the configuration names none.
 pub const DEFAULT_SPOOL: &str = "/var/spool/postrider";
@@ -118,162 +146,12 @@ pub struct Config {
     pub spf: SpfSection,
     /// `[dns]`: name servers and lookup settings.
     pub dns: DnsSection,
+    /// `[esmtp]`: the SMTP client's session cache, trust anchors and phase timeouts.
+    pub esmtp: EsmtpSection,
+    /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
+    pub queue: QueueSection,
     #[serde(skip)]
     file: Option<PathBuf>,
-}
-
-/// `[retry]`: when to try again, warn and give up.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct RetrySection {
-    /// Delay before the first retry.
-    #[serde(deserialize_with = "de_duration")]
-    pub initial: Duration,
-    /// The longest delay between attempts.
-    #[serde(deserialize_with = "de_duration")]
-    pub max_interval: Duration,
-    /// When to send the delay warning; `None` (`"off"`) never does.
-    #[serde(deserialize_with = "de_duration_or_off")]
-    pub warn_after: Option<Duration>,
-    /// When to give up and bounce.
-    #[serde(deserialize_with = "de_duration")]
-    pub max_age: Duration,
-}
-
-impl Default for RetrySection {
-    fn default() -> Self {
-        let p = RetryPolicy::default();
-        RetrySection {
-            initial: p.initial,
-            max_interval: p.max_interval,
-            warn_after: p.warn_after,
-            max_age: p.max_age,
-        }
-    }
-}
-
-/// `[spf]`: the SPF pre-flight before direct-to-MX delivery.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct SpfSection {
-    /// `off | warn | smart-host | strict`; `None`: smart-host when a smart host is configured,
-    /// else warn.
-    pub policy: Option<SpfPolicy>,
-    /// This site's public addresses as receivers see them.
-    pub public_addresses: Vec<IpAddr>,
-    /// The domains this site sends as (checked by the doctor).
-    pub sender_domains: Vec<Domain>,
-}
-
-/// `[dns]`: how names are looked up.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[non_exhaustive]
-pub struct DnsSection {
-    /// Name servers (`IP` or `IP:port`); empty: the system's (`/etc/resolv.conf`).
-    #[serde(deserialize_with = "de_name_servers")]
-    pub name_servers: Vec<SocketAddr>,
-    /// How long to wait for one answer.
-    #[serde(deserialize_with = "de_duration")]
-    pub timeout: Duration,
-    /// Tries per query.
-    pub attempts: u32,
-    /// `ipv4-first`, `ipv6-first` or `ipv4-only`.
-    #[serde(deserialize_with = "de_address_preference")]
-    pub address_preference: AddressPreference,
-}
-
-impl Default for DnsSection {
-    fn default() -> Self {
-        let o = DnsOptions::default();
-        DnsSection {
-            name_servers: Vec::new(),
-            timeout: o.timeout,
-            attempts: o.attempts,
-            address_preference: o.address_preference,
-        }
-    }
-}
-
-/// Parses `90s`, `66m`, `1h30m`, `500ms`, `5d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("{text:?} is not a duration (a number with a unit: ms, s, m, h, d, e.g. \"66m\")")
-    };
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            _ => return Err(bad()),
-        };
-        total = total.saturating_add(unit);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-fn de_duration_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    if matches!(s.as_str(), "off" | "never" | "none") {
-        return Ok(None);
-    }
-    parse_duration(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
-fn de_name_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    let list = Vec::<String>::deserialize(d)?;
-    list.iter()
-        .map(|s| {
-            s.parse::<SocketAddr>()
-                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
-                        "name server {s:?} is not an IP address or IP:port (e.g. \"192.168.1.1\", \"[::1]:5353\")"
-                    ))
-                })
-        })
-        .collect()
-}
-
-fn de_address_preference<'de, D: Deserializer<'de>>(d: D) -> Result<AddressPreference, D::Error> {
-    let s = String::deserialize(d)?;
-    match s.as_str() {
-        "ipv4-first" => Ok(AddressPreference::Ipv4First),
-        "ipv6-first" => Ok(AddressPreference::Ipv6First),
-        "ipv4-only" => Ok(AddressPreference::Ipv4Only),
-        _ => Err(serde::de::Error::custom(format!(
-            "address_preference {s:?} is not one of ipv4-first, ipv6-first, ipv4-only"
-        ))),
-    }
 }
 
 impl Default for Config {
@@ -288,6 +166,8 @@ impl Default for Config {
             retry: RetrySection::default(),
             spf: SpfSection::default(),
             dns: DnsSection::default(),
+            esmtp: EsmtpSection::default(),
+            queue: QueueSection::default(),
             file: None,
         }
     }
@@ -321,11 +201,23 @@ impl Config {
             }
         })?;
         let base = path.parent();
+        let spool_is_url = crate::spool::is_database_url(&config.spool.to_string_lossy());
+        if spool_is_url && !cfg!(feature = "postgres") {
+            return Err(ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line: line_of_key(text, "spool"),
+                column: 1,
+                message: "spool names a PostgreSQL database, but this postrider was built \
+                          without the \"postgres\" feature"
+                    .into(),
+            });
+        }
         for p in [
-            Some(&mut config.spool),
+            (!spool_is_url).then_some(&mut config.spool),
             config.mailertable.as_mut(),
             config.local_host_names.as_mut(),
             config.policy.as_mut(),
+            config.esmtp.trust_anchors.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -338,6 +230,15 @@ impl Config {
         }
         config.file = Some(path.to_path_buf());
         Ok(config)
+    }
+
+    /// The PostgreSQL spool when `spool` is a `postgresql://` URL (`None`: a directory).
+    #[cfg(feature = "postgres")]
+    pub fn pg_spool(
+        &self,
+    ) -> Option<Result<crate::spool::pg::PgSpoolConfig, crate::spool::pg::PgConfigError>> {
+        let text = self.spool.to_str()?;
+        crate::spool::is_database_url(text).then(|| text.parse())
     }
 
     /// The file the configuration was read from.
@@ -417,6 +318,17 @@ impl Config {
     }
 }
 
+/// The line (from 1) where `key` is set at the top level, for errors found after parsing.
+fn line_of_key(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
 fn system_hostname() -> Option<Domain> {
     let mut buf = [0u8; 256];
     // SAFETY: the pointer and length describe `buf`, which outlives the call.
@@ -430,7 +342,30 @@ fn system_hostname() -> Option<Domain> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
     use super::*;
+    use crate::resolve::AddressPreference;
+
+    #[test]
+    fn a_postgresql_spool_url_is_kept_as_written_not_joined_to_the_config_folder() {
+        let c = Config::parse(
+            "spool = \"postgresql://mta@db.example/queue\"\n",
+            "/etc/postrider/postrider.toml",
+        );
+        #[cfg(feature = "postgres")]
+        {
+            let c = c.unwrap();
+            assert_eq!(c.spool, Path::new("postgresql://mta@db.example/queue"));
+            let pg = c.pg_spool().unwrap().unwrap();
+            assert_eq!(pg.connection.get_dbname(), Some("queue"));
+            let dir = Config::parse("spool = \"q\"\n", "/etc/postrider/postrider.toml").unwrap();
+            assert!(dir.pg_spool().is_none());
+        }
+        #[cfg(not(feature = "postgres"))]
+        assert!(c.unwrap_err().to_string().contains("postgres"));
+    }
 
     #[test]
     fn every_setting_has_a_default() {
@@ -542,15 +477,6 @@ mod tests {
         assert!(err.to_string().starts_with("c.toml:2: "), "{err}");
         let err = Config::parse("[dns]\nname_servers = [\"ns1.example\"]\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("is not an IP address"), "{err}");
-    }
-
-    #[test]
-    fn durations_accept_compound_units() {
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "5", "m5", "5 m", "5w", "-5s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
     }
 
     #[test]

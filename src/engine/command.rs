@@ -1,0 +1,94 @@
+//! Everything the scheduler task is told, by the engine handle and by the tasks it spawns.
+//!
+//! The scheduler owns the queue's index and never waits on a disk or a socket: whatever does
+//! I/O runs in a task of its own and reports back with one of these.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::EngineError;
+use super::admin::{FlushFilter, FlushSummary, QueueEntry};
+use super::delivery::{DeliveryEnd, Reported};
+use super::finalize::Finalized;
+use crate::envelope::Envelope;
+use crate::queue_id::QueueId;
+use crate::route::{Route, RouteError};
+use crate::spool::{Claim, MessageState, QueuedMessage, SpoolError};
+
+/// Where a request's answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<T>;
+
+/// Tells a transport's [`Reports::record`](crate::transport::Reports::record) that the outcome
+/// it handed over is durable (`true`) or could not be written (`false`).
+pub(crate) type Ack = oneshot::Sender<bool>;
+
+/// An administrator's change to one message.
+pub(crate) use super::admin::Action as AdminOp;
+
+/// A message just submitted, still claimed by the spool insert that stored it: its first
+/// attempt needs no claim, no re-read of its record and no read of its body.
+pub(crate) struct Fresh {
+    pub claim: Claim,
+    pub body: Bytes,
+}
+
+/// What preparing a message found.
+pub(crate) enum Prepared {
+    Ready {
+        claim: Claim,
+        envelope: Arc<Envelope>,
+        state: MessageState,
+        routes: Vec<(usize, Result<Route, RouteError>)>,
+    },
+    /// Another engine or process holds the claim.
+    Busy,
+    /// The message left the spool (another process delivered or deleted it).
+    Gone,
+    /// An administrator held it (possibly from another process).
+    Held(MessageState),
+    /// The spool failed; try again later.
+    Failed(SpoolError),
+}
+
+pub(crate) enum Command {
+    Submitted {
+        id: QueueId,
+        /// The message whose attempt queued this one (a DSN, a forwarded copy).
+        parent: Option<QueueId>,
+        envelope: Envelope,
+        state: MessageState,
+        /// `None` when the spool could not hand over a claim: the message is scheduled as if
+        /// found by a scan.
+        fresh: Option<Fresh>,
+    },
+    List(Reply<Vec<QueueEntry>>),
+    Flush(FlushFilter, Reply<FlushSummary>),
+    Admin(AdminOp, QueueId, Reply<Result<(), EngineError>>),
+    Shutdown(Option<Reply<()>>),
+    Prepared(QueueId, Prepared),
+    /// A transport reported one message of delivery `delivery`.
+    Recorded {
+        delivery: u64,
+        id: QueueId,
+        reports: Vec<Reported>,
+        ack: Ack,
+    },
+    /// The partial state of a message (some recipients done, others still on their way) was
+    /// written, or could not be.
+    Saved(QueueId, Result<(), SpoolError>),
+    /// A delivery task is over.
+    DeliveryEnded(u64, DeliveryEnd),
+    Finalized(QueueId, Finalized),
+    AdminDone(
+        QueueId,
+        Result<Option<MessageState>, EngineError>,
+        Reply<Result<(), EngineError>>,
+    ),
+    Scanned(
+        u64,
+        Result<Vec<QueuedMessage>, SpoolError>,
+        Option<(FlushFilter, Reply<FlushSummary>)>,
+    ),
+}
