@@ -12,7 +12,8 @@
 //! and prints each as the sendmail-style log line.
 //!
 //! `--demo` runs end to end on a machine with no network and no mail server: it starts its own
-//! loopback SMTP sink (a few lines of tokio below, accepting everything), queues in a
+//! loopback SMTP sink (postrider's own `server` module in front of a second engine that keeps
+//! what it receives), queues in a
 //! temporary spool, uses the sink as the smart host, and prints what the sink received, read
 //! back with mail-parser. Without `--demo`, the engine is the one `postrider.toml` describes
 //! (default `/etc/postrider/postrider.toml`), usually with a smart host. A real voicemail
@@ -38,12 +39,17 @@ use postrider::config::Config;
 use postrider::engine::{DeliveryEvent, Engine};
 use postrider::resolve::StaticResolver;
 use postrider::route::{Mailertable, PolicyTable, SmartHost};
-use postrider::spool::FsSpool;
+use postrider::server::{Endpoint, ListenerKind, Server, serve};
+use postrider::spool::{FsSpool, MemorySpool};
 use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Domain, Envelope, Outcome, ReversePath};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use postrider::transport::{Next, Reports};
+use postrider::{
+    Address, Delivery, Domain, EnhancedStatus, Envelope, Outcome, RecipientReport, Reply,
+    ReversePath, Route, RouteError, Router, Transport,
+};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast::Receiver;
+use tokio::sync::watch;
 
 const EX_FAILED: u8 = 1;
 const EX_USAGE: u8 = 64;
@@ -362,7 +368,8 @@ async fn run_demo(recording: &[u8]) -> Result<u8, String> {
         println!("the demo's delivery did not succeed");
         return Ok(code);
     }
-    let received = sink.received();
+    let received = sink.received(1).await;
+    sink.stop().await;
     let [message] = received.as_slice() else {
         return Err(format!(
             "the sink holds {} messages, expected 1",
@@ -471,116 +478,121 @@ struct SinkMessage {
     data: Vec<u8>,
 }
 
-/// A loopback SMTP server that accepts every message and keeps it (Postfix's smtp-sink may
-/// not be installed where the demo runs).
+/// The demo's receiving side: postrider's own SMTP server (`postrider::server`) in front of a
+/// second engine on a memory spool, whose router makes every recipient local and whose local
+/// transport keeps each message for the demo to read back (Postfix's smtp-sink may not be
+/// installed where the demo runs).
 struct Sink {
     port: u16,
     store: Arc<Mutex<Vec<SinkMessage>>>,
+    engine: Engine,
+    stop: watch::Sender<bool>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+/// Every recipient of the sink is local.
+struct EverythingLocal;
+
+#[async_trait::async_trait]
+impl Router for EverythingLocal {
+    async fn route(&self, _: &Address) -> Result<Route, RouteError> {
+        Ok(Route::Local { user: None })
+    }
+}
+
+/// The sink's local delivery: keep the message.
+struct Keep(Arc<Mutex<Vec<SinkMessage>>>);
+
+#[async_trait::async_trait]
+impl Transport for Keep {
+    async fn deliver(&self, _: &Route, batch: &[Delivery], reports: &dyn Reports) {
+        for d in batch {
+            if reports.stopping() {
+                return;
+            }
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(SinkMessage {
+                    from: d.envelope.sender.to_string(),
+                    to: d
+                        .recipients
+                        .iter()
+                        .map(|&i| format!("<{}>", d.envelope.recipients[i].address))
+                        .collect(),
+                    data: d.body.to_vec(),
+                });
+            let kept = d
+                .recipients
+                .iter()
+                .map(|&i| {
+                    let reply = Reply::new(250, Some(EnhancedStatus::OK), "kept by the demo sink")
+                        .expect("invariant: a valid 250 reply");
+                    RecipientReport::new(d.id, i, Outcome::from_reply(reply), None)
+                })
+                .collect();
+            if reports.record(d.id, kept).await == Next::Stop {
+                return;
+            }
+        }
+    }
 }
 
 impl Sink {
-    async fn start() -> std::io::Result<Sink> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
+    async fn start() -> Result<Sink, String> {
+        let hostname = Domain::parse("sink.demo.example").map_err(|e| e.to_string())?;
         let store = Arc::new(Mutex::new(Vec::new()));
-        let keep = store.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let keep = keep.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = session(stream, keep).await {
-                        eprintln!("voicemail: demo sink: session ended: {e}");
-                    }
-                });
-            }
-        });
-        Ok(Sink { port, store })
+        let keep = Arc::new(Keep(store.clone()));
+        let router = Arc::new(EverythingLocal);
+        let engine = Engine::builder()
+            .hostname(hostname.clone())
+            .spool(Arc::new(MemorySpool::new()))
+            .router(router.clone())
+            .transport(keep.clone())
+            .local_transport(keep)
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        // Loopback only, and loopback clients are the only ones the default policy trusts.
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let server = Server::builder(engine.clone(), router, hostname).build();
+        let (stop, mut stopped) = watch::channel(false);
+        let served = tokio::spawn(serve(
+            listener,
+            server,
+            Endpoint::new(ListenerKind::Smtp),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        Ok(Sink {
+            port,
+            store,
+            engine,
+            stop,
+            served,
+        })
     }
 
-    fn received(&self) -> Vec<SinkMessage> {
+    /// The messages kept, once `count` have arrived (the sink's engine delivers each just
+    /// after its 250) or after a few seconds.
+    async fn received(&self, count: usize) -> Vec<SinkMessage> {
+        for _ in 0..500 {
+            let kept = self.store.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if kept.len() >= count {
+                return kept;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.store.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-}
 
-/// One SMTP session: replies to each command line in order (so a pipelining client is
-/// served too), reads DATA up to the lone dot, and undoes dot-stuffing.
-async fn session(stream: TcpStream, store: Arc<Mutex<Vec<SinkMessage>>>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    write
-        .write_all(b"220 sink.demo.example ESMTP postrider demo sink\r\n")
-        .await?;
-    let (mut from, mut to) = (String::new(), Vec::new());
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if read.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(());
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
-        let verb = text.get(..4).unwrap_or(text).to_ascii_uppercase();
-        let arg = text.get(4..).unwrap_or("").trim();
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-sink.demo.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
-            "HELO" => b"250 sink.demo.example\r\n",
-            "MAIL" => {
-                from = path_of(arg);
-                to.clear();
-                b"250 2.1.0 Ok\r\n"
-            }
-            "RCPT" => {
-                to.push(path_of(arg));
-                b"250 2.1.5 Ok\r\n"
-            }
-            "DATA" => {
-                write
-                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                    .await?;
-                let mut data = Vec::new();
-                loop {
-                    line.clear();
-                    if read.read_until(b'\n', &mut line).await? == 0 {
-                        return Ok(());
-                    }
-                    if line == b".\r\n" || line == b".\n" {
-                        break;
-                    }
-                    let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
-                    data.extend_from_slice(unstuffed);
-                }
-                store
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(SinkMessage {
-                        from: std::mem::take(&mut from),
-                        to: std::mem::take(&mut to),
-                        data,
-                    });
-                b"250 2.0.0 Ok: kept by the demo sink\r\n"
-            }
-            "RSET" => {
-                from.clear();
-                to.clear();
-                b"250 2.0.0 Ok\r\n"
-            }
-            "NOOP" => b"250 2.0.0 Ok\r\n",
-            "QUIT" => {
-                write.write_all(b"221 2.0.0 Bye\r\n").await?;
-                return Ok(());
-            }
-            _ => b"502 5.5.2 Command not recognized\r\n",
-        };
-        write.write_all(reply).await?;
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.served.await;
+        self.engine.shutdown().await;
     }
-}
-
-/// `FROM:<a@b> SIZE=1` → `<a@b>`.
-fn path_of(arg: &str) -> String {
-    let after_colon = arg.split_once(':').map_or(arg, |(_, rest)| rest).trim();
-    after_colon
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }

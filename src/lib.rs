@@ -79,6 +79,7 @@ pub mod message;
 pub mod queue_id;
 pub mod resolve;
 pub mod route;
+pub mod server;
 pub mod spf;
 pub mod spool;
 pub mod status;

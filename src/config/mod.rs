@@ -47,6 +47,10 @@
 //!
 //! [`Config::assemble`] builds the engine's parts from all of this.
 //!
+//! The SMTP server's `[server]` section and `[[listener]]` tables (access file, `mynetworks`,
+//! password file, limits, listen addresses with kind and certificate) are described in
+//! [`crate::server::config`].
+//!
 //! Durations are a number with a unit: `ms`, `s`, `m`, `h`, `d` (`90s`, `66m`, `1h30m`).
 //!
 //! Relative paths are resolved against the folder of the configuration file. A key postrider
@@ -150,6 +154,10 @@ pub struct Config {
     pub esmtp: EsmtpSection,
     /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
     pub queue: QueueSection,
+    /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
+    pub server: crate::server::config::ServerSection,
+    /// `[[listener]]`: where the SMTP server listens, each with its kind and certificate.
+    pub listener: Vec<crate::server::config::ListenerSection>,
     #[serde(skip)]
     file: Option<PathBuf>,
 }
@@ -168,6 +176,8 @@ impl Default for Config {
             dns: DnsSection::default(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
+            server: Default::default(),
+            listener: Vec::new(),
             file: None,
         }
     }
@@ -227,6 +237,13 @@ impl Config {
             {
                 *p = dir.join(&*p);
             }
+        }
+        if let Some(dir) = base {
+            config.server.resolve_paths(dir);
+            config
+                .listener
+                .iter_mut()
+                .for_each(|l| l.resolve_paths(dir));
         }
         config.file = Some(path.to_path_buf());
         Ok(config)

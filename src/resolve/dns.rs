@@ -518,6 +518,10 @@ impl Resolver for DnsResolver {
         self.lookup_addresses(host, self.options.address_preference)
             .await
     }
+
+    async fn reverse_names(&self, ip: IpAddr) -> Result<Vec<Domain>, ResolveError> {
+        DnsResolver::reverse_names(self, ip).await
+    }
 }
 
 /// Why a query gave no records.

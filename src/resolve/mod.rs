@@ -129,6 +129,13 @@ pub trait Resolver: Send + Sync + 'static {
 
     /// The host's addresses in the order to try them.
     async fn addresses(&self, host: &Domain) -> Result<Vec<IpAddr>, ResolveError>;
+
+    /// The names a reverse (PTR) lookup gives for `ip`. The default knows no names, so a
+    /// resolver that cannot look names up leaves clients `unknown` instead of failing.
+    async fn reverse_names(&self, ip: IpAddr) -> Result<Vec<Domain>, ResolveError> {
+        let _ = ip;
+        Ok(Vec::new())
+    }
 }
 
 /// A resolver that answers from a fixed table and never touches the network.
@@ -139,6 +146,7 @@ pub trait Resolver: Send + Sync + 'static {
 pub struct StaticResolver {
     mx: HashMap<Domain, Vec<MailExchanger>>,
     hosts: HashMap<Domain, Vec<IpAddr>>,
+    ptr: HashMap<IpAddr, Vec<Domain>>,
 }
 
 impl StaticResolver {
@@ -162,6 +170,12 @@ impl StaticResolver {
     /// Adds an address for a host.
     pub fn with_host(mut self, host: Domain, addr: IpAddr) -> StaticResolver {
         self.hosts.entry(host).or_default().push(addr);
+        self
+    }
+
+    /// Adds a reverse (PTR) name for an address.
+    pub fn with_ptr(mut self, addr: IpAddr, name: Domain) -> StaticResolver {
+        self.ptr.entry(addr).or_default().push(name);
         self
     }
 }
@@ -189,6 +203,10 @@ impl Resolver for StaticResolver {
             .get(host)
             .cloned()
             .ok_or_else(|| ResolveError::NoSuchDomain { name: host.clone() })
+    }
+
+    async fn reverse_names(&self, ip: IpAddr) -> Result<Vec<Domain>, ResolveError> {
+        Ok(self.ptr.get(&ip).cloned().unwrap_or_default())
     }
 }
 

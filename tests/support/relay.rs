@@ -61,7 +61,7 @@ impl Relay {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .env(
                     "RUST_LOG",
-                    "warn,postrider::route=info,postrider::transport::esmtp=info",
+                    "warn,postrider::route=info,postrider::transport::esmtp=info,postrider::relay=info",
                 )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -138,6 +138,20 @@ impl Relay {
 
     pub fn spool(&self) -> PathBuf {
         self.dir.path().join("spool")
+    }
+
+    /// Stops the relay as an init system does (SIGTERM), waits for it to exit, and hands back
+    /// its exit code, its folder and everything it logged.
+    pub fn terminate(mut self) -> (Option<i32>, tempfile::TempDir, String) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let code = self.child.wait().ok().and_then(|s| s.code());
+        // The stderr reader thread sees the end of the pipe shortly after the exit.
+        std::thread::sleep(Duration::from_millis(200));
+        let log = self.log.lock().unwrap().clone();
+        let dir = tempfile::tempdir().unwrap();
+        (code, std::mem::replace(&mut self.dir, dir), log)
     }
 
     /// Kills the relay at once (SIGKILL: no shutdown) and hands back its folder.

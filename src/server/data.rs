@@ -1,37 +1,24 @@
-//! The pure part of the relay's SMTP server: splitting command lines, reading paths, and the
-//! DATA reader. No I/O, so `tests/relay.rs` compiles this file too and runs its tests.
+//! Reading a message sent with DATA: dot-unstuffing, the end of data, the size limit.
+//!
+//! Only `<CRLF>.<CRLF>` ends the data. A bare LF or bare CR around a dot (`\n.\n`,
+//! `\r.\r`) is message content, so a client cannot smuggle a second message past a receiver
+//! that reads the end of data differently (SMTP smuggling, CVE-2023-51764/5/6); the bare line
+//! ends inside are normalised later by `Engine::submit`, and a relaying transport re-stuffs dots
+//! after that.
+//!
+//! ```
+//! use postrider::server::data::DataReader;
+//! let mut reader = DataReader::new(1 << 20, b"");
+//! let input = b"Subject: x\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
+//! let (used, done) = reader.feed(input);
+//! assert!(done);
+//! assert_eq!(&input[used..], b"QUIT\r\n");
+//! let (message, too_big) = reader.finish();
+//! assert_eq!(&message[..], b"Subject: x\r\n\r\n.dot\r\n");
+//! assert!(!too_big);
+//! ```
 
 use bytes::{Bytes, BytesMut};
-
-/// `"MAIL FROM:<a@b> SIZE=1"` → `("MAIL", "FROM:<a@b> SIZE=1")`.
-pub fn split_command(line: &str) -> (&str, &str) {
-    match line.split_once(' ') {
-        Some((verb, rest)) => (verb, rest.trim()),
-        None => (line.trim(), ""),
-    }
-}
-
-/// `FROM:<a@b> SIZE=10` (with `keyword` `FROM:`) → `("a@b", "SIZE=10")`. Angle brackets are
-/// required (RFC 5321 §4.1.2); a space after the colon is tolerated, as by most servers.
-pub fn path_argument<'a>(arg: &'a str, keyword: &str) -> Option<(&'a str, &'a str)> {
-    let head = arg.get(..keyword.len())?;
-    if !head.eq_ignore_ascii_case(keyword) {
-        return None;
-    }
-    let rest = arg[keyword.len()..].trim_start();
-    let inner = rest.strip_prefix('<')?;
-    let close = inner.find('>')?;
-    Some((&inner[..close], inner[close + 1..].trim()))
-}
-
-/// `Received:` fields in the header section of `message` (up to the first empty line).
-pub fn received_count(message: &[u8]) -> usize {
-    message
-        .split(|&b| b == b'\n')
-        .take_while(|line| !matches!(line, [] | [b'\r']))
-        .filter(|line| line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:"))
-        .count()
-}
 
 /// The message as DATA delivers it: dot-unstuffed, ended only by `<CRLF>.<CRLF>`, and counted
 /// against the size limit (the rest of an oversized message is read and dropped).
@@ -62,6 +49,8 @@ enum DataState {
 }
 
 impl DataReader {
+    /// A reader for a message of at most `limit` octets, with `prefix` (the `Received:` field
+    /// this server adds) before it; the prefix does not count against the limit.
     pub fn new(limit: usize, prefix: &[u8]) -> DataReader {
         let mut out = BytesMut::with_capacity(prefix.len() + 8 * 1024);
         out.extend_from_slice(prefix);
@@ -213,26 +202,5 @@ mod tests {
         let (body, too_big) = r.finish();
         assert!(too_big);
         assert!(body.len() <= 13 + 10);
-    }
-
-    #[test]
-    pub fn path_arguments_need_brackets_and_keep_parameters() {
-        assert_eq!(
-            path_argument("FROM:<a@b.example> SIZE=10", "FROM:"),
-            Some(("a@b.example", "SIZE=10"))
-        );
-        assert_eq!(
-            path_argument("from: <a@b.example>", "FROM:"),
-            Some(("a@b.example", ""))
-        );
-        assert_eq!(path_argument("FROM:<>", "FROM:"), Some(("", "")));
-        assert_eq!(path_argument("FROM:a@b.example", "FROM:"), None);
-        assert_eq!(path_argument("TO:<a@b>", "FROM:"), None);
-    }
-
-    #[test]
-    fn received_fields_are_counted_in_the_header_only() {
-        let m = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: in the body\r\n";
-        assert_eq!(received_count(m), 2);
     }
 }
