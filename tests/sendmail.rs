@@ -250,11 +250,7 @@ async fn a_deferred_message_is_listed_in_the_mailq_layout_and_a_queue_run_delive
     assert_eq!(code(&listing), Some(0), "{}", stderr(&listing));
     let queued = site.queued_message(&id);
     let (arrival, size) = (queued.state.arrival, queued.state.size);
-    let reader = postrider::spool::FsSpool::open_with(
-        site.spool(),
-        postrider::spool::fs::FsSpoolOptions::new().read_only(true),
-    )
-    .unwrap();
+    let reader = site.reader().expect("the spool exists");
     let body = postrider::spool::Spool::body(&reader, &queued.id)
         .await
         .unwrap();

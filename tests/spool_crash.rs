@@ -119,6 +119,19 @@ struct Acks {
 }
 
 impl Acks {
+    /// Saves and removes started but not reported done: where the kill found the writer.
+    fn in_flight(&self) -> (usize, usize) {
+        let saves = self
+            .saving
+            .iter()
+            .filter(|(id, k)| self.saved.get(id).copied().unwrap_or(0) < **k)
+            .count();
+        let removes = self.removing.difference(&self.removed).count();
+        (saves, removes)
+    }
+}
+
+impl Acks {
     fn record(&mut self, line: &str) {
         let mut words = line.split(' ');
         let event = words.next().unwrap();
@@ -150,9 +163,9 @@ impl Acks {
 /// ([`state_for`], reported "saving ID k" before the call and "saved ID k" after it returned)
 /// and sometimes removes it ("removing ID", "removed ID"), so a kill lands in every one of
 /// the three.
-fn insert_forever(dir: &Path) {
+fn insert_forever(dir: &Path, mode: CommitMode) {
     runtime().block_on(async {
-        let spool = FsSpool::open(dir).unwrap();
+        let spool = FsSpool::open_with(dir, FsSpoolOptions::new().commit(mode)).unwrap();
         let tasks: Vec<_> = (0..INSERTERS)
             .map(|_| tokio::spawn(insert_loop(spool.clone())))
             .collect();
@@ -183,7 +196,7 @@ async fn insert_loop(spool: FsSpool) {
                 len,
                 recipients,
                 rng.random_range(0..12u32),
-                rng.random_bool(0.4),
+                rng.random_bool(0.7),
             )
         };
         let (id, claim) = spool
@@ -223,7 +236,12 @@ fn a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save(
     const NAME: &str =
         "a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save";
     if let Ok(role) = std::env::var(CHILD_ENV) {
-        return insert_forever(Path::new(role.strip_prefix("insert:").unwrap()));
+        let (mode, dir) = role
+            .strip_prefix("insert:")
+            .unwrap()
+            .split_once(':')
+            .unwrap();
+        return insert_forever(Path::new(dir), mode_named(mode));
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("spool");
@@ -232,9 +250,14 @@ fn a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save(
     let mut verified: HashSet<QueueId> = HashSet::new();
     let mut rng = rand::rng();
     let mut states_checked = 0usize;
+    let (mut kills_in_save, mut kills_in_remove) = (0usize, 0usize);
 
     for round in 0..ROUNDS {
-        let mut child = spawn_child(NAME, &format!("insert:{}", root.display()));
+        // Both commit modes: their inserts and removals make data durable in different orders.
+        let mode = [CommitMode::PerFile, CommitMode::FileSystem][round % 2];
+        // Messages of earlier rounds stay as their writer left them: count this round's only.
+        let before = all.in_flight();
+        let mut child = spawn_child(NAME, &format!("insert:{mode:?}:{}", root.display()));
         let rx = lines(&mut child);
         // Kill after a random number of events (0 = while it is starting up), with the other
         // tasks somewhere inside their own inserts, saves and removes.
@@ -257,6 +280,10 @@ fn a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save(
         while let Some(line) = next_event(&rx) {
             all.record(&line);
         }
+        let (saves, removes) = all.in_flight();
+        let (saves, removes) = (saves - before.0, removes - before.1);
+        kills_in_save += usize::from(saves > 0);
+        kills_in_remove += usize::from(removes > 0);
 
         let scan = rt.block_on(async {
             let spool = FsSpool::open(&root).unwrap();
@@ -279,7 +306,8 @@ fn a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save(
             scan
         });
         eprintln!(
-            "round {round}: {events} events, orphans {} listed {}",
+            "round {round} ({mode:?}): {events} events, killed during {saves} saves and \
+             {removes} removes, orphans {} listed {}",
             scan.orphans_removed,
             scan.messages.len()
         );
@@ -328,7 +356,8 @@ fn a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save(
         assert_eq!(names(&root.join("queue")), expected, "round {round}");
     }
     eprintln!(
-        "{} inserts, {} saves, {} removes acknowledged; {states_checked} states checked",
+        "{} inserts, {} saves, {} removes acknowledged; {states_checked} states checked; \
+         {kills_in_save} kills during a save, {kills_in_remove} during a remove",
         all.inserted.len(),
         all.saves_acked,
         all.removed.len()
@@ -336,6 +365,10 @@ fn a_writer_killed_at_random_moments_never_loses_an_acknowledged_insert_or_save(
     assert!(
         all.inserted.len() >= ROUNDS && all.saves_acked >= ROUNDS && !all.removed.is_empty(),
         "too little happened in {ROUNDS} rounds to test anything"
+    );
+    assert!(
+        kills_in_save > 0 && kills_in_remove > 0,
+        "no kill landed in a save ({kills_in_save}) or a remove ({kills_in_remove})"
     );
 }
 

@@ -52,28 +52,36 @@ impl Site {
         std::fs::write(self.path(name), text).expect("write a test file");
     }
 
-    /// The ids of the messages in the spool (their committed message files, `queue/ID`).
+    /// The spool opened read-only, as `mailq` reads it (whatever its on-disk format); `None`
+    /// while nothing has created it yet.
+    pub fn reader(&self) -> Option<postrider::spool::FsSpool> {
+        use postrider::spool::FsSpool;
+        use postrider::spool::fs::FsSpoolOptions;
+        if !self.spool().join("queue").is_dir() {
+            return None;
+        }
+        Some(
+            FsSpool::open_with(self.spool(), FsSpoolOptions::new().read_only(true))
+                .expect("open the spool to read it"),
+        )
+    }
+
+    /// The ids of the messages in the spool, oldest first, as the spool lists them.
     pub fn queued(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.spool().join("queue"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                    .filter(|n| postrider::QueueId::parse(n).is_ok_and(|id| id.as_str() == n))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ids.sort();
-        ids
+        let Some(spool) = self.reader() else {
+            return Vec::new();
+        };
+        spool
+            .listing()
+            .expect("list the spool")
+            .map(|m| m.expect("a readable queued message").id.to_string())
+            .collect()
     }
 
     /// A queued message as the spool returns it (read without changing anything).
     pub fn queued_message(&self, id: &str) -> postrider::spool::QueuedMessage {
-        use postrider::spool::FsSpool;
-        use postrider::spool::fs::FsSpoolOptions;
-        let spool = FsSpool::open_with(self.spool(), FsSpoolOptions::new().read_only(true))
-            .expect("open the spool to read it");
-        spool
+        self.reader()
+            .unwrap_or_else(|| panic!("{id} is not queued: there is no spool"))
             .listing()
             .expect("list the spool")
             .map(|m| m.expect("a readable queued message"))
