@@ -140,6 +140,20 @@ impl Relay {
         self.dir.path().join("spool")
     }
 
+    /// Stops the relay as an init system does (SIGTERM), waits for it to exit, and hands back
+    /// its exit code, its folder and everything it logged.
+    pub fn terminate(mut self) -> (Option<i32>, tempfile::TempDir, String) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let code = self.child.wait().ok().and_then(|s| s.code());
+        // The stderr reader thread sees the end of the pipe shortly after the exit.
+        std::thread::sleep(Duration::from_millis(200));
+        let log = self.log.lock().unwrap().clone();
+        let dir = tempfile::tempdir().unwrap();
+        (code, std::mem::replace(&mut self.dir, dir), log)
+    }
+
     /// Kills the relay at once (SIGKILL: no shutdown) and hands back its folder.
     pub fn kill(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
