@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::Config;
 use crate::address::Domain;
+use crate::dkim::{DkimConfigError, DkimSigner};
 use crate::engine::{EngineBuilder, Limits, RetryPolicy};
 use crate::resolve::{
     DnsResolver, HostnameError, HostnameSources, LocalIdentity, ResolveConfigError,
@@ -99,6 +100,14 @@ pub enum AssembleError {
     /// The `[local] aliases` file cannot be used (each bad line with its number).
     #[error(transparent)]
     Aliases(#[from] crate::local::AliasesError),
+    /// A `[[dkim]]` entry cannot be used (its key file names itself in the message).
+    #[error("{}: [[dkim]]: {source}", file.display())]
+    Dkim {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong.
+        source: DkimConfigError,
+    },
     /// The `spool` URL names no usable PostgreSQL database (the password never shown).
     #[cfg(feature = "postgres")]
     #[error("{}: spool: {source}", file.display())]
@@ -160,6 +169,7 @@ pub struct Assembly {
     dns: DnsResolver,
     retry: RetryPolicy,
     limits: Limits,
+    signer: Option<Arc<DkimSigner>>,
     notices: Vec<Notice>,
 }
 
@@ -222,6 +232,14 @@ impl Config {
             }
             None => None,
         };
+        // Every key file is read now: a bad one stops the start, naming it and why.
+        let signer = self
+            .dkim_signer()
+            .map_err(|source| AssembleError::Dkim {
+                file: file.clone(),
+                source,
+            })?
+            .map(Arc::new);
         Ok(Assembly {
             hostname,
             router: Arc::new(router),
@@ -230,6 +248,7 @@ impl Config {
             dns,
             retry: self.retry_policy(),
             limits: self.queue.limits(),
+            signer,
             notices,
         })
     }
@@ -361,8 +380,12 @@ impl Assembly {
             .transport(self.esmtp.clone())
             .retry(self.retry.clone())
             .limits(self.limits.clone());
-        match &self.local {
+        let builder = match &self.local {
             Some(local) => builder.local_transport(local.clone()),
+            None => builder,
+        };
+        match &self.signer {
+            Some(signer) => builder.signer(signer.clone()),
             None => builder,
         }
     }
@@ -372,6 +395,11 @@ impl Assembly {
     /// ([`LocalTransport::verify`](crate::local::LocalTransport::verify)).
     pub fn local(&self) -> Option<&Arc<crate::local::LocalTransport>> {
         self.local.as_ref()
+    }
+
+    /// The DKIM signer of the `[[dkim]]` entries, when there are any.
+    pub fn dkim(&self) -> Option<&Arc<DkimSigner>> {
+        self.signer.as_ref()
     }
 
     /// This host's name, as EHLO and DSNs use it.

@@ -20,6 +20,12 @@
 //! public_addresses = ["203.0.113.5"]   # what receivers see (behind NAT); default: none
 //! sender_domains = ["ourtest.com"]     # domains you send as, for the doctor's SPF check
 //!
+//! [[dkim]]                    # one per signing domain (default: none, mail is not signed)
+//! domain = "ourtest.com"      # signs mail whose From: is in this domain (or below it)
+//! selector = "pbx2026"        # the key's record: pbx2026._domainkey.ourtest.com
+//! key = "dkim/ourtest.com.pem"          # RSA (2048+ bits) or Ed25519, PEM or DER
+//! # headers = ["From", "To", "Subject", "Date", "Message-ID"]   # default: postrider's list
+//!
 //! [dns]
 //! name_servers = ["192.168.1.1", "127.0.0.1:5353"]  # default: /etc/resolv.conf
 //! timeout = "5s"              # per try (default 5s)
@@ -49,6 +55,8 @@
 //! aliases = "/etc/aliases"
 //! virtusertable = "virtusertable"         # read by the router for local and virtual domains
 //! # every key: postrider::local::config
+//! [metrics]                   # the daemon serves crate::metrics in Prometheus format
+//! listen = "127.0.0.1:9187"   # GET /metrics; unauthenticated: keep it on loopback
 //! ```
 //!
 //! [`Config::assemble`] builds the engine's parts from all of this.
@@ -83,6 +91,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::address::Domain;
+use crate::dkim::{DkimConfigError, DkimKeyConfig, DkimSigner};
 use crate::engine::RetryPolicy;
 use crate::resolve::{DnsOptions, DnsResolver, ResolveConfigError};
 use crate::route::{
@@ -94,7 +103,8 @@ use crate::status::Severity;
 pub use assemble::{AssembleError, Assembly, Notice, SMTP_PORT};
 pub use duration::parse_duration;
 pub use sections::{
-    DnsSection, EsmtpSection, QueueSection, RetrySection, SpfSection, TimeoutsSection,
+    DnsSection, EsmtpSection, MetricsSection, QueueSection, RetrySection, SpfSection,
+    TimeoutsSection,
 };
 
 /// The spool directory when the configuration names none.
@@ -159,10 +169,14 @@ pub struct Config {
     /// `[local]`: local delivery (mailbox format, aliases, virtusertable); `None` when the
     /// section is absent.
     pub local: Option<crate::local::LocalConfig>,
+    /// `[[dkim]]`: a signing key per sender domain.
+    pub dkim: Vec<DkimKeyConfig>,
     /// `[esmtp]`: the SMTP client's session cache, trust anchors and phase timeouts.
     pub esmtp: EsmtpSection,
     /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
     pub queue: QueueSection,
+    /// `[metrics]`: where a daemon serves the metrics (`crate::metrics`) for Prometheus.
+    pub metrics: MetricsSection,
     /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
     pub server: crate::server::config::ServerSection,
     /// `[[listener]]`: where the SMTP server listens, each with its kind and certificate.
@@ -184,8 +198,10 @@ impl Default for Config {
             spf: SpfSection::default(),
             dns: DnsSection::default(),
             local: None,
+            dkim: Vec::new(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
+            metrics: MetricsSection::default(),
             server: Default::default(),
             listener: Vec::new(),
             file: None,
@@ -241,6 +257,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain(config.dkim.iter_mut().map(|k| &mut k.key))
         {
             if let Some(dir) = base
                 && p.is_relative()
@@ -340,6 +357,15 @@ impl Config {
         } else {
             DnsResolver::with_name_servers(&self.dns.name_servers, self.dns_options())
         }
+    }
+
+    /// The DKIM signer of the `[[dkim]]` entries (`None` without any): every key file is read
+    /// now, so a missing or bad one is an error naming the file and why.
+    pub fn dkim_signer(&self) -> Result<Option<DkimSigner>, DkimConfigError> {
+        if self.dkim.is_empty() {
+            return Ok(None);
+        }
+        DkimSigner::load(&self.dkim).map(Some)
     }
 
     /// Loads the policy file, or an empty policy (TLS `may`, no AUTH) when none is configured.

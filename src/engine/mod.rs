@@ -56,10 +56,11 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::address::Domain;
+use crate::dkim::{MessageSigner, SignError};
 use crate::envelope::{BodyType, Envelope, EnvelopeError};
 use crate::queue_id::QueueId;
 use crate::route::Router;
-use crate::spool::{MessageState, Quarantined, Spool, SpoolError};
+use crate::spool::{MessageState, Quarantined, ScanReport, Scheduling, Spool, SpoolError};
 use crate::status::Severity;
 use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Transport};
 
@@ -138,6 +139,9 @@ pub enum SubmitError {
     /// The engine is shutting down.
     #[error("message not queued: the engine is shutting down")]
     ShuttingDown,
+    /// The signer (DKIM) failed.
+    #[error("message not queued: {0}")]
+    Signing(#[from] SignError),
 }
 
 impl SubmitError {
@@ -146,6 +150,7 @@ impl SubmitError {
         match self {
             SubmitError::Spool(e) => e.severity(),
             SubmitError::ShuttingDown => Severity::Temporary,
+            SubmitError::Signing(e) => e.severity(),
             _ => Severity::Permanent,
         }
     }
@@ -185,7 +190,8 @@ impl EngineError {
 /// What `start` found in the spool.
 #[derive(Debug, Clone, Default)]
 pub struct StartupReport {
-    /// Messages recovered and scheduled.
+    /// Messages recovered and scheduled (0 for a shared queue, which is not read at start:
+    /// see [`Scheduling::Batches`]).
     pub recovered: usize,
     /// Unreadable records set aside (see the spool's `corrupt/` directory).
     pub quarantined: Vec<Quarantined>,
@@ -207,6 +213,7 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryPolicy,
     pub(crate) limits: Limits,
     pub(crate) clock: Clock,
+    pub(crate) signer: Option<Arc<dyn MessageSigner>>,
     events: broadcast::Sender<DeliveryEvent>,
     tx: mpsc::UnboundedSender<Command>,
 }
@@ -241,10 +248,13 @@ impl Shared {
         parent: Option<QueueId>,
     ) -> Result<QueueId, SpoolError> {
         let arrival = self.clock.now();
-        let (id, claim) = self
+        let started = std::time::Instant::now();
+        let inserted = self
             .spool
             .insert_claimed(&envelope, body.clone(), arrival)
-            .await?;
+            .await;
+        crate::metrics::submitted(inserted.is_ok(), started.elapsed());
+        let (id, claim) = inserted?;
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         self.send(Command::Submitted {
             id,
@@ -298,6 +308,7 @@ pub struct EngineBuilder {
     retry: RetryPolicy,
     limits: Limits,
     clock: Option<Clock>,
+    signer: Option<Arc<dyn MessageSigner>>,
 }
 
 impl EngineBuilder {
@@ -351,6 +362,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Signs every submitted message before it is queued (DKIM: [`crate::dkim::DkimSigner`]).
+    /// Without one, messages are queued as submitted.
+    pub fn signer(mut self, signer: Arc<dyn MessageSigner>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
     /// Recovers every message in the spool, schedules it, and starts the engine.
     pub async fn start(self) -> Result<Engine, EngineError> {
         let missing = |what: &str| EngineError::Config(format!("no {what} given to the builder"));
@@ -360,7 +378,12 @@ impl EngineBuilder {
         let relay = self
             .transport
             .ok_or_else(|| missing("transport for relay routes"))?;
-        let scan = spool.scan().await?;
+        crate::metrics::describe();
+        // A shared queue is not read at start: its due work is taken in batches.
+        let scan = match spool.scheduling() {
+            Scheduling::Index => spool.scan().await?,
+            Scheduling::Batches => ScanReport::default(),
+        };
         for q in &scan.quarantined {
             tracing::error!(
                 target: "postrider::spool",
@@ -386,15 +409,23 @@ impl EngineBuilder {
             retry: self.retry,
             limits: self.limits,
             clock: self.clock.unwrap_or_default(),
+            signer: self.signer,
             events,
             tx,
         });
-        tracing::info!(
-            target: "postrider::engine",
-            "queue engine started on {}: {} message(s) recovered",
-            shared.hostname,
-            startup.recovered
-        );
+        match shared.spool.scheduling() {
+            Scheduling::Index => tracing::info!(
+                target: "postrider::engine",
+                "queue engine started on {}: {} message(s) recovered",
+                shared.hostname,
+                startup.recovered
+            ),
+            Scheduling::Batches => tracing::info!(
+                target: "postrider::engine",
+                "queue engine started on {}: shared queue, due work taken in batches",
+                shared.hostname
+            ),
+        }
         let scheduler = Scheduler::new(shared.clone(), rx, scan.messages);
         tokio::spawn(scheduler.run());
         Ok(Engine {
@@ -415,7 +446,8 @@ impl Engine {
 
     /// Validates a message, makes it durable and schedules it. Returns the queue id once the
     /// spool holds it safely (the moment an MTA says `250 OK`). Line endings are normalised to
-    /// CRLF; `BODY=8BITMIME` and SMTPUTF8 are set when the message needs them.
+    /// CRLF; the [signer](EngineBuilder::signer), if any, signs; `BODY=8BITMIME` and SMTPUTF8
+    /// are set when the message needs them.
     pub async fn submit(
         &self,
         mut envelope: Envelope,
@@ -444,6 +476,10 @@ impl Engine {
                 limit: limits.max_message_size,
             });
         }
+        let body = match &shared.signer {
+            Some(signer) => signer.sign(&envelope, body)?,
+            None => body,
+        };
         if submit::has_8bit(&body) {
             envelope.body = BodyType::EightBitMime;
         }
@@ -453,16 +489,43 @@ impl Engine {
         Ok(id)
     }
 
-    /// Every message in the queue, oldest first, as `mailq` shows it.
+    /// Every message in the queue, oldest first, as `mailq` shows it, read from the spool (a
+    /// shared queue: the whole cluster's). For a large queue prefer [`Engine::list_page`].
     pub async fn list(&self) -> Result<Vec<QueueEntry>, EngineError> {
-        let (tx, rx) = oneshot::channel();
-        self.handle.shared.send(Command::List(tx));
-        rx.await.map_err(|_| EngineError::Stopped)
+        Ok(self.list_page(None, usize::MAX).await?.0)
     }
 
-    /// Re-reads the spool, then tries every matching message now, ignoring backoff and host
-    /// status (`sendmail -q -OTimeout.hoststatus=0m`, `postqueue -f`). Returns when every
-    /// matched message's attempt has ended.
+    /// One page of the queue in id (arrival) order: up to `limit` messages after `after`
+    /// (`None`: from the start), and where the next page starts (`None` after the last).
+    /// A message is in flight when this engine is working on it or another engine holds its
+    /// lease.
+    pub async fn list_page(
+        &self,
+        after: Option<QueueId>,
+        limit: usize,
+    ) -> Result<(Vec<QueueEntry>, Option<QueueId>), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle.shared.send(Command::InFlight(tx));
+        let in_flight = rx.await.map_err(|_| EngineError::Stopped)?;
+        let page = self.handle.shared.spool.list(after, limit).await?;
+        let entries = page
+            .messages
+            .iter()
+            .map(|listed| {
+                let m = &listed.message;
+                let busy = listed.lease.is_some() || in_flight.contains(&m.id);
+                QueueEntry::new(m.id, &m.envelope, &m.state, busy)
+            })
+            .collect();
+        Ok((entries, page.next))
+    }
+
+    /// Tries every matching message now, ignoring backoff and host status (`sendmail -q
+    /// -OTimeout.hoststatus=0m`, `postqueue -f`): what the engine knows at once, and what a
+    /// rescan of the spool finds (messages other processes queued). Returns when every matched
+    /// message's attempt has ended. With a shared queue ([`Scheduling::Batches`]) it reads the
+    /// whole queue through the spool, makes the matching messages due, and counts those
+    /// another engine attempts as `busy`.
     pub async fn flush(&self, filter: FlushFilter) -> Result<FlushSummary, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.handle.shared.send(Command::Flush(filter, tx));

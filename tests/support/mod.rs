@@ -3,6 +3,7 @@
 //! example programs).
 #![allow(dead_code, unused_imports)] // every binary uses a different part
 
+pub mod dkim;
 pub mod dns_server;
 pub mod doctor;
 pub mod dovecot;
@@ -12,11 +13,15 @@ pub mod example_binary;
 pub mod examples;
 pub mod imap;
 pub mod local;
+pub mod messages;
+pub mod oauth;
 pub mod postfix;
 pub mod postgres;
+pub mod queue_node;
 pub mod relay;
 pub mod route;
 pub mod server;
+pub mod shared_spool;
 pub mod sink;
 pub mod slow_sink;
 pub mod smtp_peer;
@@ -24,3 +29,4 @@ pub mod spool;
 pub mod spool_suite;
 pub mod system_users;
 pub mod tmpfs;
+pub mod token_endpoint;
