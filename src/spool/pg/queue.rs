@@ -129,7 +129,11 @@ impl Inner {
         Ok(row.get(0))
     }
 
-    pub(super) async fn list(&self, after: Option<QueueId>, limit: usize) -> Result<QueuePage, SpoolError> {
+    pub(super) async fn list(
+        &self,
+        after: Option<QueueId>,
+        limit: usize,
+    ) -> Result<QueuePage, SpoolError> {
         if limit == 0 {
             return Ok(QueuePage::default());
         }

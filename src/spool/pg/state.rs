@@ -130,7 +130,11 @@ impl Inner {
         tx.commit().await.map_err(db(op))
     }
 
-    pub(super) async fn remove(&self, id: &QueueId, generation: Option<i64>) -> Result<(), SpoolError> {
+    pub(super) async fn remove(
+        &self,
+        id: &QueueId,
+        generation: Option<i64>,
+    ) -> Result<(), SpoolError> {
         const FENCED: &str = "DELETE FROM postrider_messages WHERE id = $1 AND generation = $2";
         const FREE: &str = "DELETE FROM postrider_messages
              WHERE id = $1 AND (lease_until IS NULL OR lease_until <= now())";
