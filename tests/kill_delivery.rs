@@ -30,12 +30,21 @@ async fn preload(spool: &Path) {
             [Address::parse("alice@example.org").unwrap()],
         );
         let body = format!("{ID_HEADER}: {i}\r\nSubject: message {i}\r\n\r\nhello\r\n");
-        spool.insert(&env, body.into(), SystemTime::now()).await.unwrap();
+        spool
+            .insert(&env, body.into(), SystemTime::now())
+            .await
+            .unwrap();
     }
 }
 
 async fn left_in(spool: &Path) -> usize {
-    FsSpool::open(spool).unwrap().scan().await.unwrap().messages.len()
+    FsSpool::open(spool)
+        .unwrap()
+        .scan()
+        .await
+        .unwrap()
+        .messages
+        .len()
 }
 
 /// Every message arrived; returns the duplicates.
@@ -126,8 +135,7 @@ async fn the_relay_daemon_killed_at_random_resends_at_most_one_message_per_conne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_stopped_with_sigterm_resends_nothing_and_logs_no_delivered_message_as_deferred()
-{
+async fn a_relay_stopped_with_sigterm_resends_nothing_and_logs_no_delivered_message_as_deferred() {
     // Slow enough that the stop comes in the middle of the queue.
     let sink = SlowSink::start(Duration::from_millis(20)).await;
     let dir = relay_dir(sink.port());
@@ -137,7 +145,10 @@ async fn a_relay_stopped_with_sigterm_resends_nothing_and_logs_no_delivered_mess
     let (code, dir, log) = relay.terminate();
     assert_eq!(code, Some(0), "{log}");
     let before = sink.total();
-    assert!(before > 0 && before < MESSAGES, "stopped mid-queue: {before} arrived");
+    assert!(
+        before > 0 && before < MESSAGES,
+        "stopped mid-queue: {before} arrived"
+    );
     assert!(
         !log.contains("stat=Deferred"),
         "a graceful stop defers nothing:\n{log}"

@@ -25,7 +25,9 @@ pub struct SlowSink {
 impl SlowSink {
     /// Starts a sink on a free loopback port that waits `delay` before each `250` to a dot.
     pub async fn start(delay: Duration) -> SlowSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the sink");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the sink");
         let port = listener.local_addr().expect("the sink's address").port();
         let arrived = Arc::new(Mutex::new(HashMap::new()));
         let counts = arrived.clone();
@@ -89,7 +91,9 @@ async fn session(
                 return Ok(());
             }
             "DATA" => {
-                write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
                 let mut id = None;
                 loop {
                     line.clear();
