@@ -61,7 +61,7 @@ impl Relay {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .env(
                     "RUST_LOG",
-                    "warn,postrider::route=info,postrider::transport::esmtp=info,postrider::relay=info,postrider::daemon=info",
+                    "warn,postrider::route=info,postrider::transport::esmtp=info,postrider::relay=info,postrider::daemon=info,postrider::server=info",
                 )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
