@@ -15,6 +15,9 @@
 //! | `mailertable` | the mailertable and local-host-names parse | a line has an error (one finding per line) |
 //! | `policy` | the TLS and credentials policy file parses | a line has an error |
 //! | `spool` | the spool directory is writable and fsync works there | read-only, full, not a directory |
+//! | `listener-tls` | each `[[listener]]`'s certificate is readable, valid for 14 days more and covers the host name | expired, unreadable, another name (on 587/465; a warning on 25) |
+//! | `listener` | a `submission` listener has a password file and TLS; the access and password files parse | nobody could authenticate, a bad line |
+//! | `relaying` | who may relay: not nobody on a LAN-facing port 25, not everybody | an access rule or `mynetworks` that opens relaying to the Internet |
 //!
 //! A `FAIL` means mail will not go out (or receivers will refuse or junk it) until it is
 //! fixed; a `WARN` means mail goes out but something is off or could not be checked. With a
@@ -46,6 +49,7 @@
 mod egress;
 mod finding;
 mod hostname;
+mod listeners;
 #[cfg(feature = "postgres")]
 pub mod pg_spool;
 mod port25;
@@ -238,7 +242,14 @@ impl Doctor {
                 format!("the spool check did not finish: {e}"),
             )]
         }));
+        findings.extend(self.check_listeners().await);
         findings
+    }
+
+    /// `listener-tls`, `listener`, `relaying`: each listener's certificate (expiry, names), each
+    /// listener's means to work, and who may relay. Nothing without `[[listener]]` tables.
+    pub async fn check_listeners(&self) -> Vec<Finding> {
+        listeners::check(self).await
     }
 
     /// `hostname`: the host name is fully qualified, and resolves.
