@@ -127,13 +127,14 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// One session: greeting, EHLO, STARTTLS, EHLO again, `count` transactions, QUIT.
+/// One session: greeting, EHLO, STARTTLS, EHLO again, `count` transactions, QUIT. Returns
+/// what the handshake negotiated (version, suite, key exchange), to show both servers agree.
 async fn session(
     addr: SocketAddr,
     tls: &TlsConnector,
     count: usize,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<String, String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -152,6 +153,13 @@ async fn session(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let (_, state) = stream.get_ref();
+    let negotiated = format!(
+        "{:?} {:?} {:?}",
+        state.protocol_version(),
+        state.negotiated_cipher_suite().map(|s| s.suite()),
+        state.negotiated_key_exchange_group().map(|g| g.name())
+    );
     let mut c = BufReader::new(stream);
     command(&mut c, b"EHLO client.bench.test\r\n", 250).await?;
     for _ in 0..count {
@@ -160,7 +168,8 @@ async fn session(
         command(&mut c, b"DATA\r\n", 354).await?;
         command(&mut c, body, 250).await?;
     }
-    command(&mut c, b"QUIT\r\n", 221).await
+    command(&mut c, b"QUIT\r\n", 221).await?;
+    Ok(negotiated)
 }
 
 /// Sends `shape` to `addr` from `shape.sessions` parallel workers and waits until the sink has
@@ -180,19 +189,22 @@ async fn measure(
     for _ in 0..shape.sessions {
         let (tls, body, next) = (tls.clone(), body.clone(), next.clone());
         workers.spawn(async move {
+            let mut negotiated = std::collections::BTreeSet::new();
             loop {
                 let first = next.fetch_add(shape.per_session, Ordering::Relaxed);
                 if first >= shape.messages {
-                    return Ok::<(), String>(());
+                    return Ok::<_, String>(negotiated);
                 }
                 let count = shape.per_session.min(shape.messages - first);
-                session(addr, &tls, count, &body).await?;
+                negotiated.insert(session(addr, &tls, count, &body).await?);
             }
         });
     }
+    let mut negotiated = std::collections::BTreeSet::new();
     while let Some(done) = workers.join_next().await {
-        if let Err(e) = done.expect("a client worker panicked") {
-            panic!("{name}: {e}");
+        match done.expect("a client worker panicked") {
+            Ok(n) => negotiated.extend(n),
+            Err(e) => panic!("{name}: {e}"),
         }
     }
     let target = before + shape.messages as u64;
@@ -206,7 +218,7 @@ async fn measure(
     let secs = start.elapsed().as_secs_f64();
     let rate = shape.messages as f64 / secs;
     eprintln!(
-        "  {name}: {} msgs in {secs:.2} s = {rate:.0} msg/s; load {}",
+        "  {name}: {} msgs in {secs:.2} s = {rate:.0} msg/s; load {}; TLS {negotiated:?}",
         shape.messages,
         load()
     );
