@@ -72,10 +72,13 @@ pub struct ReadmeDoctests;
 
 pub mod address;
 pub mod config;
+pub mod dkim;
 pub mod doctor;
 pub mod engine;
 pub mod envelope;
+pub mod https;
 pub mod message;
+pub mod oauth2;
 pub mod queue_id;
 pub mod resolve;
 pub mod route;

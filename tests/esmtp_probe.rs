@@ -42,7 +42,7 @@ fn probing(
     let policy = HopPolicy {
         tls: level,
         credentials: Some(Credentials::new(USER, SECRET)),
-        auth_without_tls: false,
+        ..HopPolicy::default()
     };
     transport(cfg, resolver, policy_for(hop, policy))
 }

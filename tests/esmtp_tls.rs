@@ -10,7 +10,7 @@ use std::sync::Arc;
 use esmtp::*;
 use postrider::resolve::StaticResolver;
 use postrider::route::{Credentials, HopPolicy, TlsLevel};
-use postrider::transport::esmtp::{EsmtpTransport, base64_encode};
+use postrider::transport::esmtp::EsmtpTransport;
 use postrider::{Mailer, Route};
 use smtp_peer::{Script, ScriptedPeer, TestCa, Validity, ehlo_reply};
 
@@ -288,7 +288,7 @@ fn with_credentials(tls: TlsLevel) -> HopPolicy {
     HopPolicy {
         tls,
         credentials: Some(Credentials::new(USER, SECRET)),
-        auth_without_tls: false,
+        ..HopPolicy::default()
     }
 }
 
@@ -464,4 +464,10 @@ fn trust_anchors_from_pem_are_counted_and_garbage_is_refused() {
         .add_trust_anchors_pem(b"not a certificate", "junk.pem")
         .unwrap_err();
     assert!(err.to_string().contains("junk.pem"), "{err}");
+}
+
+/// What a client sends in base64, as the SASL mechanisms encode it.
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

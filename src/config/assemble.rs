@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::Config;
 use crate::address::Domain;
+use crate::dkim::{DkimConfigError, DkimSigner};
 use crate::engine::{EngineBuilder, Limits, RetryPolicy};
 use crate::resolve::{
     DnsResolver, HostnameError, HostnameSources, LocalIdentity, ResolveConfigError,
@@ -96,6 +97,14 @@ pub enum AssembleError {
     /// The configured spool cannot be opened.
     #[error("{0}")]
     Spool(#[from] SpoolError),
+    /// A `[[dkim]]` entry cannot be used (its key file names itself in the message).
+    #[error("{}: [[dkim]]: {source}", file.display())]
+    Dkim {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong.
+        source: DkimConfigError,
+    },
     /// The `spool` URL names no usable PostgreSQL database (the password never shown).
     #[cfg(feature = "postgres")]
     #[error("{}: spool: {source}", file.display())]
@@ -152,6 +161,7 @@ pub struct Assembly {
     dns: DnsResolver,
     retry: RetryPolicy,
     limits: Limits,
+    signer: Option<Arc<DkimSigner>>,
     notices: Vec<Notice>,
 }
 
@@ -205,6 +215,14 @@ impl Config {
             Arc::new(dns.clone()),
             Arc::new(policy),
         ));
+        // Every key file is read now: a bad one stops the start, naming it and why.
+        let signer = self
+            .dkim_signer()
+            .map_err(|source| AssembleError::Dkim {
+                file: file.clone(),
+                source,
+            })?
+            .map(Arc::new);
         Ok(Assembly {
             hostname,
             router: Arc::new(router),
@@ -212,6 +230,7 @@ impl Config {
             dns,
             retry: self.retry_policy(),
             limits: self.queue.limits(),
+            signer,
             notices,
         })
     }
@@ -336,13 +355,22 @@ impl Assembly {
     /// An engine builder with every part, ready to `start` (or to refine first: a one-shot
     /// command sets its own [`Limits`]).
     pub fn engine_builder(&self, spool: Arc<dyn Spool>) -> EngineBuilder {
-        crate::engine::Engine::builder()
+        let builder = crate::engine::Engine::builder()
             .hostname(self.hostname.clone())
             .spool(spool)
             .router(self.router.clone())
             .transport(self.esmtp.clone())
             .retry(self.retry.clone())
-            .limits(self.limits.clone())
+            .limits(self.limits.clone());
+        match &self.signer {
+            Some(signer) => builder.signer(signer.clone()),
+            None => builder,
+        }
+    }
+
+    /// The DKIM signer of the `[[dkim]]` entries, when there are any.
+    pub fn dkim(&self) -> Option<&Arc<DkimSigner>> {
+        self.signer.as_ref()
     }
 
     /// This host's name, as EHLO and DSNs use it.

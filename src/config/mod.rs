@@ -20,6 +20,12 @@
 //! public_addresses = ["203.0.113.5"]   # what receivers see (behind NAT); default: none
 //! sender_domains = ["ourtest.com"]     # domains you send as, for the doctor's SPF check
 //!
+//! [[dkim]]                    # one per signing domain (default: none, mail is not signed)
+//! domain = "ourtest.com"      # signs mail whose From: is in this domain (or below it)
+//! selector = "pbx2026"        # the key's record: pbx2026._domainkey.ourtest.com
+//! key = "dkim/ourtest.com.pem"          # RSA (2048+ bits) or Ed25519, PEM or DER
+//! # headers = ["From", "To", "Subject", "Date", "Message-ID"]   # default: postrider's list
+//!
 //! [dns]
 //! name_servers = ["192.168.1.1", "127.0.0.1:5353"]  # default: /etc/resolv.conf
 //! timeout = "5s"              # per try (default 5s)
@@ -77,6 +83,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::address::Domain;
+use crate::dkim::{DkimConfigError, DkimKeyConfig, DkimSigner};
 use crate::engine::RetryPolicy;
 use crate::resolve::{DnsOptions, DnsResolver, ResolveConfigError};
 use crate::route::{
@@ -150,6 +157,8 @@ pub struct Config {
     pub spf: SpfSection,
     /// `[dns]`: name servers and lookup settings.
     pub dns: DnsSection,
+    /// `[[dkim]]`: a signing key per sender domain.
+    pub dkim: Vec<DkimKeyConfig>,
     /// `[esmtp]`: the SMTP client's session cache, trust anchors and phase timeouts.
     pub esmtp: EsmtpSection,
     /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
@@ -174,6 +183,7 @@ impl Default for Config {
             retry: RetrySection::default(),
             spf: SpfSection::default(),
             dns: DnsSection::default(),
+            dkim: Vec::new(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
             server: Default::default(),
@@ -231,6 +241,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain(config.dkim.iter_mut().map(|k| &mut k.key))
         {
             if let Some(dir) = base
                 && p.is_relative()
@@ -324,6 +335,15 @@ impl Config {
         } else {
             DnsResolver::with_name_servers(&self.dns.name_servers, self.dns_options())
         }
+    }
+
+    /// The DKIM signer of the `[[dkim]]` entries (`None` without any): every key file is read
+    /// now, so a missing or bad one is an error naming the file and why.
+    pub fn dkim_signer(&self) -> Result<Option<DkimSigner>, DkimConfigError> {
+        if self.dkim.is_empty() {
+            return Ok(None);
+        }
+        DkimSigner::load(&self.dkim).map(Some)
     }
 
     /// Loads the policy file, or an empty policy (TLS `may`, no AUTH) when none is configured.

@@ -13,6 +13,8 @@ pub enum Check {
     Hostname,
     /// SPF of each sender domain authorises the address receivers see.
     Spf,
+    /// Each DKIM key can be read and its DNS record matches it.
+    Dkim,
     /// Outbound port 25 to a domain's MX answers.
     Port25,
     /// The smart host answers and talks SMTP.
@@ -43,6 +45,7 @@ impl Check {
             Check::Dns => "dns",
             Check::Hostname => "hostname",
             Check::Spf => "spf",
+            Check::Dkim => "dkim",
             Check::Port25 => "port25",
             Check::SmartHost => "smart-host",
             Check::SmartHostTls => "smart-host-tls",

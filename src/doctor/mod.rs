@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `hostname` | the host name is fully qualified and resolves | it is a single label (`sipserver1`) |
 //! | `spf` | SPF of each `[spf] sender_domains` entry authorises the address receivers see | the record says fail or is broken |
+//! | `dkim` | each `[[dkim]]` key can be read and `selector._domainkey.domain` publishes it (the record to publish is printed) | the key file is unusable, the record is missing or holds another key |
 //! | `port25` | outbound port 25 to a domain's MX answers within a few seconds | refused, timed out, no greeting, refused greeting |
 //! | `smart-host` | the smart host answers and talks SMTP | it cannot be reached or refuses us |
 //! | `smart-host-tls` | it offers STARTTLS with a certificate valid for its name | TLS is required and fails |
@@ -46,6 +47,7 @@
 //! machine (the resolver, the host name sources, the port, the trust anchors) can be replaced,
 //! so that the checks can be tested on loopback.
 
+mod dkim;
 mod egress;
 mod finding;
 mod hostname;
@@ -218,10 +220,11 @@ impl Doctor {
         &self,
         spool: impl std::future::Future<Output = Result<Vec<Finding>, tokio::task::JoinError>>,
     ) -> Vec<Finding> {
-        let (hostname, port25, smart_host) = tokio::join!(
+        let (hostname, port25, smart_host, dkim) = tokio::join!(
             self.check_hostname(),
             port25::check(self),
-            self.check_smart_host()
+            self.check_smart_host(),
+            self.check_dkim()
         );
         let egress = egress::egress(self, port25.local).await;
         let spf = spf::check(self, egress.as_ref()).await;
@@ -232,6 +235,7 @@ impl Doctor {
         }
         findings.extend(hostname);
         findings.extend(spf);
+        findings.extend(dkim);
         findings.extend(port25.findings);
         findings.extend(smart_host);
         findings.extend(self.check_mailertable());
@@ -263,6 +267,12 @@ impl Doctor {
     pub async fn check_spf(&self) -> Vec<Finding> {
         let egress = egress::egress(self, None).await;
         spf::check(self, egress.as_ref()).await
+    }
+
+    /// `dkim`: each `[[dkim]]` key file can be read, and its record (printed, to publish) is
+    /// published with the same key. Nothing without DKIM keys.
+    pub async fn check_dkim(&self) -> Vec<Finding> {
+        dkim::check(self).await
     }
 
     /// `port25`: outbound port 25 to the probe domain's MX answers within the timeout. Nothing

@@ -66,6 +66,17 @@ pub(crate) async fn check(d: &Doctor) -> Vec<Finding> {
 fn judge(d: &Doctor, r: &ProbeReport, policy_broken: bool) -> Vec<Finding> {
     let hop = &r.hop;
     let failure = r.failure.as_ref().map(|f| f.text.clone());
+    if let AuthProbe::TokenUnavailable { reason } = &r.auth {
+        // Checked before connecting: nothing else is known about the server.
+        return vec![
+            Finding::fail(Check::SmartHostAuth, reason.clone()).with_fix(format!(
+                "check the OAuth2 token source of {hop} in {} (for token-refresh=: the \
+             token_endpoint, client_id, client_secret and refresh_token in its file; a refresh \
+             token the provider revoked must be obtained again)",
+                policy_line_of(d, hop)
+            )),
+        ];
+    }
     let Some(server) = &r.server else {
         let why = if r.unreachable.is_empty() {
             failure.unwrap_or_default()
@@ -240,7 +251,11 @@ fn auth(d: &Doctor, r: &ProbeReport, server: &str, policy_broken: bool) -> Optio
     Some(match &r.auth {
         AuthProbe::Accepted { mechanism } => Finding::pass(
             Check::SmartHostAuth,
-            format!("{server} accepts the credentials of {user} (AUTH {mechanism})"),
+            if r.oauth2.is_some() {
+                format!("{server} accepts the OAuth2 token of {user} (AUTH {mechanism})")
+            } else {
+                format!("{server} accepts the credentials of {user} (AUTH {mechanism})")
+            },
         ),
         AuthProbe::Refused { reply } => {
             let verdict = if reply.is_transient() {
@@ -251,6 +266,13 @@ fn auth(d: &Doctor, r: &ProbeReport, server: &str, policy_broken: bool) -> Optio
             let fix = if reply.is_transient() {
                 "the server could not check the credentials now; run the doctor again later"
                     .to_string()
+            } else if r.oauth2.is_some() {
+                format!(
+                    "the server refused the OAuth2 token of {user}: check that the app was \
+                     granted the SMTP scope (Microsoft 365: SMTP.Send, and SMTP AUTH enabled \
+                     for the mailbox; Google: https://mail.google.com/) and that user= in \
+                     {at_line} is the mailbox the token belongs to"
+                )
             } else {
                 format!(
                     "check the user name and password for {hop} in {at_line} (Gmail and \
@@ -302,6 +324,12 @@ fn auth(d: &Doctor, r: &ProbeReport, server: &str, policy_broken: bool) -> Optio
             Finding::fail(Check::SmartHostAuth, failure).with_fix(format!(
                 "use TLS: the level \"encrypt\" for {hop} in {at_line}, and a port that offers \
                  STARTTLS (587) or implicit TLS (smtps:[host]:465)"
+            ))
+        }
+        AuthProbe::NoCommonMechanism { .. } if r.oauth2.is_some() => {
+            Finding::fail(Check::SmartHostAuth, failure).with_fix(format!(
+                "use the mechanism the server offers (oauth2=xoauth2 or oauth2=oauthbearer in \
+                 {at_line}), or a password if it offers PLAIN or LOGIN"
             ))
         }
         AuthProbe::NoCommonMechanism { .. } => Finding::fail(Check::SmartHostAuth, failure)

@@ -56,6 +56,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::address::Domain;
+use crate::dkim::{MessageSigner, SignError};
 use crate::envelope::{BodyType, Envelope, EnvelopeError};
 use crate::queue_id::QueueId;
 use crate::route::Router;
@@ -138,6 +139,9 @@ pub enum SubmitError {
     /// The engine is shutting down.
     #[error("message not queued: the engine is shutting down")]
     ShuttingDown,
+    /// The signer (DKIM) failed.
+    #[error("message not queued: {0}")]
+    Signing(#[from] SignError),
 }
 
 impl SubmitError {
@@ -146,6 +150,7 @@ impl SubmitError {
         match self {
             SubmitError::Spool(e) => e.severity(),
             SubmitError::ShuttingDown => Severity::Temporary,
+            SubmitError::Signing(e) => e.severity(),
             _ => Severity::Permanent,
         }
     }
@@ -207,6 +212,7 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryPolicy,
     pub(crate) limits: Limits,
     pub(crate) clock: Clock,
+    pub(crate) signer: Option<Arc<dyn MessageSigner>>,
     events: broadcast::Sender<DeliveryEvent>,
     tx: mpsc::UnboundedSender<Command>,
 }
@@ -298,6 +304,7 @@ pub struct EngineBuilder {
     retry: RetryPolicy,
     limits: Limits,
     clock: Option<Clock>,
+    signer: Option<Arc<dyn MessageSigner>>,
 }
 
 impl EngineBuilder {
@@ -351,6 +358,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Signs every submitted message before it is queued (DKIM: [`crate::dkim::DkimSigner`]).
+    /// Without one, messages are queued as submitted.
+    pub fn signer(mut self, signer: Arc<dyn MessageSigner>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
     /// Recovers every message in the spool, schedules it, and starts the engine.
     pub async fn start(self) -> Result<Engine, EngineError> {
         let missing = |what: &str| EngineError::Config(format!("no {what} given to the builder"));
@@ -386,6 +400,7 @@ impl EngineBuilder {
             retry: self.retry,
             limits: self.limits,
             clock: self.clock.unwrap_or_default(),
+            signer: self.signer,
             events,
             tx,
         });
@@ -415,7 +430,8 @@ impl Engine {
 
     /// Validates a message, makes it durable and schedules it. Returns the queue id once the
     /// spool holds it safely (the moment an MTA says `250 OK`). Line endings are normalised to
-    /// CRLF; `BODY=8BITMIME` and SMTPUTF8 are set when the message needs them.
+    /// CRLF; the [signer](EngineBuilder::signer), if any, signs; `BODY=8BITMIME` and SMTPUTF8
+    /// are set when the message needs them.
     pub async fn submit(
         &self,
         mut envelope: Envelope,
@@ -444,6 +460,10 @@ impl Engine {
                 limit: limits.max_message_size,
             });
         }
+        let body = match &shared.signer {
+            Some(signer) => signer.sign(&envelope, body)?,
+            None => body,
+        };
         if submit::has_8bit(&body) {
             envelope.body = BodyType::EightBitMime;
         }

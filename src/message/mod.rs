@@ -28,11 +28,21 @@
 //! ```
 
 mod address_list;
+mod downgrade;
+mod encode;
 mod header;
+mod mime;
 mod submission;
 
 pub use address_list::{AddressListError, parse_address_list};
+pub use downgrade::{
+    DowngradeError, MAX_DEPTH, MAX_LINE, Target, downgrade, has_long_line, needs_downgrade,
+};
+pub use encode::{
+    ENCODED_LINE, base64_lines, quoted_printable, repair_base64, repair_quoted_printable,
+};
 pub use header::{HeaderEnd, HeaderField, HeaderSection, Newline, strip_mbox_from_line};
+pub use mime::{ContentType, TransferEncoding};
 pub use submission::{
     Extracted, LocalSubmission, MessageError, complete_headers, display_name, extract_recipients,
     field_addresses, truncate_at_lone_dot,

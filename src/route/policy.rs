@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::NextHop;
+use crate::oauth2::OAuth2Policy;
 
 /// How much TLS a connection to a next hop needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -110,6 +111,19 @@ pub struct HopPolicy {
     pub credentials: Option<Credentials>,
     /// Allow AUTH over a connection without TLS (off unless the policy says so).
     pub auth_without_tls: bool,
+    /// AUTH with an OAuth2 access token (XOAUTH2, OAUTHBEARER) instead of a password; at most
+    /// one of this and `credentials` is set.
+    pub oauth2: Option<OAuth2Policy>,
+}
+
+impl HopPolicy {
+    /// The account AUTH uses, from the credentials or the OAuth2 policy.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.credentials
+            .as_ref()
+            .map(|c| c.username.as_str())
+            .or_else(|| self.oauth2.as_ref().map(|o| o.user.as_str()))
+    }
 }
 
 /// The policy table: one [`HopPolicy`] per next hop, and a default for every other hop.
@@ -170,6 +184,11 @@ impl PolicyTable {
     /// True when only the default applies.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Every policy of the table, the default first.
+    pub(crate) fn policies(&self) -> impl Iterator<Item = &HopPolicy> {
+        std::iter::once(&self.default).chain(self.entries.values())
     }
 
     /// True when any entry (or the default) holds credentials.

@@ -212,6 +212,31 @@ impl DnsServerBuilder {
 
     /// Binds 127.0.0.1 (UDP and TCP, one random port) and starts serving.
     pub async fn start(self) -> DnsServer {
+        let (udp, tcp) = bind_pair().await;
+        self.serve(udp, tcp)
+    }
+
+    /// Binds port 53 of a random address in 127.0.0.0/8 instead, for programs that read
+    /// `/etc/resolv.conf` (which cannot name a port); a test points one at it in a mount
+    /// namespace of its own (see `support::dkim`).
+    pub async fn start_on_port_53(self) -> DnsServer {
+        for _ in 0..50 {
+            let octets: [u8; 3] = rand::random();
+            let ip = std::net::Ipv4Addr::new(127, octets[0], octets[1], octets[2].max(2));
+            let addr = SocketAddr::from((ip, 53));
+            let Ok(udp) = tokio::net::UdpSocket::bind(addr).await else {
+                continue;
+            };
+            if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                return self.serve(udp, tcp);
+            }
+        }
+        panic!(
+            "no address of 127.0.0.0/8 has port 53 free for UDP and TCP (binding it needs root)"
+        );
+    }
+
+    fn serve(self, udp: tokio::net::UdpSocket, tcp: tokio::net::TcpListener) -> DnsServer {
         let mut catalog = Catalog::new();
         for zone in self.zones {
             let (origin, handler) = zone.into_handler();
@@ -225,7 +250,6 @@ impl DnsServerBuilder {
             answer_all: self.answer_all,
             queries: queries.clone(),
         };
-        let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().expect("local addr");
         let mut server = Server::new(handler);
         server.register_socket(udp);

@@ -3,12 +3,15 @@
 //! example programs).
 #![allow(dead_code, unused_imports)] // every binary uses a different part
 
+pub mod dkim;
 pub mod dns_server;
 pub mod doctor;
 pub mod engine;
 pub mod esmtp;
 pub mod example_binary;
 pub mod examples;
+pub mod messages;
+pub mod oauth;
 pub mod postfix;
 pub mod postgres;
 pub mod relay;
@@ -20,3 +23,4 @@ pub mod smtp_peer;
 pub mod spool;
 pub mod spool_suite;
 pub mod tmpfs;
+pub mod token_endpoint;

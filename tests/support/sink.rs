@@ -49,7 +49,22 @@ impl Sink {
         Sink::start_at(Some(port), options, dump).await
     }
 
+    /// smtp-sink on a given loopback address and port (one of several MX hosts on 127.0.0.x
+    /// sharing a port, as a mailertable route `esmtp:domain:PORT` reaches them).
+    pub async fn start_on_addr(ip: std::net::Ipv4Addr, port: u16, options: &[&str]) -> Sink {
+        Sink::start_at_addr(ip, Some(port), options, false).await
+    }
+
     async fn start_at(fixed: Option<u16>, options: &[&str], dump: bool) -> Sink {
+        Sink::start_at_addr(std::net::Ipv4Addr::LOCALHOST, fixed, options, dump).await
+    }
+
+    async fn start_at_addr(
+        ip: std::net::Ipv4Addr,
+        fixed: Option<u16>,
+        options: &[&str],
+        dump: bool,
+    ) -> Sink {
         assert!(
             Path::new(SMTP_SINK).exists(),
             "{SMTP_SINK} is missing: install the Debian package postfix (it provides \
@@ -73,7 +88,7 @@ impl Sink {
             if let Some(dir) = &dump {
                 cmd.arg("-d").arg(format!("{}/msg.", dir.path().display()));
             }
-            cmd.arg(format!("127.0.0.1:{port}"))
+            cmd.arg(format!("{ip}:{port}"))
                 .arg("1024")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -85,7 +100,7 @@ impl Sink {
             let counts = Arc::new(Mutex::new(Counts::default()));
             let stdout = child.stdout.take().unwrap();
             tokio::spawn(read_counts(stdout, counts.clone()));
-            if wait_listening(port, &mut child).await {
+            if wait_listening(ip, port, &mut child).await {
                 return Sink {
                     child,
                     port,
@@ -156,8 +171,9 @@ pub fn free_port() -> u16 {
 
 /// Waits until smtp-sink listens. It looks in /proc/net/tcp rather than connecting, so no
 /// probe session shows in the counters.
-async fn wait_listening(port: u16, child: &mut Child) -> bool {
-    let local = format!("0100007F:{port:04X}");
+async fn wait_listening(ip: std::net::Ipv4Addr, port: u16, child: &mut Child) -> bool {
+    // /proc/net/tcp writes the address as a little-endian hex word.
+    let local = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
     for _ in 0..250 {
         if let Ok(Some(_)) = child.try_wait() {
             return false;

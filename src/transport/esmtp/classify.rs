@@ -4,13 +4,16 @@
 //! Local statuses: 4.4.1 no answer (refused, unreachable, connect or greeting timeout), 4.4.2
 //! bad connection (dropped, reset, later timeouts), 4.4.3 DNS, 4.5.0 garbled reply, 4.7.4 TLS
 //! required but unavailable, 4.7.5 TLS handshake failed, 4.7.10 credentials withheld from a
-//! clear-text connection, 5.3.4 message too big, 5.3.5 mail loop, 5.6.7 SMTPUTF8 needed.
+//! clear-text connection, 5.3.4 message too big, 5.3.5 mail loop, 5.6.3 a message that must be
+//! converted for the server and cannot be, 5.6.7 SMTPUTF8 needed.
 
 use std::io;
 
 use super::session::{Peer, SessionError};
 use super::timeouts::Phase;
 use crate::address::Domain;
+use crate::message::DowngradeError;
+use crate::oauth2::{ErrorChallenge, OAuth2Mechanism, OAuth2Policy, TokenError};
 use crate::resolve::ResolveError;
 use crate::route::{Credentials, TlsLevel};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome, Reply};
@@ -229,6 +232,75 @@ pub(crate) fn auth_needs_tls(peer: &Peer, user: &str) -> Diagnostic {
     )
 }
 
+/// No OAuth2 token for the hop: a deferral naming where it was to come from. 4.7.0 whatever
+/// the cause: a revoked refresh token needs an administrator, and the mail waits for one.
+pub(crate) fn token_unavailable(user: &str, err: &TokenError) -> Diagnostic {
+    Diagnostic::local(
+        EnhancedStatus::new(4, 7, 0),
+        format!("{err} (needed to authenticate as {user})"),
+    )
+}
+
+/// An OAuth2 AUTH was refused: as [`auth_failed`] (a 5xx defers too: a token without the
+/// right scope, or a mailbox without SMTP AUTH, is this side's to fix), with the mechanism,
+/// what the server's error challenge said and the policy line to check.
+pub(crate) fn oauth_failed(
+    peer: &Peer,
+    oauth: &OAuth2Policy,
+    mechanism: &str,
+    reply: &Reply,
+    challenge: Option<&ErrorChallenge>,
+) -> Diagnostic {
+    let said = challenge.map_or_else(String::new, |c| {
+        let scope = c
+            .scope
+            .as_deref()
+            .map(|s| format!(", scope {s}"))
+            .unwrap_or_default();
+        format!(" (OAuth2 status {}{scope})", c.status)
+    });
+    let mut d = remote(
+        reply,
+        format!(
+            "authentication failed at {} for {} with AUTH {mechanism}: {reply}{said}",
+            peer.host_port(),
+            oauth.user
+        ),
+    );
+    if d.status.is_permanent() {
+        d.status = d.status.with_class(4);
+        let at = oauth
+            .defined_at
+            .as_deref()
+            .unwrap_or("the policy for this next hop");
+        d.text.push_str(&format!(
+            "; check the OAuth2 account and token source in {at} (the mail stays queued)"
+        ));
+    }
+    d
+}
+
+/// The policy asks for OAuth2 and the server offers no OAuth2 mechanism (or not the one asked
+/// for).
+pub(crate) fn no_oauth_mechanism(
+    peer: &Peer,
+    wanted: OAuth2Mechanism,
+    offered: &[String],
+) -> Diagnostic {
+    let wanted = match wanted {
+        OAuth2Mechanism::Auto => "XOAUTH2 or OAUTHBEARER".to_string(),
+        m => m.name().to_ascii_uppercase(),
+    };
+    Diagnostic::local(
+        EnhancedStatus::new(4, 7, 4),
+        format!(
+            "{} offers AUTH {}, but the policy asks for {wanted}",
+            peer.host_port(),
+            offered.join(" ")
+        ),
+    )
+}
+
 /// The server offers AUTH, but no mechanism we speak.
 pub(crate) fn no_common_mechanism(peer: &Peer, offered: &[String]) -> Diagnostic {
     Diagnostic::local(
@@ -254,6 +326,17 @@ pub(crate) fn smtputf8_unsupported(peer: &Peer) -> Diagnostic {
     Diagnostic::local(
         EnhancedStatus::new(5, 6, 7),
         format!("{peer} does not support SMTPUTF8, which this message needs (non-ASCII address)"),
+    )
+}
+
+/// The message must be converted for the server and cannot be (8-bit header fields, parts
+/// nested too deep): the conversion's own status (5.6.3) and words.
+pub(crate) fn cannot_convert(peer: &Peer, err: &DowngradeError) -> Diagnostic {
+    Diagnostic::local(
+        err.status(),
+        format!(
+            "{peer} does not offer SMTPUTF8 or 8BITMIME, and the message cannot be converted: {err}"
+        ),
     )
 }
 

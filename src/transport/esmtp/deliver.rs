@@ -280,6 +280,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
             tls: &t.tls,
             timeouts: t.config.timeouts,
             inspector: None,
+            tokens: &t.tokens,
         };
         let port = hop.port_for(mailer);
         for candidate in &candidates {

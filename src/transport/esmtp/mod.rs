@@ -43,6 +43,7 @@ mod deliver;
 mod ehlo;
 mod identity;
 mod limits;
+mod oauth;
 mod preflight;
 mod probe;
 mod reply;
@@ -62,13 +63,13 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::address::Domain;
+use crate::oauth2::Tokens;
 use crate::resolve::Resolver;
 use crate::route::{Mailer, NextHop, PolicyTable, Route};
 use crate::spf::{SpfChecker, SpfPolicy};
 use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Delivery, Reports, Transport};
 
-pub use auth::base64_encode;
-pub use classify::PORT_25_HINT;
+pub(crate) use auth::base64_encode;
 pub use data::{DotStuffer, stuff};
 pub use ehlo::Capabilities;
 pub use identity::LocalAddresses;
@@ -115,7 +116,8 @@ pub struct EsmtpConfig {
     /// Addresses of this machine: an MX host with one of them ends the MX list (RFC 5321 §5.1)
     /// or, if it is the best MX, fails with 5.3.5.
     pub local_addresses: LocalAddresses,
-    /// Trust anchors for the `verify` level: webpki-roots unless changed.
+    /// Trust anchors for the `verify` level, and for OAuth2 token endpoints: webpki-roots
+    /// unless changed.
     pub tls_roots: RootCertStore,
     /// SPF pre-flight before direct-to-MX delivery; `None` skips it.
     pub spf: Option<SpfConfig>,
@@ -248,6 +250,9 @@ pub struct EsmtpTransport {
     tls: tls::TlsClient,
     limits: limits::HopLimits,
     cache: Option<cache::SessionCache>,
+    /// The OAuth2 token sources the policy names, kept across policy swaps so their caches
+    /// live on.
+    tokens: Tokens,
 }
 
 impl EsmtpTransport {
@@ -260,6 +265,7 @@ impl EsmtpTransport {
     ) -> EsmtpTransport {
         EsmtpTransport {
             tls: tls::TlsClient::new(config.tls_roots.clone()),
+            tokens: Tokens::new(config.tls_roots.clone()),
             limits: limits::HopLimits::new(config.max_connections_per_hop),
             cache: config.connection_cache.map(cache::SessionCache::new),
             config,

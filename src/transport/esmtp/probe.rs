@@ -13,6 +13,7 @@ use super::connect;
 use super::ehlo::Capabilities;
 use super::session::Peer;
 use super::setup::{self, SetupContext, Trace};
+use crate::oauth2::OAuth2Mechanism;
 use crate::route::{Host, Mailer, NextHop, TlsLevel};
 use crate::status::{Diagnostic, EnhancedStatus, Reply};
 
@@ -81,13 +82,19 @@ pub enum AuthProbe {
     },
     /// The server accepted the credentials.
     Accepted {
-        /// The mechanism used (`PLAIN`, `LOGIN`).
+        /// The mechanism used (`PLAIN`, `LOGIN`, `XOAUTH2`, `OAUTHBEARER`).
         mechanism: &'static str,
     },
     /// The server refused the credentials (535 for a bad password).
     Refused {
         /// The server's reply.
         reply: Reply,
+    },
+    /// No OAuth2 access token could be had (the token endpoint is down, the refresh token
+    /// was revoked); no connection was made.
+    TokenUnavailable {
+        /// Why, naming where the token was to come from (never the token).
+        reason: String,
     },
 }
 
@@ -103,8 +110,10 @@ pub struct ProbeReport {
     pub port: u16,
     /// The policy's TLS level for the hop.
     pub tls_level: TlsLevel,
-    /// The user name of the hop's credentials, if the policy has any.
+    /// The user name of the hop's credentials or OAuth2 account, if the policy has any.
     pub user: Option<String>,
+    /// The OAuth2 mechanism the policy asks for, when it authenticates with a token.
+    pub oauth2: Option<OAuth2Mechanism>,
     /// Addresses that did not answer (refused, timed out, no greeting), in the order tried.
     pub unreachable: Vec<Diagnostic>,
     /// The server that answered: `smtp.gmail.com [192.0.2.9]:587`.
@@ -142,7 +151,8 @@ pub(super) async fn probe(t: &EsmtpTransport, mailer: Mailer, hop: &NextHop) -> 
         hop: hop.clone(),
         port,
         tls_level: policy.tls,
-        user: policy.credentials.as_ref().map(|c| c.username.clone()),
+        user: policy.auth_user().map(str::to_string),
+        oauth2: policy.oauth2.as_ref().map(|o| o.mechanism),
         unreachable: Vec::new(),
         server: None,
         address: None,
@@ -161,6 +171,7 @@ pub(super) async fn probe(t: &EsmtpTransport, mailer: Mailer, hop: &NextHop) -> 
         tls: &t.tls,
         timeouts: t.config.timeouts,
         inspector: inspector.as_ref(),
+        tokens: &t.tokens,
     };
     let mx_of = match (&hop.host, hop.mx) {
         (Host::Name(domain), true) => Some(domain),
@@ -189,6 +200,12 @@ pub(super) async fn probe(t: &EsmtpTransport, mailer: Mailer, hop: &NextHop) -> 
             };
             let mut trace = Trace::default();
             let result = setup::open_traced(&ctx, peer.clone(), &mut trace).await;
+            if let AuthProbe::TokenUnavailable { .. } = trace.auth {
+                // No connection was made: the token is needed first, for every address.
+                report.auth = trace.auth;
+                report.failure = result.err().map(|f| f.into_diagnostic());
+                return report;
+            }
             // An address counts as answering once it greets; until then delivery would move
             // on to the next one, and so does the probe.
             if trace.greeting.is_none() {
@@ -203,7 +220,7 @@ pub(super) async fn probe(t: &EsmtpTransport, mailer: Mailer, hop: &NextHop) -> 
             report.greeting = trace.greeting;
             report.capabilities = trace.capabilities;
             report.tls = trace.tls;
-            report.auth = match (trace.auth, &policy.credentials) {
+            report.auth = match (trace.auth, policy.auth_user()) {
                 (AuthProbe::NotTried, None) => AuthProbe::NotConfigured,
                 (auth, _) => auth,
             };

@@ -7,16 +7,19 @@
 use super::auth::{Mechanism, base64_encode, plain_response};
 use super::classify;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 
 use super::ehlo::Capabilities;
 use super::identity::names_us;
+use super::oauth;
 use super::probe::{AuthProbe, CertificateProbe, TlsProbe};
 use super::session::{Peer, Session, SessionError};
 use super::timeouts::Phase;
 use super::tls::{Inspector, TlsClient, server_name};
 use crate::address::Domain;
+use crate::oauth2::{AccessToken, TokenSource, Tokens};
 use crate::route::{Credentials, HopPolicy, Mailer, TlsLevel};
 use crate::status::{Diagnostic, Reply};
 
@@ -56,6 +59,8 @@ pub(crate) struct SetupContext<'a> {
     /// For a probe of a hop whose policy is not `verify`: a connector that also checks the
     /// certificate as `verify` would, and records the answer. `None` for delivery.
     pub inspector: Option<&'a Inspector>,
+    /// Where OAuth2 access tokens come from.
+    pub tokens: &'a Tokens,
 }
 
 /// What a session setup saw, step by step. Delivery drops it; a probe reports it.
@@ -86,12 +91,16 @@ pub(crate) async fn open_traced(
     peer: Peer,
     trace: &mut Trace,
 ) -> Result<Session, SetupFailure> {
+    let token = match &ctx.policy.oauth2 {
+        Some(oauth) => Some(oauth::token_for(ctx, oauth, trace).await?),
+        None => None,
+    };
     let mut s = Session::connect(peer.clone(), ctx.timeouts)
         .await
         .map_err(|e| SetupFailure::Next(classify::session_error(&e, &peer)))?;
     trace.connected = true;
     trace.local = s.local;
-    match prepare(ctx, &mut s, trace).await {
+    match prepare(ctx, &mut s, token, trace).await {
         Ok(()) => Ok(s),
         Err(Step::Broken(e)) => Err(SetupFailure::Next(classify::session_error(&e, &s.peer))),
         Err(Step::Refused(f)) => {
@@ -105,8 +114,11 @@ pub(crate) async fn open_traced(
     }
 }
 
-enum Step {
+/// How a setup step ended early.
+pub(super) enum Step {
+    /// The connection broke.
     Broken(SessionError),
+    /// The server refused; how far that reaches.
     Refused(SetupFailure),
 }
 
@@ -116,7 +128,12 @@ impl From<SessionError> for Step {
     }
 }
 
-async fn prepare(ctx: &SetupContext<'_>, s: &mut Session, trace: &mut Trace) -> Result<(), Step> {
+async fn prepare(
+    ctx: &SetupContext<'_>,
+    s: &mut Session,
+    token: Option<(Arc<dyn TokenSource>, AccessToken)>,
+    trace: &mut Trace,
+) -> Result<(), Step> {
     let name = server_name(s.peer.name.as_ref(), s.peer.addr);
     if ctx.mailer.implicit_tls() {
         handshake(ctx, s, name.clone(), trace).await?;
@@ -173,8 +190,36 @@ async fn prepare(ctx: &SetupContext<'_>, s: &mut Session, trace: &mut Trace) -> 
 
     if let Some(creds) = &ctx.policy.credentials {
         authenticate(ctx, s, creds, trace).await?;
+    } else if let (Some(oauth), Some(token)) = (&ctx.policy.oauth2, token)
+        && may_authenticate(ctx, s, &oauth.user, trace)?
+    {
+        oauth::authenticate(s, oauth, token, trace).await?;
     }
     Ok(())
+}
+
+/// The checks before any AUTH: credentials only over TLS unless the policy allows otherwise
+/// (an error), and only to a server that offers AUTH (false: send without).
+fn may_authenticate(
+    ctx: &SetupContext<'_>,
+    s: &Session,
+    user: &str,
+    trace: &mut Trace,
+) -> Result<bool, Step> {
+    if !s.tls && !ctx.policy.auth_without_tls {
+        trace.auth = AuthProbe::WithheldWithoutTls;
+        return Err(Step::Refused(SetupFailure::Next(classify::auth_needs_tls(
+            &s.peer, user,
+        ))));
+    }
+    if s.caps.auth.is_empty() {
+        // Many relays accept mail from known networks without AUTH; if this one does not, its
+        // refusal of MAIL or RCPT says so.
+        trace.auth = AuthProbe::NotOffered;
+        tracing::warn!(peer = %s.peer, user = %user, "credentials configured but the server does not offer AUTH; sending without authenticating");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The TLS handshake (after 220 to STARTTLS, or at once for implicit TLS) with the connector
@@ -264,18 +309,7 @@ async fn authenticate(
     creds: &Credentials,
     trace: &mut Trace,
 ) -> Result<(), Step> {
-    if !s.tls && !ctx.policy.auth_without_tls {
-        trace.auth = AuthProbe::WithheldWithoutTls;
-        return Err(Step::Refused(SetupFailure::Next(classify::auth_needs_tls(
-            &s.peer,
-            &creds.username,
-        ))));
-    }
-    if s.caps.auth.is_empty() {
-        // Many relays accept mail from known networks without AUTH; if this one does not, its
-        // refusal of MAIL or RCPT says so.
-        trace.auth = AuthProbe::NotOffered;
-        tracing::warn!(peer = %s.peer, user = %creds.username, "credentials configured but the server does not offer AUTH; sending without authenticating");
+    if !may_authenticate(ctx, s, &creds.username, trace)? {
         return Ok(());
     }
     let Some(mech) = Mechanism::choose(&s.caps.auth) else {

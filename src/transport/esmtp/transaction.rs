@@ -6,11 +6,16 @@
 //! (RFC 5321 §4.5.3.1.10) sends the remaining recipients in a further transaction on the same
 //! session once the first was accepted.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
 use super::classify::{self, reply_outcome};
 use super::command;
 use super::data::DotStuffer;
 use super::session::{Peer, Session, SessionError, TRANSCRIPT_TARGET};
 use super::timeouts::Phase;
+use crate::message::{Target, downgrade};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome, Reply};
 use crate::transport::Delivery;
 
@@ -47,6 +52,31 @@ pub(crate) async fn send_message(s: &mut Session, d: &Delivery, rcpts: &[usize])
         fail_all(&mut result, classify::too_big(&s.peer, d.body.len(), limit));
         return result;
     }
+    // 8-bit parts for a server without 8BITMIME, and lines too long for any server, are
+    // re-encoded here; a signed message was converted before it was signed, so this leaves
+    // it (and its signature) alone.
+    let target = Target {
+        eight_bit: s.caps.eight_bit_mime,
+        utf8_headers: s.caps.smtputf8,
+    };
+    let body = match downgrade(&d.body, target) {
+        Ok(Cow::Borrowed(_)) => d.body.clone(),
+        Ok(Cow::Owned(converted)) => {
+            tracing::info!(peer = %s.peer, "{}: re-encoded for {} ({} octets to {})", d.id, s.peer, d.body.len(), converted.len());
+            Bytes::from(converted)
+        }
+        Err(e) => {
+            fail_all(&mut result, classify::cannot_convert(&s.peer, &e));
+            return result;
+        }
+    };
+    if let Some(limit) = s.caps.size_limit()
+        && body.len() as u64 > limit
+    {
+        // It fitted as submitted, but not once re-encoded for this server.
+        fail_all(&mut result, classify::too_big(&s.peer, body.len(), limit));
+        return result;
+    }
     if d.envelope.needs_smtputf8() && !s.caps.smtputf8 {
         fail_all(&mut result, classify::smtputf8_unsupported(&s.peer));
         return result;
@@ -54,7 +84,7 @@ pub(crate) async fn send_message(s: &mut Session, d: &Delivery, rcpts: &[usize])
     let mut todo = rcpts.to_vec();
     loop {
         let mut round = Round::new(&todo, s.peer.clone());
-        if let Err(e) = run(s, d, &mut round).await {
+        if let Err(e) = run(s, d, &body, &mut round).await {
             let diag = classify::session_error(&e, &s.peer);
             round.abandon(Outcome::Deferred(diag.clone()), diag);
         }
@@ -165,9 +195,15 @@ fn too_many_recipients(reply: &Reply) -> bool {
             .is_none_or(|s| s == EnhancedStatus::new(4, 5, 3))
 }
 
-async fn run(s: &mut Session, d: &Delivery, round: &mut Round<'_>) -> Result<(), SessionError> {
+/// One transaction for `d`, whose body goes on the wire as `body` (converted for this server).
+async fn run(
+    s: &mut Session,
+    d: &Delivery,
+    body: &[u8],
+    round: &mut Round<'_>,
+) -> Result<(), SessionError> {
     let env = &d.envelope;
-    let mail = command::mail_from(env, d.body.len(), &s.caps);
+    let mail = command::mail_from(env, body.len(), &s.caps);
     let rcpts: Vec<(usize, String)> = round
         .todo
         .iter()
@@ -276,7 +312,7 @@ async fn run(s: &mut Session, d: &Delivery, round: &mut Round<'_>) -> Result<(),
         round.data_refused(&data_reply);
         return Ok(());
     }
-    send_body(s, &d.body).await?;
+    send_body(s, body).await?;
     let reply = s.read_reply(Phase::DataTerm).await?;
     round.open = false;
     if reply.is_positive() {
