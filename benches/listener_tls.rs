@@ -246,7 +246,8 @@ fn require_disk(dir: &Path) {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (_, point, fs) = (f.next()?, f.next()?, f.next()?);
-            dir.starts_with(point).then(|| (point.len(), fs.to_string()))
+            dir.starts_with(point)
+                .then(|| (point.len(), fs.to_string()))
         })
         .max()
         .map(|(_, fs)| fs)
@@ -267,7 +268,11 @@ fn start_postrider(
     sink_port: u16,
     cert: &Path,
     key: &Path,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
     let text = format!(
         "hostname = \"relay.bench.test\"\nspool = \"{}\"\nsmart_host = \"[127.0.0.1]:{sink_port}\"\n\
          [[listener]]\naddress = \"127.0.0.1:0\"\nkind = \"smtp\"\ncertificate = \"{}\"\nkey = \"{}\"\n",

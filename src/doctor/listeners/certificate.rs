@@ -30,10 +30,10 @@ pub(crate) fn check(l: &ListenerSection, hostname: &Domain, now: SystemTime) -> 
     // What the listener itself would refuse to start with (unreadable, no key, a key of
     // another certificate).
     if let Err(e) = ServerTls::load(cert_file, key_file) {
-        return vec![fail(format!("{}: {e}", name(l))).with_fix(format!(
+        return vec![fail(format!("{}: {e}", name(l))).with_fix(
             "point certificate and key of this listener at a PEM certificate chain (leaf \
-                 first) and its private key, readable by the daemon"
-        ))];
+             first) and its private key, readable by the daemon",
+        )];
     }
     let leaf = match leaf(cert_file) {
         Ok(der) => der,
