@@ -21,6 +21,12 @@ use support::server::{Client, PASSWORD, PASSWORDS, write_certificate};
 use support::sink::Sink;
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// The tests of this file take turns. Each picks free ports by binding port 0 and closing it,
+/// and Linux readily hands the same port to the next such bind: run side by side, one test's
+/// smtp-sink could fail to bind a port the other's relay had just taken, and its start would
+/// mistake that listener for its own (seen once: postrider's delivery to the "sink" refused).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SASL_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/sasl2/libplain.so.2";
 
 /// The relay with a `submission` listener (STARTTLS, AUTH against alice's password file) on
@@ -95,6 +101,7 @@ async fn give_to_postfix(postfix: &PrivatePostfix, subject: &str) -> String {
 
 #[tokio::test]
 async fn postfix_relays_through_postrider_with_sasl_over_starttls_to_the_sink() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let sink = Sink::start_with(&[], true).await;
     let (relay, submission) = relay_with_submission(&sink);
     let (postfix, _map) = postfix_relaying_to(submission, PASSWORD);
@@ -138,6 +145,7 @@ async fn postfix_relays_through_postrider_with_sasl_over_starttls_to_the_sink() 
 
 #[tokio::test]
 async fn a_wrong_password_leaves_the_mail_deferred_in_postfix_queue() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let sink = Sink::start().await;
     let (relay, submission) = relay_with_submission(&sink);
     let (postfix, _map) = postfix_relaying_to(submission, "not-the-password");
