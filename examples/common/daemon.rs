@@ -1,6 +1,7 @@
 //! The receiving daemon as `relay` and `sendmail -bd` run it: `postrider::server::daemon`
 //! plus what a program adds around it — log lines on stderr, SIGHUP to reload, SIGINT or
-//! SIGTERM to stop, and exit codes (sysexits.h).
+//! SIGTERM to stop, exit codes (sysexits.h), and `[metrics] listen` (`GET /metrics` for
+//! Prometheus).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -53,6 +54,17 @@ pub fn main(
         // answers must not find the default action (which ends the process) still in place.
         let hangup = signal(SignalKind::hangup());
         let stop = stop_signal();
+        if let Some(address) = config.metrics.listen {
+            // GET /metrics in Prometheus's format: what postrider records through `metrics`.
+            let exporter = metrics_exporter_prometheus::PrometheusBuilder::new();
+            if let Err(e) = exporter.with_http_listener(address).install() {
+                return error(
+                    program,
+                    &format!("cannot serve metrics on {address}: {e}"),
+                    EX_OSERR,
+                );
+            }
+        }
         let daemon = match Daemon::start(config, listen).await {
             Ok(d) => d,
             Err(e) => {

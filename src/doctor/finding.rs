@@ -36,6 +36,8 @@ pub enum Check {
     ListenerTls,
     /// Who may relay: not nobody (the LAN's PBX), not everybody (an open relay).
     Relaying,
+    /// Dovecot reads local mail where postrider delivers it.
+    Mailbox,
 }
 
 impl Check {
@@ -56,6 +58,7 @@ impl Check {
             Check::Listener => "listener",
             Check::ListenerTls => "listener-tls",
             Check::Relaying => "relaying",
+            Check::Mailbox => "mailbox",
         }
     }
 }

@@ -19,6 +19,7 @@
 //! | `listener-tls` | each `[[listener]]`'s certificate is readable, valid for 14 days more and covers the host name | expired, unreadable, another name (on 587/465; a warning on 25) |
 //! | `listener` | a `submission` listener has a password file and TLS; the access and password files parse | nobody could authenticate, a bad line |
 //! | `relaying` | who may relay: not nobody on a LAN-facing port 25, not everybody | an access rule or `mynetworks` that opens relaying to the Internet |
+//! | `mailbox` | Dovecot's `mail_location` is where `[local] mailbox` delivers (when `[local]` and a Dovecot configuration exist) | another format or path |
 //!
 //! A `FAIL` means mail will not go out (or receivers will refuse or junk it) until it is
 //! fixed; a `WARN` means mail goes out but something is off or could not be checked. With a
@@ -52,6 +53,7 @@ mod egress;
 mod finding;
 mod hostname;
 mod listeners;
+pub mod mailbox;
 #[cfg(feature = "postgres")]
 pub mod pg_spool;
 mod port25;
@@ -121,6 +123,7 @@ pub struct Doctor {
     options: DoctorOptions,
     /// Trust anchors that replace the transport's (tests); `None`: the configured ones.
     tls_roots: Option<RootCertStore>,
+    dovecot_config: PathBuf,
 }
 
 impl std::fmt::Debug for Doctor {
@@ -150,6 +153,7 @@ impl Doctor {
             },
             options: DoctorOptions::default(),
             tls_roots: None,
+            dovecot_config: PathBuf::from(mailbox::DEFAULT_DOVECOT_CONFIG),
         }
     }
 
@@ -180,6 +184,12 @@ impl Doctor {
     /// configured ones by default: the Mozilla set and `[esmtp] trust_anchors`).
     pub fn with_tls_roots(mut self, roots: RootCertStore) -> Doctor {
         self.tls_roots = Some(roots);
+        self
+    }
+
+    /// Reads Dovecot's configuration from `path` instead of `/etc/dovecot/dovecot.conf`.
+    pub fn with_dovecot_config(mut self, path: impl Into<PathBuf>) -> Doctor {
+        self.dovecot_config = path.into();
         self
     }
 
@@ -247,6 +257,7 @@ impl Doctor {
             )]
         }));
         findings.extend(self.check_listeners().await);
+        findings.extend(self.check_mailbox());
         findings
     }
 
@@ -292,6 +303,13 @@ impl Doctor {
     /// warning).
     pub fn check_mailertable(&self) -> Vec<Finding> {
         tables::mailertable(&self.config)
+    }
+
+    /// `mailbox`: Dovecot's `mail_location` agrees with `[local] mailbox`. Nothing without a
+    /// `[local]` section or without a Dovecot configuration (see [`Doctor::with_dovecot_config`]).
+    pub fn check_mailbox(&self) -> Option<Finding> {
+        let local = self.config.local.as_ref()?;
+        mailbox::check(local, self.config.file(), &self.dovecot_config)
     }
 
     /// `policy`: the TLS and credentials policy file parses.
