@@ -96,7 +96,10 @@ async fn run(engine: &Engine, ports: &[u16], messages: usize) -> (Duration, usiz
         }
     }
     while !engine.list().await.unwrap().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(120), "fan-out left mail queued");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "fan-out left mail queued"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let took = start.elapsed();
