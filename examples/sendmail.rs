@@ -9,6 +9,7 @@
 //! sendmail [-C CONFIG] -bv ADDRESS...
 //! sendmail [-C CONFIG] [-v] [-odb|-odi|-odq] -bs   # one SMTP session on stdin/stdout
 //! sendmail [-C CONFIG] -bd [-q15m]                 # the daemon (examples/relay.rs)
+//! sendmail [-C CONFIG] -bi                         # newaliases
 //! ```
 //!
 //! **Submitting.** The message comes on standard input; a line holding only `.` ends it unless
@@ -48,6 +49,16 @@
 //! user@gmail.com: mailer=esmtp host=[smtp.gmail.com] port=587 mx=no rule=mailertable:gmail.com (line 3)
 //! aaa@ourtest.com: mailer=local user=aaa rule=local-host-names
 //! ```
+//!
+//! A local address is then expanded through the aliases as a delivery would, one line per
+//! final target (`postmaster... deliverable: mailer local, user root (maildir
+//! /root/Maildir)`, `ghost... User unknown`, `ops... forwarded: jane@example.net` followed by
+//! the forward's own route); exit 67 unless every target would take the mail.
+//!
+//! **Aliases.** postrider reads `[local] aliases` when it starts and on SIGHUP: there is no
+//! database to rebuild. `-bi` (newaliases) checks the file as a start would and prints its
+//! summary (`/etc/aliases: 12 aliases, longest 48 bytes, 310 bytes total`) and a warning for
+//! each target that will not work, or every bad line with its number (exit 78).
 //!
 //! **SMTP on standard input.** `-bs` runs one SMTP session on standard input and output, as
 //! mail clients and PHP's mailers use it, on the same server as the daemon
@@ -98,16 +109,17 @@ use postrider::engine::scoped::{Scope, ScopedSpool};
 use postrider::engine::{
     DeliveryEvent, EngineBuilder, FlushFilter, FlushSummary, Limits, QueueEntry,
 };
+use postrider::local::Verdict;
 use postrider::message::{
     HeaderEnd, HeaderSection, LocalSubmission, complete_headers, extract_recipients,
     parse_address_list, strip_mbox_from_line, truncate_at_lone_dot,
 };
 use postrider::server::daemon::ServerSetup;
 use postrider::server::{Endpoint, ListenerKind, serve_session};
-use postrider::spool::FsSpool;
+use postrider::spool::{FsSpool, FsSpoolOptions, QueuedMessage, SpoolError};
 use postrider::{
-    Address, Domain, Envelope, Notify, Outcome, QueueId, Recipient, Ret, ReversePath, Severity,
-    Spool,
+    Address, Domain, Envelope, LocalTarget, Notify, Outcome, QueueId, Recipient, Ret, ReversePath,
+    Route, Severity, Spool,
 };
 
 /// A line on stderr. A closed or full stderr (`2>/dev/full`, a reader that went away) never
@@ -129,6 +141,7 @@ const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
 const EX_NOUSER: u8 = 67;
 const EX_UNAVAILABLE: u8 = 69;
+const EX_SOFTWARE: u8 = 70;
 const EX_OSERR: u8 = 71;
 const EX_IOERR: u8 = 74;
 const EX_TEMPFAIL: u8 = 75;
@@ -471,10 +484,7 @@ fn main() -> ExitCode {
     }
     match args.mode {
         Mode::Verify => verify(&args),
-        Mode::Aliases => {
-            say!("sendmail: postrider has no aliases database; nothing to rebuild");
-            ExitCode::SUCCESS
-        }
+        Mode::Aliases => check_aliases(&args),
         Mode::Daemon => daemon::main("sendmail", &args.config, &[], args.queue_interval),
         Mode::Deliver | Mode::Print | Mode::QueueRun | Mode::Session => ExitCode::from(run(&args)),
     }
@@ -562,7 +572,10 @@ fn verify(args: &Args) -> ExitCode {
             Ok(address) => {
                 let explanation = router.explain(&address);
                 out!("{explanation}");
-                explanation.is_reject().then_some(EX_NOUSER)
+                match &explanation.route {
+                    Route::Local { target } => verify_local(&parts, target, &address),
+                    _ => explanation.is_reject().then_some(EX_NOUSER),
+                }
             }
             Err(e) => {
                 out!("{raw}: bad address: {e}");
@@ -576,37 +589,166 @@ fn verify(args: &Args) -> ExitCode {
     ExitCode::from(status)
 }
 
+/// The local half of `-bv`: the aliases expanded as a delivery would, each final target
+/// judged, and where each forward goes. `Some(exit code)` when the mail would not arrive.
+fn verify_local(parts: &Assembly, target: &LocalTarget, address: &Address) -> Option<u8> {
+    let Some(local) = parts.local() else {
+        out!("{address}... local delivery is not configured (no [local] section)");
+        return Some(EX_UNAVAILABLE);
+    };
+    let verification = local.verify_target(target, address);
+    out!("{verification}");
+    for t in &verification.targets {
+        if let Verdict::Forwarded(to) = &t.verdict {
+            out!("{}", parts.router().explain(to));
+        }
+    }
+    (!verification.deliverable()).then_some(EX_NOUSER)
+}
+
+// ---- -bi -------------------------------------------------------------------------------
+
+/// `newaliases`: postrider reads the aliases file itself when it starts and on SIGHUP, so
+/// there is no database to build; this checks the file as a start would and says what it
+/// found (or every bad line), which is what an administrator runs newaliases to learn.
+fn check_aliases(args: &Args) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            print_lines("", &e);
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let Some(local) = &config.local else {
+        say!(
+            "sendmail: {} has no [local] section: no aliases file to check",
+            args.config.display()
+        );
+        return ExitCode::SUCCESS;
+    };
+    let Some(path) = &local.aliases else {
+        say!("sendmail: [local] names no aliases file: nothing to check");
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            say!("sendmail: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    // A bad line stops the assembly, naming file and line, as it would stop a start.
+    let parts = match runtime.block_on(assemble(&config)) {
+        Ok(p) => p,
+        Err(code) => return ExitCode::from(code),
+    };
+    match parts.local().and_then(|l| l.check_aliases()) {
+        Some(Ok(summary)) => {
+            print_lines("", &summary);
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            print_lines("", &e);
+            ExitCode::from(EX_DATAERR)
+        }
+        None => {
+            say!("sendmail: {}: not read", path.display());
+            ExitCode::from(EX_SOFTWARE)
+        }
+    }
+}
+
 // ---- -bp -------------------------------------------------------------------------------
 
 async fn print_queue(config: &Config) -> u8 {
-    let report = match FsSpool::open(&config.spool) {
-        Ok(spool) => spool.scan().await,
-        Err(e) => Err(e),
+    #[cfg(feature = "postgres")]
+    if config.pg_spool().is_some() {
+        return print_shared_queue(config).await;
+    }
+    // Read-only: `mailq` works for whoever may read the spool, and changes nothing in it.
+    let dir = config.spool.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let spool = FsSpool::open_with(&dir, FsSpoolOptions::new().read_only(true))?;
+        for file in spool.quarantined()? {
+            say!(
+                "sendmail: warning: unreadable queue record set aside: {} (inspect it, then \
+                 remove it)",
+                file.display()
+            );
+        }
+        let listing = spool.listing()?;
+        // sendmail names its queue directory by its full path.
+        let shown = std::fs::canonicalize(&dir).unwrap_or(dir);
+        Ok::<_, SpoolError>(write_listing(&shown, listing.remaining(), listing))
+    })
+    .await;
+    match listed {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => {
+            say!("sendmail: cannot read the queue: {e}");
+            EX_TEMPFAIL
+        }
+        Err(e) => {
+            say!("sendmail: cannot read the queue: {e}");
+            EX_SOFTWARE
+        }
+    }
+}
+
+/// The queue of a database spool, page by page through [`Spool::list`].
+#[cfg(feature = "postgres")]
+async fn print_shared_queue(config: &Config) -> u8 {
+    let database = match config.pg_spool() {
+        Some(Ok(pg)) => pg.connection.get_dbname().unwrap_or("postgres").to_string(),
+        _ => "postgres".to_string(),
     };
-    let report = match report {
-        Ok(r) => r,
+    let spool = match config.open_spool().await {
+        Ok(s) => s,
         Err(e) => {
             say!("sendmail: cannot read the queue: {e}");
             return EX_TEMPFAIL;
         }
     };
-    for q in &report.quarantined {
-        say!(
-            "sendmail: warning: unreadable queue record moved to {}: {}",
-            q.path.display(),
-            q.reason
-        );
-    }
-    // sendmail names its queue directory by its full path.
-    let dir = std::fs::canonicalize(&config.spool).unwrap_or_else(|_| config.spool.clone());
-    let listed = Mailq::start(std::io::stdout().lock(), &dir, report.messages.len()).and_then(
-        |mut listing| {
-            for m in &report.messages {
-                listing.entry(&QueueEntry::from(m))?;
+    let mut messages = Vec::new();
+    let mut after = None;
+    loop {
+        match spool.list(after, 1_000).await {
+            Ok(page) => {
+                messages.extend(page.messages.into_iter().map(|m| m.message));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
-            listing.finish().map(drop)
-        },
-    );
+            Err(e) => {
+                say!("sendmail: cannot read the queue: {e}");
+                return EX_TEMPFAIL;
+            }
+        }
+    }
+    let shown = PathBuf::from(format!("PostgreSQL database {database}"));
+    write_listing(&shown, messages.len(), messages.into_iter().map(Ok))
+}
+
+/// Writes a `mailq` listing of `count` messages; a message that cannot be read is named on
+/// stderr and the listing goes on (one damaged file must not hide the rest of the queue).
+fn write_listing(
+    dir: &Path,
+    count: usize,
+    messages: impl Iterator<Item = Result<QueuedMessage, SpoolError>>,
+) -> u8 {
+    let listed = Mailq::start(std::io::stdout().lock(), dir, count).and_then(|mut listing| {
+        for m in messages {
+            match m {
+                Ok(m) => listing.entry(&QueueEntry::from(&m))?,
+                Err(e) => say!("sendmail: warning: {e}"),
+            }
+        }
+        listing.finish().map(drop)
+    });
     // A reader that stopped early (`| head`) is not an error of the queue.
     match listed {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

@@ -268,6 +268,13 @@ impl FsSpool {
         Listing::new(self.inner.layout.clone())
     }
 
+    /// The files earlier scans set aside in `corrupt/` because they did not read, sorted by
+    /// name. They stay until an administrator removes them, and `mailq` and the doctor keep
+    /// saying so: a quarantined message is mail nobody delivers. Blocks on a directory read.
+    pub fn quarantined(&self) -> Result<Vec<PathBuf>, SpoolError> {
+        quarantined_in(&self.inner.layout.root)
+    }
+
     /// Runs `f` on a blocking thread: file I/O never stalls the async runtime.
     async fn blocking<T, F>(&self, f: F) -> Result<T, SpoolError>
     where
@@ -285,6 +292,20 @@ impl FsSpool {
             }),
         }
     }
+}
+
+/// [`FsSpool::quarantined`] for the spool in `root` without opening it (the doctor looks at
+/// a spool it may not be allowed to open); a spool without `corrupt/` has nothing set aside.
+pub fn quarantined_in(root: &Path) -> Result<Vec<PathBuf>, SpoolError> {
+    let layout = Layout::new(root);
+    let mut names = match scan::list(&layout.corrupt) {
+        Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(Vec::new());
+        }
+        other => other?,
+    };
+    names.sort_unstable();
+    Ok(names.into_iter().map(|n| layout.corrupt.join(n)).collect())
 }
 
 fn not_a_dir(path: &Path, root: &Path) -> SpoolError {
