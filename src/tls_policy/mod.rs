@@ -33,6 +33,7 @@ pub mod sts_policy;
 pub use explain::{TlsPolicyExplanation, explain};
 pub use mta_sts::{Clock, MtaSts, StsLookup};
 pub use report::{DueReport, PolicyKind, ReportedPolicy, TlsReporter};
+pub(crate) use rules::result_for_handshake;
 pub use rules::{Discovered, HostRule, OutboundTls};
 pub use sts_cache::{CachedPolicy, StsCache};
 pub use sts_policy::{MAX_MAX_AGE, MxPattern, StsMode, StsPolicy, StsPolicyError};
