@@ -76,6 +76,7 @@
 mod assemble;
 mod duration;
 mod sections;
+mod tls;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -97,6 +98,7 @@ pub use duration::parse_duration;
 pub use sections::{
     DnsSection, EsmtpSection, QueueSection, RetrySection, SpfSection, TimeoutsSection,
 };
+pub use tls::{TlsConfigError, TlsSection};
 
 /// The spool directory when the configuration names none.
 pub const DEFAULT_SPOOL: &str = "/var/spool/postrider";
@@ -163,6 +165,8 @@ pub struct Config {
     pub esmtp: EsmtpSection,
     /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
     pub queue: QueueSection,
+    /// `[tls]`: MTA-STS, DANE and TLS-RPT for direct MX delivery.
+    pub tls: TlsSection,
     /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
     pub server: crate::server::config::ServerSection,
     /// `[[listener]]`: where the SMTP server listens, each with its kind and certificate.
@@ -186,6 +190,7 @@ impl Default for Config {
             dkim: Vec::new(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
+            tls: TlsSection::default(),
             server: Default::default(),
             listener: Vec::new(),
             file: None,
@@ -250,6 +255,7 @@ impl Config {
             }
         }
         if let Some(dir) = base {
+            config.tls.resolve_paths(dir);
             config.server.resolve_paths(dir);
             config
                 .listener
