@@ -4,7 +4,7 @@
 //! ```toml
 //! [tls]
 //! mta_sts = true                 # default: on
-//! dane = true                    # default: on (DNSSEC-validated with the IANA root keys)
+//! dane = true                    # default: off; DNSSEC-validated with the IANA root keys
 //! dnssec_trust_anchor = "root.key"   # optional: other anchors (a private signed tree)
 //! state_directory = "/var/lib/postrider"   # default: the spool directory
 //! tls_rpt = false                # default: off; daily reports to _smtp._tls rua addresses
@@ -27,7 +27,7 @@ use crate::tls_policy::{MtaSts, OutboundTls, StsCache, TlsReporter};
 pub struct TlsSection {
     /// Apply MTA-STS policies (RFC 8461) to direct MX delivery.
     pub mta_sts: bool,
-    /// Apply DANE (RFC 7672) to direct MX delivery.
+    /// Apply DANE (RFC 7672) to direct MX delivery (off by default).
     pub dane: bool,
     /// A DNSSEC trust anchor file (hickory's format: DNSKEY records); the IANA root keys
     /// when absent.
@@ -43,7 +43,10 @@ impl Default for TlsSection {
     fn default() -> TlsSection {
         TlsSection {
             mta_sts: true,
-            dane: true,
+            // Opt-in, as Postfix's `dane` level: a validating stub needs name servers that
+            // return DNSSEC records and reach the root; behind one that strips them every
+            // domain looks bogus and all MX mail would wait.
+            dane: false,
             dnssec_trust_anchor: None,
             state_directory: None,
             tls_rpt: false,

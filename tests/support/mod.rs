@@ -22,5 +22,7 @@ pub mod slow_sink;
 pub mod smtp_peer;
 pub mod spool;
 pub mod spool_suite;
+pub mod sts_server;
+pub mod tls_policy;
 pub mod tmpfs;
 pub mod token_endpoint;

@@ -187,7 +187,7 @@ pub(crate) fn requiretls_unauthenticated(peer: &Peer) -> Diagnostic {
     Diagnostic::local(
         EnhancedStatus::new(5, 7, 10),
         format!(
-            "REQUIRETLS: the message may only go to an authenticated server, and {peer} is not one              (no DANE or MTA-STS enforce policy, and no verify line in the policy file)"
+            "REQUIRETLS: the message may only go to an authenticated server, and {peer} is not one (no DANE or MTA-STS enforce policy, and no verify line in the policy file)"
         ),
     )
 }
