@@ -197,7 +197,10 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec!["mx.example.com".into()]).unwrap();
         let cert = params.self_signed(&key).unwrap();
-        (cert.der().to_vec(), key.public_key_der())
+        (
+            cert.der().to_vec(),
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        )
     }
 
     #[test]

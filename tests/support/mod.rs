@@ -5,6 +5,7 @@
 
 pub mod dkim;
 pub mod dns_server;
+pub mod dnssec_server;
 pub mod doctor;
 pub mod engine;
 pub mod esmtp;

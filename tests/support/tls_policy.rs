@@ -138,8 +138,13 @@ impl StsWorld {
 
 /// A resolver asking only the test server, IPv4 only, short timeouts.
 pub fn resolver(server: &DnsServer) -> DnsResolver {
+    resolver_at(server.addr())
+}
+
+/// The same for any server address.
+pub fn resolver_at(addr: std::net::SocketAddr) -> DnsResolver {
     DnsResolver::with_name_servers(
-        &[server.addr()],
+        &[addr],
         DnsOptions {
             timeout: Duration::from_secs(2),
             attempts: 1,

@@ -297,6 +297,7 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                         outbound,
                         found,
                         mx: name,
+                        port,
                         rule: &rule,
                     })
                 }
@@ -439,6 +440,7 @@ struct Watch<'a> {
     outbound: &'a OutboundTls,
     found: &'a Discovered,
     mx: &'a crate::address::Domain,
+    port: u16,
     rule: &'a HostRule,
 }
 
@@ -477,8 +479,8 @@ impl Watch<'_> {
     fn annotate(&self, failure: SetupFailure) -> SetupFailure {
         let why = match self.rule {
             HostRule::Dane { .. } | HostRule::DaneUnusable => format!(
-                "TLS required by DANE: DNSSEC-signed TLSA records at _25._tcp.{}",
-                self.mx
+                "TLS required by DANE: DNSSEC-signed TLSA records at _{}._tcp.{}",
+                self.port, self.mx
             ),
             _ => format!(
                 "TLS with a certificate valid for {} required by the MTA-STS policy of {} (mode enforce)",
