@@ -29,6 +29,8 @@ pub enum Check {
     Policy,
     /// The spool directory is writable and fsync works there.
     Spool,
+    /// The TLS rule mail to a domain meets (policy file, DANE, MTA-STS) and why.
+    TlsPolicy,
 }
 
 impl Check {
@@ -46,6 +48,7 @@ impl Check {
             Check::Mailertable => "mailertable",
             Check::Policy => "policy",
             Check::Spool => "spool",
+            Check::TlsPolicy => "tls-policy",
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | `mailertable` | the mailertable and local-host-names parse | a line has an error (one finding per line) |
 //! | `policy` | the TLS and credentials policy file parses | a line has an error |
 //! | `spool` | the spool directory is writable and fsync works there | read-only, full, not a directory |
+//! | `tls-policy` | the TLS rule (policy file, DANE, MTA-STS) mail to the probe and sender domains meets, and why | a published policy rules a host out or cannot be fetched (warning) |
 //!
 //! A `FAIL` means mail will not go out (or receivers will refuse or junk it) until it is
 //! fixed; a `WARN` means mail goes out but something is off or could not be checked. With a
@@ -55,6 +56,7 @@ mod smart_host;
 mod spf;
 mod spool;
 mod tables;
+mod tls_policy;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -236,6 +238,7 @@ impl Doctor {
         findings.extend(smart_host);
         findings.extend(self.check_mailertable());
         findings.extend(self.check_policy());
+        findings.extend(self.check_tls_policy().await);
         findings.extend(spool.await.unwrap_or_else(|e| {
             vec![Finding::fail(
                 Check::Spool,
@@ -286,6 +289,12 @@ impl Doctor {
     /// `policy`: the TLS and credentials policy file parses.
     pub fn check_policy(&self) -> Vec<Finding> {
         tables::policy(&self.config)
+    }
+
+    /// `tls-policy`: the TLS rule mail to the probe domain and to each sender domain would
+    /// meet (the policy file's line, DANE, MTA-STS, or the default) and why.
+    pub async fn check_tls_policy(&self) -> Vec<Finding> {
+        tls_policy::check(self).await
     }
 
     /// `spool`: the spool directory is writable and fsync works there (a file is written,
