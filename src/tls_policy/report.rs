@@ -266,6 +266,27 @@ impl TlsReporter {
         queued
     }
 
+    /// Calls [`TlsReporter::send_due`] once an hour, so each day's reports leave within the
+    /// hour after midnight UTC (RFC 8460 §4.1 asks for reports soon after the window ends).
+    /// The daemon starts it beside the engine; the task holds a clone of the engine, so
+    /// abort the returned handle before shutting the engine down.
+    pub fn spawn_hourly(
+        self: std::sync::Arc<Self>,
+        engine: Engine,
+        dns: DnsResolver,
+        submitter: Domain,
+        from: Address,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                self.send_due(&engine, &dns, &submitter, &from, SystemTime::now())
+                    .await;
+            }
+        })
+    }
+
     fn put_back(&self, due: DueReport) {
         // Re-counting from the report keeps one code path for counting.
         let day = due.report.date_range.start_datetime.to_timestamp() as u64 / DAY;
