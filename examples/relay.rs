@@ -173,6 +173,14 @@ async fn run(args: Args) -> ExitCode {
         });
     }
 
+    if let Some(address) = config.metrics.listen {
+        // GET /metrics in Prometheus's format: what postrider records through `metrics`.
+        let exporter = metrics_exporter_prometheus::PrometheusBuilder::new();
+        if let Err(e) = exporter.with_http_listener(address).install() {
+            eprintln!("relay: cannot serve metrics on {address}: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    }
     let spool = match config.open_spool().await {
         Ok(s) => s,
         Err(e) => {

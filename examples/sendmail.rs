@@ -80,7 +80,7 @@ use postrider::message::{
     HeaderEnd, HeaderSection, LocalSubmission, complete_headers, extract_recipients,
     parse_address_list, strip_mbox_from_line, truncate_at_lone_dot,
 };
-use postrider::spool::FsSpool;
+use postrider::spool::{FsSpool, FsSpoolOptions, QueuedMessage, SpoolError};
 use postrider::{
     Address, Domain, Envelope, Notify, Outcome, QueueId, Recipient, Ret, ReversePath, Severity,
     Spool,
@@ -105,6 +105,7 @@ const EX_USAGE: u8 = 64;
 const EX_DATAERR: u8 = 65;
 const EX_NOUSER: u8 = 67;
 const EX_UNAVAILABLE: u8 = 69;
+const EX_SOFTWARE: u8 = 70;
 const EX_OSERR: u8 = 71;
 const EX_IOERR: u8 = 74;
 const EX_TEMPFAIL: u8 = 75;
@@ -510,34 +511,91 @@ fn verify(args: &Args) -> ExitCode {
 // ---- -bp -------------------------------------------------------------------------------
 
 async fn print_queue(config: &Config) -> u8 {
-    let report = match FsSpool::open(&config.spool) {
-        Ok(spool) => spool.scan().await,
-        Err(e) => Err(e),
+    #[cfg(feature = "postgres")]
+    if config.pg_spool().is_some() {
+        return print_shared_queue(config).await;
+    }
+    // Read-only: `mailq` works for whoever may read the spool, and changes nothing in it.
+    let dir = config.spool.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let spool = FsSpool::open_with(&dir, FsSpoolOptions::new().read_only(true))?;
+        for file in spool.quarantined()? {
+            say!(
+                "sendmail: warning: unreadable queue record set aside: {} (inspect it, then \
+                 remove it)",
+                file.display()
+            );
+        }
+        let listing = spool.listing()?;
+        // sendmail names its queue directory by its full path.
+        let shown = std::fs::canonicalize(&dir).unwrap_or(dir);
+        Ok::<_, SpoolError>(write_listing(&shown, listing.remaining(), listing))
+    })
+    .await;
+    match listed {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => {
+            say!("sendmail: cannot read the queue: {e}");
+            EX_TEMPFAIL
+        }
+        Err(e) => {
+            say!("sendmail: cannot read the queue: {e}");
+            EX_SOFTWARE
+        }
+    }
+}
+
+/// The queue of a database spool, page by page through [`Spool::list`].
+#[cfg(feature = "postgres")]
+async fn print_shared_queue(config: &Config) -> u8 {
+    let database = match config.pg_spool() {
+        Some(Ok(pg)) => pg.connection.get_dbname().unwrap_or("postgres").to_string(),
+        _ => "postgres".to_string(),
     };
-    let report = match report {
-        Ok(r) => r,
+    let spool = match config.open_spool().await {
+        Ok(s) => s,
         Err(e) => {
             say!("sendmail: cannot read the queue: {e}");
             return EX_TEMPFAIL;
         }
     };
-    for q in &report.quarantined {
-        say!(
-            "sendmail: warning: unreadable queue record moved to {}: {}",
-            q.path.display(),
-            q.reason
-        );
-    }
-    // sendmail names its queue directory by its full path.
-    let dir = std::fs::canonicalize(&config.spool).unwrap_or_else(|_| config.spool.clone());
-    let listed = Mailq::start(std::io::stdout().lock(), &dir, report.messages.len()).and_then(
-        |mut listing| {
-            for m in &report.messages {
-                listing.entry(&QueueEntry::from(m))?;
+    let mut messages = Vec::new();
+    let mut after = None;
+    loop {
+        match spool.list(after, 1_000).await {
+            Ok(page) => {
+                messages.extend(page.messages.into_iter().map(|m| m.message));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
-            listing.finish().map(drop)
-        },
-    );
+            Err(e) => {
+                say!("sendmail: cannot read the queue: {e}");
+                return EX_TEMPFAIL;
+            }
+        }
+    }
+    let shown = PathBuf::from(format!("PostgreSQL database {database}"));
+    write_listing(&shown, messages.len(), messages.into_iter().map(Ok))
+}
+
+/// Writes a `mailq` listing of `count` messages; a message that cannot be read is named on
+/// stderr and the listing goes on (one damaged file must not hide the rest of the queue).
+fn write_listing(
+    dir: &Path,
+    count: usize,
+    messages: impl Iterator<Item = Result<QueuedMessage, SpoolError>>,
+) -> u8 {
+    let listed = Mailq::start(std::io::stdout().lock(), dir, count).and_then(|mut listing| {
+        for m in messages {
+            match m {
+                Ok(m) => listing.entry(&QueueEntry::from(&m))?,
+                Err(e) => say!("sendmail: warning: {e}"),
+            }
+        }
+        listing.finish().map(drop)
+    });
     // A reader that stopped early (`| head`) is not an error of the queue.
     match listed {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

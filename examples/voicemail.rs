@@ -496,7 +496,7 @@ struct EverythingLocal;
 #[async_trait::async_trait]
 impl Router for EverythingLocal {
     async fn route(&self, _: &Address) -> Result<Route, RouteError> {
-        Ok(Route::Local { user: None })
+        Ok(Route::local())
     }
 }
 

@@ -153,6 +153,25 @@ pub fn rfc5322(t: SystemTime) -> String {
     )
 }
 
+/// `Sun Nov 22 04:25:00 2026`: C's `asctime` layout in UTC, as an mbox `From ` line carries it.
+pub fn asctime(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let p = split(t);
+    format!(
+        "{} {} {:>2} {:02}:{:02}:{:02} {:04}",
+        DAYS[p.weekday],
+        MONTHS[(p.month - 1) as usize],
+        p.day,
+        p.hour,
+        p.minute,
+        p.second,
+        p.year
+    )
+}
+
 /// A duration as sendmail's `delay=` shows it: `HH:MM:SS`, with `D+` in front past a day.
 pub fn delay(d: Duration) -> String {
     let s = d.as_secs();

@@ -598,7 +598,7 @@ async fn local_and_reject_routes_are_not_delivered_over_smtp() {
     let t = plain_transport();
     let m = message(&["a@example.org"], &body("misrouted"));
     let reports = t
-        .deliver_all(&Route::Local { user: None }, std::slice::from_ref(&m))
+        .deliver_all(&Route::local(), std::slice::from_ref(&m))
         .await;
     assert_deferred(
         report(&reports, &m, 0),

@@ -56,7 +56,7 @@ fn without_files_only_localhost_and_the_hostname_are_local_and_mail_goes_direct(
     let (router, _) = config.build_router().unwrap();
     assert_eq!(
         router.lookup(&Address::parse("a@mx.example").unwrap()),
-        Route::Local { user: None }
+        Route::local()
     );
     let a = Address::parse("a@example.org").unwrap();
     assert_eq!(router.lookup(&a), Route::direct_mx(a.domain()));

@@ -248,16 +248,13 @@ async fn a_deferred_message_is_listed_in_the_mailq_layout_and_a_queue_run_delive
     cmd.arg("-bp").env("TZ", "UTC");
     let listing = run(cmd, "");
     assert_eq!(code(&listing), Some(0), "{}", stderr(&listing));
-    let record = site.record(&id);
-    let arrival =
-        postrider::time::parse_rfc3339(record["state"]["arrival"].as_str().unwrap()).unwrap();
-    let size = record["state"]["size"].as_u64().unwrap();
-    assert_eq!(
-        std::fs::metadata(site.spool().join(format!("queue/{id}.df")))
-            .unwrap()
-            .len(),
-        size
-    );
+    let queued = site.queued_message(&id);
+    let (arrival, size) = (queued.state.arrival, queued.state.size);
+    let reader = site.reader().expect("the spool exists");
+    let body = postrider::spool::Spool::body(&reader, &queued.id)
+        .await
+        .unwrap();
+    assert_eq!(body.len() as u64, size);
     assert_eq!(
         stdout(&listing),
         format!(

@@ -1,5 +1,6 @@
-//! FsSpool against a real file system: the layout, atomic state changes, claims, cleanup after
-//! interrupted inserts, quarantine of corrupt records, a full disk and a read-only spool.
+//! FsSpool against a real file system: the layout, atomic state changes in place, claims,
+//! cleanup after interrupted inserts, quarantine of damaged files, a full disk, a read-only
+//! spool, the streaming listing, the commit modes, and the conversion of a format-1 spool.
 
 mod support;
 use support::spool as spool_support;
@@ -11,7 +12,9 @@ use std::path::Path;
 
 use bytes::Bytes;
 use postrider::QueueId;
+use postrider::spool::fs::{CommitMode, FsSpoolOptions};
 use postrider::spool::{FsSpool, RecipientStatus, Spool, SpoolError};
+use postrider::{Diagnostic, EnhancedStatus, Reply};
 use spool_support::{body_for, envelope, envelope_for, names, seed_of};
 use tmpfs::Tmpfs;
 
@@ -19,12 +22,8 @@ fn queue(spool: &FsSpool) -> std::path::PathBuf {
     spool.path().join("queue")
 }
 
-fn record_path(spool: &FsSpool, id: &QueueId) -> std::path::PathBuf {
-    queue(spool).join(format!("{id}.qf"))
-}
-
-fn body_path(spool: &FsSpool, id: &QueueId) -> std::path::PathBuf {
-    queue(spool).join(format!("{id}.df"))
+fn message_path(spool: &FsSpool, id: &QueueId) -> std::path::PathBuf {
+    spool_support::message_path(spool.path(), id)
 }
 
 fn mode(path: &Path) -> u32 {
@@ -60,7 +59,7 @@ async fn an_inserted_message_is_listed_loaded_and_read_back() {
 }
 
 #[tokio::test]
-async fn the_record_is_json_an_administrator_can_read_beside_the_body() {
+async fn a_message_is_one_file_whose_header_and_envelope_an_administrator_can_read() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
     let id = spool
@@ -71,15 +70,15 @@ async fn the_record_is_json_an_administrator_can_read_beside_the_body() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        names(&queue(&spool)),
-        [format!("{id}.df"), format!("{id}.qf")]
-    );
-    let text = fs::read_to_string(record_path(&spool, &id)).unwrap();
-    assert!(text.starts_with("{\n  \"version\": 1,\n"), "{text}");
-    assert!(text.contains(&format!("\"id\": \"{id}\"")), "{text}");
+    assert_eq!(names(&queue(&spool)), [id.to_string()]);
+    let bytes = fs::read(message_path(&spool, &id)).unwrap();
+    assert!(bytes.starts_with(b"PRSPOOL\n"));
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains(id.as_str()), "{text}");
+    assert!(text.contains("{\"sender\":\"pbx@example.com\""), "{text}");
     assert!(text.contains("\"alice@example.org\""), "{text}");
-    assert_eq!(fs::read(body_path(&spool, &id)).unwrap(), b"hello\r\n");
+    assert!(bytes.ends_with(b"hello\r\n"));
+    assert!(names(&spool.path().join("tmp")).is_empty());
 }
 
 #[tokio::test]
@@ -94,16 +93,15 @@ async fn files_are_private_to_the_owner_and_directories_too() {
     for d in ["", "queue", "tmp", "corrupt"] {
         assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
     }
-    assert_eq!(mode(&record_path(&spool, &id)), 0o600);
-    assert_eq!(mode(&body_path(&spool, &id)), 0o600);
+    assert_eq!(mode(&message_path(&spool, &id)), 0o600);
     let mut state = spool.load(&id).await.unwrap().state;
     state.held = true;
     spool.save_state(&id, &state).await.unwrap();
-    assert_eq!(mode(&record_path(&spool, &id)), 0o600);
+    assert_eq!(mode(&message_path(&spool, &id)), 0o600);
 }
 
 #[tokio::test]
-async fn save_state_replaces_the_record_and_the_new_state_survives_reopening() {
+async fn save_state_rewrites_the_file_in_place_and_the_new_state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
     let id = spool
@@ -114,29 +112,65 @@ async fn save_state_replaces_the_record_and_the_new_state_survives_reopening() {
         )
         .await
         .unwrap();
-    let record_inode = fs::metadata(record_path(&spool, &id)).unwrap().ino();
-    let body_inode = fs::metadata(body_path(&spool, &id)).unwrap().ino();
+    let before = fs::metadata(message_path(&spool, &id)).unwrap();
 
     let mut state = spool.load(&id).await.unwrap().state;
-    state.attempts = 1;
-    state.recipients[1].status = RecipientStatus::Delivered;
-    spool.save_state(&id, &state).await.unwrap();
+    for n in 1..=5 {
+        state.attempts = n;
+        state.recipients[1].status = RecipientStatus::Delivered;
+        spool.save_state(&id, &state).await.unwrap();
+        assert_eq!(spool.load(&id).await.unwrap().state, state);
+    }
 
-    // A replacement by rename (never an in-place rewrite), and the body untouched, so a
-    // claim's lock on the body still holds.
-    assert_ne!(
-        fs::metadata(record_path(&spool, &id)).unwrap().ino(),
-        record_inode
-    );
-    assert_eq!(
-        fs::metadata(body_path(&spool, &id)).unwrap().ino(),
-        body_inode
-    );
+    // In place: the same inode (a claim's lock on it still holds), the same size (the slots
+    // were reserved at insert), nothing written anywhere else.
+    let after = fs::metadata(message_path(&spool, &id)).unwrap();
+    assert_eq!(after.ino(), before.ino());
+    assert_eq!(after.len(), before.len());
     assert!(names(&spool.path().join("tmp")).is_empty());
+    assert_eq!(names(&queue(&spool)), [id.to_string()]);
 
     drop(spool);
     let reopened = FsSpool::open(dir.path()).unwrap();
     assert_eq!(reopened.load(&id).await.unwrap().state, state);
+    assert_eq!(reopened.body(&id).await.unwrap(), Bytes::from_static(b"x"));
+}
+
+#[tokio::test]
+async fn a_state_too_large_for_its_slot_is_saved_shortened_with_every_status_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let id = spool
+        .insert(&envelope(), Bytes::new(), std::time::SystemTime::now())
+        .await
+        .unwrap();
+    let mut state = spool.load(&id).await.unwrap().state;
+    state.recipients[0].status = RecipientStatus::Delivered;
+    state.recipients[0].attempts = 1;
+    state.recipients[1].attempts = 7;
+    // A long multi-line reply (some servers send a page of explanation).
+    let long = "Our policy does not allow this message. ".repeat(200);
+    state.recipients[1].last = Some(Diagnostic::remote(
+        Reply::new(451, Some(EnhancedStatus::new(4, 7, 1)), long.clone()).unwrap(),
+    ));
+    spool.save_state(&id, &state).await.unwrap();
+    let back = spool.load(&id).await.unwrap().state;
+    assert_eq!(back.recipients[0], state.recipients[0]);
+    assert_eq!(back.recipients[1].attempts, 7);
+    assert_eq!(back.recipients[1].status, RecipientStatus::Pending);
+    let reply = back.recipients[1]
+        .last
+        .as_ref()
+        .unwrap()
+        .reply
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (reply.code(), reply.enhanced()),
+        (451, Some(EnhancedStatus::new(4, 7, 1)))
+    );
+    assert!(reply.text().len() < long.len());
+    assert!(long.starts_with(reply.text().trim_end_matches('…')));
 }
 
 #[tokio::test]
@@ -157,7 +191,7 @@ async fn a_state_that_does_not_fit_the_envelope_is_refused_and_changes_nothing()
 }
 
 #[tokio::test]
-async fn a_removed_message_is_gone_with_both_files() {
+async fn a_removed_message_is_gone_with_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
     let keep = spool
@@ -170,10 +204,7 @@ async fn a_removed_message_is_gone_with_both_files() {
         .unwrap();
     spool.remove(&id).await.unwrap();
 
-    assert_eq!(
-        names(&queue(&spool)),
-        [format!("{keep}.df"), format!("{keep}.qf")]
-    );
+    assert_eq!(names(&queue(&spool)), [keep.to_string()]);
     assert!(matches!(spool.load(&id).await, Err(SpoolError::NotFound(x)) if x == id));
     assert!(matches!(
         spool.body(&id).await,
@@ -268,25 +299,20 @@ async fn leftovers_of_interrupted_inserts_are_removed_by_scan() {
         )
         .await
         .unwrap();
-    // What a writer killed mid-insert leaves: a body without a record, a temporary record.
+    // What writers killed mid-insert leave: half-written message files in tmp/.
     let dead = QueueId::generate();
-    fs::write(body_path(&spool, &dead), b"half a bo").unwrap();
-    fs::write(
-        spool.path().join("tmp").join(format!("{dead}.1.0.tmp")),
-        b"{\"vers",
-    )
-    .unwrap();
+    let tmp = spool.path().join("tmp");
+    fs::write(tmp.join(format!("{dead}.1.0.tmp")), b"PRSPOOL\n\x02\0").unwrap();
+    let whole = fs::read(message_path(&spool, &id)).unwrap();
+    fs::write(tmp.join(format!("{dead}.1.1.tmp")), whole).unwrap();
 
     let scan = spool.scan().await.unwrap();
     assert_eq!(scan.orphans_removed, 2);
     assert_eq!(scan.messages.len(), 1);
     assert_eq!(scan.messages[0].id, id);
     assert!(scan.quarantined.is_empty());
-    assert_eq!(
-        names(&queue(&spool)),
-        [format!("{id}.df"), format!("{id}.qf")]
-    );
-    assert!(names(&spool.path().join("tmp")).is_empty());
+    assert_eq!(names(&queue(&spool)), [id.to_string()]);
+    assert!(names(&tmp).is_empty());
     assert_eq!(spool.scan().await.unwrap().orphans_removed, 0);
 }
 
@@ -294,32 +320,30 @@ async fn leftovers_of_interrupted_inserts_are_removed_by_scan() {
 async fn files_a_live_writer_holds_are_left_alone_by_scan() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
-    // An insert in flight in another process: body written and locked, no record yet.
+    // An insert in flight in another process: its file written and locked in tmp/.
     let inflight = QueueId::generate();
-    let body = body_path(&spool, &inflight);
-    fs::write(&body, b"being written").unwrap();
-    let body_lock = File::open(&body).unwrap();
-    body_lock.lock().unwrap();
     let tmp = spool.path().join("tmp").join(format!("{inflight}.1.0.tmp"));
-    fs::write(&tmp, b"{").unwrap();
+    fs::write(&tmp, b"PRSPOOL\n").unwrap();
     let tmp_lock = File::open(&tmp).unwrap();
     tmp_lock.lock().unwrap();
 
     let scan = spool.scan().await.unwrap();
     assert_eq!(scan.orphans_removed, 0);
     assert!(scan.messages.is_empty());
-    assert!(body.exists() && tmp.exists());
-    // Nor can it be claimed: it is not a message until its record is committed.
-    assert!(spool.claim(&inflight).await.unwrap().is_none());
+    assert!(tmp.exists());
+    // Nor can it be claimed: it is not a message until it is renamed into queue/.
+    assert!(matches!(
+        spool.claim(&inflight).await,
+        Err(SpoolError::NotFound(_))
+    ));
 
-    drop(body_lock);
     drop(tmp_lock);
-    assert_eq!(spool.scan().await.unwrap().orphans_removed, 2);
-    assert!(!body.exists() && !tmp.exists());
+    assert_eq!(spool.scan().await.unwrap().orphans_removed, 1);
+    assert!(!tmp.exists());
 }
 
 #[tokio::test]
-async fn corrupt_records_are_quarantined_with_their_bodies_and_reported() {
+async fn damaged_message_files_are_quarantined_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
     let mut ids = Vec::new();
@@ -335,31 +359,39 @@ async fn corrupt_records_are_quarantined_with_their_bodies_and_reported() {
                 .unwrap(),
         );
     }
-    let [good, garbage, future, truncated, stranger, bodiless] = ids[..] else {
+    let [good, garbage, future, truncated, stranger, slots] = ids[..] else {
         unreachable!()
     };
-    fs::write(record_path(&spool, &garbage), b"\xff\xfe not json").unwrap();
-    let text = fs::read_to_string(record_path(&spool, &future)).unwrap();
-    fs::write(
-        record_path(&spool, &future),
-        text.replace("\"version\": 1", "\"version\": 2"),
-    )
-    .unwrap();
-    let text = fs::read(record_path(&spool, &truncated)).unwrap();
-    fs::write(record_path(&spool, &truncated), &text[..text.len() / 3]).unwrap();
-    // A record copied over another's name.
-    fs::copy(record_path(&spool, &good), record_path(&spool, &stranger)).unwrap();
-    fs::remove_file(body_path(&spool, &bodiless)).unwrap();
+    fs::write(message_path(&spool, &garbage), b"\xff\xfe not a message").unwrap();
+    let mut bytes = fs::read(message_path(&spool, &future)).unwrap();
+    bytes[8] = 3;
+    fs::write(message_path(&spool, &future), &bytes).unwrap();
+    let bytes = fs::read(message_path(&spool, &truncated)).unwrap();
+    fs::write(message_path(&spool, &truncated), &bytes[..bytes.len() - 3]).unwrap();
+    // A file copied over another's name.
+    fs::copy(message_path(&spool, &good), message_path(&spool, &stranger)).unwrap();
+    // Both state slots damaged (bit rot; a torn write damages at most one).
+    let mut bytes = fs::read(message_path(&spool, &slots)).unwrap();
+    bytes[512 + 20] ^= 1;
+    bytes[512 + 1024 + 20] ^= 1;
+    bytes[512 + 1024] = 1;
+    fs::write(message_path(&spool, &slots), &bytes).unwrap();
 
     assert!(matches!(
         spool.load(&future).await,
+        Err(SpoolError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        spool
+            .save_state(&stranger, &spool.load(&good).await.unwrap().state)
+            .await,
         Err(SpoolError::Corrupt { .. })
     ));
 
     let scan = spool.scan().await.unwrap();
     assert_eq!(scan.messages.len(), 1);
     assert_eq!(scan.messages[0].id, good);
-    let mut reasons: Vec<(String, String)> = scan
+    let reasons: Vec<(String, String)> = scan
         .quarantined
         .iter()
         .map(|q| {
@@ -369,42 +401,36 @@ async fn corrupt_records_are_quarantined_with_their_bodies_and_reported() {
             )
         })
         .collect();
-    reasons.sort();
     let expect = |id: &QueueId, needle: &str| {
-        let name = format!("{id}.qf");
+        let name = id.to_string();
         let (_, reason) = reasons
             .iter()
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("{name} not quarantined: {reasons:?}"));
         assert!(reason.contains(needle), "{name}: {reason}");
     };
-    expect(&garbage, "not UTF-8");
-    expect(&future, "version 2 is not supported");
-    expect(&truncated, "not valid JSON");
+    expect(&garbage, "not a postrider message file");
+    expect(&future, "format 3 is not supported");
+    expect(&truncated, "cut short");
     expect(&stranger, &format!("names message {good}"));
-    expect(&bodiless, "missing");
+    expect(&slots, "neither state slot is readable");
     assert_eq!(scan.quarantined.len(), 5);
 
-    // Nothing was deleted: every record sits in corrupt/ with its body (where it had one).
+    // Nothing was deleted: every file sits in corrupt/ as it was.
     let corrupt = spool.path().join("corrupt");
     for q in &scan.quarantined {
         assert!(q.path.starts_with(&corrupt) && q.path.exists(), "{q:?}");
     }
-    for id in [garbage, future, truncated, stranger] {
-        assert_eq!(
-            fs::read(corrupt.join(format!("{id}.df"))).unwrap(),
-            b"body\r\n"
-        );
-    }
     assert_eq!(
-        names(&queue(&spool)),
-        [format!("{good}.df"), format!("{good}.qf")]
+        fs::read(corrupt.join(garbage.to_string())).unwrap(),
+        b"\xff\xfe not a message"
     );
+    assert_eq!(names(&queue(&spool)), [good.to_string()]);
 
     let again = spool.scan().await.unwrap();
     assert!(again.quarantined.is_empty());
     assert_eq!(again.orphans_removed, 0);
-    assert_eq!(names(&corrupt).len(), 9);
+    assert_eq!(names(&corrupt).len(), 5);
 }
 
 #[tokio::test]
@@ -420,24 +446,16 @@ async fn a_second_quarantine_of_the_same_id_keeps_the_first() {
         .await
         .unwrap();
     let corrupt = spool.path().join("corrupt");
-    fs::write(corrupt.join(format!("{id}.qf")), b"first").unwrap();
-    fs::write(corrupt.join(format!("{id}.df")), b"1st").unwrap();
-    fs::write(record_path(&spool, &id), b"second").unwrap();
+    fs::write(corrupt.join(id.to_string()), b"first").unwrap();
+    fs::write(message_path(&spool, &id), b"second").unwrap();
 
     let scan = spool.scan().await.unwrap();
     assert_eq!(scan.quarantined.len(), 1);
-    assert_eq!(scan.quarantined[0].path, corrupt.join(format!("{id}.1.qf")));
+    assert_eq!(scan.quarantined[0].path, corrupt.join(format!("{id}.1")));
+    assert_eq!(fs::read(corrupt.join(id.to_string())).unwrap(), b"first");
     assert_eq!(
-        fs::read(corrupt.join(format!("{id}.qf"))).unwrap(),
-        b"first"
-    );
-    assert_eq!(
-        fs::read(corrupt.join(format!("{id}.1.qf"))).unwrap(),
+        fs::read(corrupt.join(format!("{id}.1"))).unwrap(),
         b"second"
-    );
-    assert_eq!(
-        fs::read(corrupt.join(format!("{id}.1.df"))).unwrap(),
-        b"2nd"
     );
 }
 
@@ -532,7 +550,7 @@ async fn a_full_disk_refuses_the_insert_and_keeps_every_earlier_message() {
         let (seed, len) = seed_of(&m.envelope);
         assert_eq!(spool.body(&m.id).await.unwrap(), body_for(seed, len));
     }
-    assert_eq!(names(&queue(&spool)).len(), 2 * accepted.len());
+    assert_eq!(names(&queue(&spool)).len(), accepted.len());
     assert!(names(&spool.path().join("tmp")).is_empty());
 
     // Space freed, the spool accepts mail again.
@@ -550,7 +568,137 @@ async fn a_full_disk_refuses_the_insert_and_keeps_every_earlier_message() {
 }
 
 #[tokio::test]
-async fn a_read_only_spool_refuses_the_insert_as_not_writable_but_still_lists() {
+async fn with_the_disk_full_deliveries_are_still_recorded_and_messages_removed() {
+    for mode in [CommitMode::PerFile, CommitMode::FileSystem] {
+        disk_full_state_updates(mode).await;
+    }
+}
+
+/// Less than a page free: tmpfs allocates by the page, so nothing new fits.
+const FULL: u64 = 4096;
+
+async fn disk_full_state_updates(mode: CommitMode) {
+    let fs_ = Tmpfs::mount("512k");
+    let spool =
+        FsSpool::open_with(fs_.path().join("spool"), FsSpoolOptions::new().commit(mode)).unwrap();
+    let mut ids = Vec::new();
+    for seed in 0..24u64 {
+        ids.push(
+            spool
+                .insert(
+                    &envelope_for(seed, 4096),
+                    Bytes::from(body_for(seed, 4096)),
+                    std::time::SystemTime::now(),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    fs_.fill();
+    let err = spool
+        .insert(
+            &envelope_for(99, 4096),
+            Bytes::from(body_for(99, 4096)),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SpoolError::NoSpace { .. }),
+        "{mode:?}: {err:?}"
+    );
+    // Whatever the refused insert gave back is taken again: the disk is full to the page.
+    fs_.fill();
+    assert!(fs_.free_bytes() < FULL, "{mode:?}: {}", fs_.free_bytes());
+
+    // Every state change the engine makes after a session's message, many times over, on a
+    // disk without a free block: one recipient delivered, the other deferred with a reply
+    // that is sometimes too long for its slot (stored shortened).
+    let mut states = Vec::new();
+    for id in &ids {
+        states.push(spool.load(id).await.unwrap().state);
+    }
+    for round in 1..=20u32 {
+        for (id, state) in ids.iter().zip(states.iter_mut()) {
+            state.attempts = round;
+            state.recipients[0].status = RecipientStatus::Delivered;
+            state.recipients[0].attempts = round;
+            state.recipients[1].attempts = round;
+            let text = format!("greylisted, try again (round {round})");
+            let text = if round % 5 == 0 {
+                text.repeat(100)
+            } else {
+                text
+            };
+            state.recipients[1].last = Some(Diagnostic::remote(
+                Reply::new(451, Some(EnhancedStatus::new(4, 7, 1)), text).unwrap(),
+            ));
+            spool
+                .save_state(id, state)
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?} round {round}: {e}"));
+        }
+        assert!(fs_.free_bytes() < FULL, "{mode:?} round {round}");
+    }
+    for (id, state) in ids.iter().zip(&states) {
+        let back = spool.load(id).await.unwrap().state;
+        assert_eq!(back.attempts, 20, "{mode:?}");
+        assert_eq!(back.recipients[0], state.recipients[0], "{mode:?}");
+        assert_eq!(back.recipients[1].attempts, 20, "{mode:?}");
+    }
+    // And removing delivered messages works too, many in a row, still without a free block
+    // (their files become spares, which keep their blocks).
+    for id in &ids[..20] {
+        spool
+            .remove(id)
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: remove {id}: {e}"));
+    }
+    // A message larger than any spare does not fit: refused, and the refusal gives the spares'
+    // space back, so the sender's retry is accepted.
+    assert!(fs_.free_bytes() < FULL, "{mode:?}: {}", fs_.free_bytes());
+    let big = |seed| {
+        (
+            envelope_for(seed, 16_384),
+            Bytes::from(body_for(seed, 16_384)),
+        )
+    };
+    let (env, body) = big(100);
+    let err = spool
+        .insert(&env, body, std::time::SystemTime::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SpoolError::NoSpace { .. }),
+        "{mode:?}: {err:?}"
+    );
+    assert!(fs_.free_bytes() > 16_384, "{mode:?}: {}", fs_.free_bytes());
+    let (env, body) = big(100);
+    let retried = spool
+        .insert(&env, body, std::time::SystemTime::now())
+        .await
+        .unwrap_or_else(|e| panic!("{mode:?}: the retry: {e}"));
+    // Spares are not messages; nothing else changed.
+    let scan = spool.scan().await.unwrap();
+    assert_eq!(
+        scan.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ids[20..]
+            .iter()
+            .copied()
+            .chain([retried])
+            .collect::<Vec<_>>(),
+        "{mode:?}"
+    );
+    assert_eq!(
+        scan.messages[3].state.recipients[0],
+        states[23].recipients[0]
+    );
+
+    drop(spool);
+}
+
+#[tokio::test]
+async fn a_read_only_spool_refuses_writes_as_not_writable_but_still_lists() {
     let fs_ = Tmpfs::mount("1m");
     let root = fs_.path().join("spool");
     let spool = FsSpool::open(&root).unwrap();
@@ -574,14 +722,283 @@ async fn a_read_only_spool_refuses_the_insert_as_not_writable_but_still_lists() 
         .unwrap_err();
     assert!(matches!(err, SpoolError::NotWritable { .. }), "{err:?}");
     assert!(err.to_string().contains("not writable"), "{err}");
+    // A state update says which file it could not write, and why.
+    let mut state = spool.load(&id).await.unwrap().state;
+    state.recipients[0].status = RecipientStatus::Delivered;
+    let err = spool.save_state(&id, &state).await.unwrap_err();
+    assert!(matches!(err, SpoolError::NotWritable { .. }), "{err:?}");
+    assert!(err.to_string().contains(id.as_str()), "{err}");
+    assert!(err.to_string().contains("Read-only file system"), "{err}");
+    let err = spool.remove(&id).await.unwrap_err();
+    assert!(matches!(err, SpoolError::NotWritable { .. }), "{err:?}");
+
     let scan = spool.scan().await.unwrap();
     assert_eq!(scan.messages.len(), 1);
     assert_eq!(scan.messages[0].id, id);
+    assert!(!scan.messages[0].state.is_done());
+    assert_eq!(
+        spool.body(&id).await.unwrap(),
+        Bytes::from_static(b"before")
+    );
     assert!(matches!(
         FsSpool::open(&root),
         Err(SpoolError::NotWritable { .. })
     ));
+    // Opened read-only on purpose (mailq), it lists the same, and refuses writes up front.
+    let reader = FsSpool::open_with(&root, FsSpoolOptions::new().read_only(true)).unwrap();
+    let listed: Vec<QueueId> = reader.listing().unwrap().map(|m| m.unwrap().id).collect();
+    assert_eq!(listed, [id]);
+    assert_eq!(reader.scan().await.unwrap().messages.len(), 1);
+    let err = reader.remove(&id).await.unwrap_err();
+    assert!(err.to_string().contains("opened read-only"), "{err}");
     drop(spool);
+}
+
+#[tokio::test]
+async fn the_listing_streams_every_message_oldest_first_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let mut ids = Vec::new();
+    for seed in 0..10u64 {
+        ids.push(
+            spool
+                .insert(
+                    &envelope_for(seed, 100),
+                    Bytes::from(body_for(seed, 100)),
+                    std::time::SystemTime::now(),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    fs::write(message_path(&spool, &ids[3]), b"damaged").unwrap();
+    let mut listing = spool.listing().unwrap();
+    assert_eq!(listing.remaining(), 10);
+    let first = listing.next().unwrap().unwrap();
+    assert_eq!(first.envelope, envelope_for(0, 100));
+    // Removed while the listing runs: skipped, not an error.
+    spool.remove(&ids[5]).await.unwrap();
+    let rest: Vec<_> = listing.collect();
+    assert_eq!(rest.len(), 8);
+    match &rest[2] {
+        Err(SpoolError::Corrupt { path, reason }) => {
+            assert_eq!(path, &message_path(&spool, &ids[3]));
+            assert!(reason.contains("not a postrider message file"), "{reason}");
+        }
+        other => panic!("expected the damaged file, got {other:?}"),
+    }
+    let listed: Vec<QueueId> = rest
+        .iter()
+        .filter_map(|m| m.as_ref().ok())
+        .map(|m| m.id)
+        .collect();
+    let mut want = ids[1..].to_vec();
+    want.retain(|id| *id != ids[3] && *id != ids[5]);
+    assert_eq!(listed, want);
+    // Unlike a scan, the listing quarantined nothing.
+    assert!(message_path(&spool, &ids[3]).exists());
+    assert!(names(&spool.path().join("corrupt")).is_empty());
+}
+
+#[test]
+fn the_commit_mode_is_syncfs_only_where_the_spool_has_a_file_system_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = FsSpool::open(dir.path().join("spool")).unwrap();
+    assert_eq!(shared.commit_mode(), CommitMode::PerFile);
+    let fs_ = Tmpfs::mount("1m");
+    let own = FsSpool::open(fs_.path()).unwrap();
+    assert_eq!(own.commit_mode(), CommitMode::FileSystem);
+    let chosen = FsSpool::open_with(
+        fs_.path(),
+        FsSpoolOptions::new().commit(CommitMode::PerFile),
+    )
+    .unwrap();
+    assert_eq!(chosen.commit_mode(), CommitMode::PerFile);
+    let forced = FsSpool::open_with(
+        dir.path().join("spool"),
+        FsSpoolOptions::new().commit(CommitMode::FileSystem),
+    )
+    .unwrap();
+    assert_eq!(forced.commit_mode(), CommitMode::FileSystem);
+}
+
+#[tokio::test]
+async fn every_operation_works_in_both_commit_modes() {
+    let fs_ = Tmpfs::mount("4m");
+    for mode in [CommitMode::PerFile, CommitMode::FileSystem] {
+        let root = fs_.path().join(format!("{mode:?}"));
+        let spool = FsSpool::open_with(&root, FsSpoolOptions::new().commit(mode)).unwrap();
+        assert_eq!(spool.commit_mode(), mode);
+        let (id, claim) = spool
+            .insert_claimed(
+                &envelope_for(3, 700),
+                Bytes::from(body_for(3, 700)),
+                std::time::SystemTime::now(),
+            )
+            .await
+            .unwrap();
+        let mut state = spool.load(&id).await.unwrap().state;
+        state.recipients[0].status = RecipientStatus::Delivered;
+        spool.save_state(&id, &state).await.unwrap();
+        drop(claim);
+        let other = spool
+            .insert(&envelope(), Bytes::new(), std::time::SystemTime::now())
+            .await
+            .unwrap();
+        spool.remove(&other).await.unwrap();
+        let scan = spool.scan().await.unwrap();
+        assert_eq!(scan.messages.len(), 1, "{mode:?}");
+        assert_eq!(scan.messages[0].state, state, "{mode:?}");
+        assert_eq!(spool.body(&id).await.unwrap(), body_for(3, 700), "{mode:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format 1
+
+#[test]
+fn a_spool_of_format_1_is_converted_at_open_with_one_log_line() {
+    use postrider::spool::record;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    spool_support::copy_v1_fixture(&root);
+    // What the previous release wrote, read with its own parser.
+    let mut expected = Vec::new();
+    for name in names(&root.join("queue")) {
+        if let Some(stem) = name.strip_suffix(".qf") {
+            let r = record::parse(&fs::read(root.join("queue").join(&name)).unwrap()).unwrap();
+            let body = fs::read(root.join("queue").join(format!("{stem}.df"))).unwrap();
+            expected.push((r, body));
+        }
+    }
+    assert_eq!(expected.len(), 3);
+
+    let (spool, log) = spool_support::logged(|| FsSpool::open(&root).unwrap());
+    assert_eq!(
+        log.matches("converted 3 messages from format 1").count(),
+        1,
+        "{log}"
+    );
+    let mut want: Vec<String> = expected.iter().map(|(r, _)| r.id.to_string()).collect();
+    want.sort();
+    assert_eq!(names(&root.join("queue")), want);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let scan = spool.scan().await.unwrap();
+        assert!(scan.quarantined.is_empty());
+        assert_eq!(scan.messages.len(), 3);
+        for (r, body) in &expected {
+            let m = spool.load(&r.id).await.unwrap();
+            assert_eq!((&m.envelope, &m.state), (&r.envelope, &r.state));
+            assert_eq!(spool.body(&r.id).await.unwrap(), body.as_slice());
+            // A converted message is a message like any other: claimed, updated, removed.
+            let claim = spool.claim(&r.id).await.unwrap().unwrap();
+            let mut state = m.state.clone();
+            state.attempts += 1;
+            spool.save_state(&r.id, &state).await.unwrap();
+            assert_eq!(spool.load(&r.id).await.unwrap().state, state);
+            drop(claim);
+        }
+        spool.remove(&expected[0].0.id).await.unwrap();
+    });
+    // The next start finds nothing to convert, and says nothing.
+    drop(spool);
+    let (spool, log) = spool_support::logged(|| FsSpool::open(&root).unwrap());
+    assert!(!log.contains("format 1"), "{log}");
+    assert_eq!(rt.block_on(spool.scan()).unwrap().messages.len(), 2);
+}
+
+#[test]
+fn an_unreadable_format_1_record_is_quarantined_with_its_body_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    let good = spool_support::write_v1_message(&root, 1, 300, 2);
+    let bad = spool_support::write_v1_message(&root, 2, 300, 2);
+    let bad_record = root.join("queue").join(format!("{bad}.qf"));
+    let text = fs::read_to_string(&bad_record).unwrap();
+    fs::write(
+        &bad_record,
+        text.replace("\"version\": 1", "\"version\": 9"),
+    )
+    .unwrap();
+    // A body whose record was never written: what a format-1 insert killed midway left.
+    let orphan = QueueId::generate();
+    fs::write(root.join("queue").join(format!("{orphan}.df")), b"half").unwrap();
+
+    let spool = FsSpool::open(&root).unwrap();
+    assert_eq!(names(&root.join("queue")), [good.to_string()]);
+    let corrupt = root.join("corrupt");
+    assert_eq!(names(&corrupt), [format!("{bad}.df"), format!("{bad}.qf")]);
+    assert_eq!(
+        fs::read(corrupt.join(format!("{bad}.df"))).unwrap(),
+        body_for(2, 300)
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let scan = rt.block_on(spool.scan()).unwrap();
+    assert_eq!(scan.messages.len(), 1);
+    assert_eq!(scan.messages[0].state.attempts, 2);
+    assert_eq!(scan.quarantined.len(), 1, "{:?}", scan.quarantined);
+    assert_eq!(scan.quarantined[0].path, corrupt.join(format!("{bad}.qf")));
+    assert!(
+        scan.quarantined[0]
+            .reason
+            .contains("version 9 is not supported"),
+        "{}",
+        scan.quarantined[0].reason
+    );
+    assert!(rt.block_on(spool.scan()).unwrap().quarantined.is_empty());
+}
+
+#[test]
+fn a_conversion_interrupted_after_its_commit_finishes_without_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    let ids: Vec<QueueId> = (0..5)
+        .map(|seed| spool_support::write_v1_message(&root, seed, 1000, 1))
+        .collect();
+    let saved: Vec<(String, Vec<u8>)> = names(&root.join("queue"))
+        .into_iter()
+        .map(|n| {
+            let bytes = fs::read(root.join("queue").join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+    drop(FsSpool::open(&root).unwrap());
+    // As if the kill came after the format-2 files were durable but before the format-1
+    // ones were deleted: both are there.
+    for (name, bytes) in &saved {
+        fs::write(root.join("queue").join(name), bytes).unwrap();
+    }
+    let spool = FsSpool::open(&root).unwrap();
+    let mut want: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    want.sort();
+    assert_eq!(names(&root.join("queue")), want);
+    let scan = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(spool.scan())
+        .unwrap();
+    assert_eq!(scan.messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert!(scan.quarantined.is_empty());
+}
+
+#[tokio::test]
+async fn a_read_only_spool_of_format_1_is_listed_where_it_lies() {
+    let fs_ = Tmpfs::mount("1m");
+    let root = fs_.path().join("spool");
+    let id = spool_support::write_v1_message(&root, 7, 500, 3);
+    fs_.remount_read_only();
+    let spool = FsSpool::open_with(&root, FsSpoolOptions::new().read_only(true)).unwrap();
+    let scan = spool.scan().await.unwrap();
+    assert_eq!(scan.messages.len(), 1);
+    assert_eq!(scan.messages[0].id, id);
+    assert_eq!(scan.messages[0].state.attempts, 3);
+    let listed: Vec<_> = spool.listing().unwrap().map(|m| m.unwrap()).collect();
+    assert_eq!(listed, scan.messages);
+    assert_eq!(spool.body(&id).await.unwrap(), body_for(7, 500));
+    assert_eq!(
+        names(&root.join("queue")),
+        [format!("{id}.df"), format!("{id}.qf")]
+    );
 }
 
 #[tokio::test]
@@ -602,7 +1019,7 @@ async fn a_message_inserted_claimed_is_durable_and_nobody_else_can_claim_it_unti
     let scan = other_handle.scan().await.unwrap();
     assert_eq!(scan.messages.len(), 1);
     assert_eq!(scan.orphans_removed, 0);
-    assert!(record_path(&spool, &id).exists() && body_path(&spool, &id).exists());
+    assert!(message_path(&spool, &id).exists());
     // Claimed from the start.
     assert!(spool.claim(&id).await.unwrap().is_none());
     assert!(other_handle.claim(&id).await.unwrap().is_none());
@@ -615,7 +1032,7 @@ async fn a_message_inserted_claimed_is_durable_and_nobody_else_can_claim_it_unti
 }
 
 #[tokio::test]
-async fn the_files_of_a_removed_message_are_reused_by_the_next_insert() {
+async fn the_file_of_a_removed_message_is_reused_by_the_next_insert() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
     let now = std::time::SystemTime::now();
@@ -623,31 +1040,34 @@ async fn the_files_of_a_removed_message_are_reused_by_the_next_insert() {
         .insert(&envelope_for(1, 3000), Bytes::from(body_for(1, 3000)), now)
         .await
         .unwrap();
-    let inodes = [
-        fs::metadata(body_path(&spool, &a)).unwrap().ino(),
-        fs::metadata(record_path(&spool, &a)).unwrap().ino(),
-    ];
+    let inode = fs::metadata(message_path(&spool, &a)).unwrap().ino();
+    let mut state = spool.load(&a).await.unwrap().state;
+    state.attempts = 9;
+    spool.save_state(&a, &state).await.unwrap();
     spool.remove(&a).await.unwrap();
     assert!(names(&queue(&spool)).is_empty());
 
-    // A shorter message in the recycled files: nothing of the old one shows through.
+    // A shorter message in the recycled file: nothing of the old one shows through.
     let b = spool
         .insert(&envelope_for(2, 100), Bytes::from(body_for(2, 100)), now)
         .await
         .unwrap();
-    for path in [body_path(&spool, &b), record_path(&spool, &b)] {
-        assert!(
-            inodes.contains(&fs::metadata(&path).unwrap().ino()),
-            "{path:?}"
-        );
-    }
+    assert_eq!(fs::metadata(message_path(&spool, &b)).unwrap().ino(), inode);
     assert_eq!(spool.body(&b).await.unwrap(), body_for(2, 100));
-    assert_eq!(spool.load(&b).await.unwrap().envelope, envelope_for(2, 100));
+    let loaded = spool.load(&b).await.unwrap();
+    assert_eq!(loaded.envelope, envelope_for(2, 100));
+    assert_eq!(loaded.state.attempts, 0);
     assert!(names(&spool.path().join("tmp")).is_empty());
     let scan = spool.scan().await.unwrap();
     assert_eq!(scan.messages.len(), 1);
     assert!(scan.quarantined.is_empty());
     assert_eq!(scan.orphans_removed, 0);
+    // The removed message stays removed, even to a stale caller.
+    assert!(matches!(
+        spool.save_state(&a, &state).await,
+        Err(SpoolError::NotFound(_))
+    ));
+    assert_eq!(spool.load(&b).await.unwrap(), loaded);
 }
 
 #[tokio::test]
@@ -660,7 +1080,7 @@ async fn spares_are_cleaned_up_by_a_scan_without_counting_as_orphans() {
         .await
         .unwrap();
     spool.remove(&a).await.unwrap();
-    assert_eq!(names(&spool.path().join("tmp")).len(), 2);
+    assert_eq!(names(&spool.path().join("tmp")).len(), 1);
     // Another process's scan (or this one's) finds them unlocked: they go, silently.
     let other = FsSpool::open(dir.path()).unwrap();
     let scan = other.scan().await.unwrap();

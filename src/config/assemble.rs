@@ -97,6 +97,9 @@ pub enum AssembleError {
     /// The configured spool cannot be opened.
     #[error("{0}")]
     Spool(#[from] SpoolError),
+    /// The `[local] aliases` file cannot be used (each bad line with its number).
+    #[error(transparent)]
+    Aliases(#[from] crate::local::AliasesError),
     /// A `[[dkim]]` entry cannot be used (its key file names itself in the message).
     #[error("{}: [[dkim]]: {source}", file.display())]
     Dkim {
@@ -131,6 +134,7 @@ impl AssembleError {
         match self {
             AssembleError::Hostname { source, .. } if source.is_temporary() => Severity::Temporary,
             AssembleError::Spool(e) => e.severity(),
+            AssembleError::Aliases(e) => e.severity(),
             _ => Severity::Permanent,
         }
     }
@@ -143,6 +147,9 @@ pub enum Notice {
     /// A table's warning (a duplicate key, a mode open to others, ...), with file and line.
     #[error("{0}")]
     Table(Warning),
+    /// A name given twice in the aliases file (the first entry is used).
+    #[error("{0}")]
+    DuplicateAlias(crate::local::DuplicateAlias),
     /// No fully qualified name could be found: EHLO and unqualified addresses use the short
     /// name, which receivers refuse or junk.
     #[error("{source} — using the short name {short}")]
@@ -166,6 +173,7 @@ pub struct Assembly {
     hostname: Domain,
     router: Arc<Mailertable>,
     esmtp: Arc<EsmtpTransport>,
+    local: Option<Arc<crate::local::LocalTransport>>,
     dns: DnsResolver,
     retry: RetryPolicy,
     limits: Limits,
@@ -223,6 +231,15 @@ impl Config {
             Arc::new(dns.clone()),
             Arc::new(policy),
         ));
+        let local = match &self.local {
+            Some(config) => {
+                let (local, duplicates) =
+                    crate::local::LocalTransport::new(config.clone(), hostname.clone())?;
+                notices.extend(duplicates.into_iter().map(Notice::DuplicateAlias));
+                Some(Arc::new(local))
+            }
+            None => None,
+        };
         // Every key file is read now: a bad one stops the start, naming it and why.
         let signer = self
             .dkim_signer()
@@ -235,6 +252,7 @@ impl Config {
             hostname,
             router: Arc::new(router),
             esmtp,
+            local,
             dns,
             retry: self.retry_policy(),
             limits: self.queue.limits(),
@@ -382,10 +400,21 @@ impl Assembly {
             .transport(self.esmtp.clone())
             .retry(self.retry.clone())
             .limits(self.limits.clone());
+        let builder = match &self.local {
+            Some(local) => builder.local_transport(local.clone()),
+            None => builder,
+        };
         match &self.signer {
             Some(signer) => builder.signer(signer.clone()),
             None => builder,
         }
+    }
+
+    /// The local transport of `[local]` (`None` without the section: local mail then fails
+    /// "local delivery is not configured"). `sendmail -bv` asks it
+    /// ([`LocalTransport::verify`](crate::local::LocalTransport::verify)).
+    pub fn local(&self) -> Option<&Arc<crate::local::LocalTransport>> {
+        self.local.as_ref()
     }
 
     /// The DKIM signer of the `[[dkim]]` entries, when there are any.
@@ -429,8 +458,22 @@ impl Assembly {
     pub fn reload(&self, config: &Config) -> Result<Vec<Warning>, AssembleError> {
         let (policy, mut warnings) = config.load_policy()?;
         let builder = config.router_builder().hostname(self.hostname.clone());
+        // The aliases are checked before anything is swapped, so a bad file changes nothing.
+        let aliases = match (
+            &self.local,
+            config.local.as_ref().and_then(|l| l.aliases.as_ref()),
+        ) {
+            (Some(_), Some(path)) => Some(crate::local::Aliases::load(path)?),
+            _ => None,
+        };
         warnings.extend(self.router.reload_from(builder)?);
         self.esmtp.set_policy(Arc::new(policy));
+        if let (Some(local), Some((aliases, duplicates))) = (&self.local, aliases) {
+            local.set_aliases(aliases);
+            for d in duplicates {
+                tracing::warn!(target: "postrider::local", "{d}");
+            }
+        }
         Ok(warnings)
     }
 }

@@ -49,6 +49,14 @@
 //! max_active_messages = 1000
 //! scan_interval = "5m"        # re-read the spool for other processes' mail ("off": never)
 //! shutdown_grace = "30s"      # how long a stop lets each session finish its message
+//!
+//! [local]                     # local delivery; without it local mail fails "not configured"
+//! mailbox = "maildir:~/Maildir"           # or mbox:/var/mail/%u (the default), lmtp:unix:/path
+//! aliases = "/etc/aliases"
+//! virtusertable = "virtusertable"         # read by the router for local and virtual domains
+//! # every key: postrider::local::config
+//! [metrics]                   # the daemon serves crate::metrics in Prometheus format
+//! listen = "127.0.0.1:9187"   # GET /metrics; unauthenticated: keep it on loopback
 //! ```
 //!
 //! [`Config::assemble`] builds the engine's parts from all of this.
@@ -96,7 +104,8 @@ use crate::status::Severity;
 pub use assemble::{AssembleError, Assembly, Notice, SMTP_PORT};
 pub use duration::parse_duration;
 pub use sections::{
-    DnsSection, EsmtpSection, QueueSection, RetrySection, SpfSection, TimeoutsSection,
+    DnsSection, EsmtpSection, MetricsSection, QueueSection, RetrySection, SpfSection,
+    TimeoutsSection,
 };
 pub use tls::{TlsConfigError, TlsSection};
 
@@ -159,6 +168,9 @@ pub struct Config {
     pub spf: SpfSection,
     /// `[dns]`: name servers and lookup settings.
     pub dns: DnsSection,
+    /// `[local]`: local delivery (mailbox format, aliases, virtusertable); `None` when the
+    /// section is absent.
+    pub local: Option<crate::local::LocalConfig>,
     /// `[[dkim]]`: a signing key per sender domain.
     pub dkim: Vec<DkimKeyConfig>,
     /// `[esmtp]`: the SMTP client's session cache, trust anchors and phase timeouts.
@@ -167,6 +179,8 @@ pub struct Config {
     pub queue: QueueSection,
     /// `[tls]`: MTA-STS, DANE and TLS-RPT for direct MX delivery.
     pub tls: TlsSection,
+    /// `[metrics]`: where a daemon serves the metrics (`crate::metrics`) for Prometheus.
+    pub metrics: MetricsSection,
     /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
     pub server: crate::server::config::ServerSection,
     /// `[[listener]]`: where the SMTP server listens, each with its kind and certificate.
@@ -187,10 +201,12 @@ impl Default for Config {
             retry: RetrySection::default(),
             spf: SpfSection::default(),
             dns: DnsSection::default(),
+            local: None,
             dkim: Vec::new(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
             tls: TlsSection::default(),
+            metrics: MetricsSection::default(),
             server: Default::default(),
             listener: Vec::new(),
             file: None,
@@ -261,6 +277,9 @@ impl Config {
                 .listener
                 .iter_mut()
                 .for_each(|l| l.resolve_paths(dir));
+            if let Some(local) = config.local.as_mut() {
+                local.resolve_paths(dir);
+            }
         }
         config.file = Some(path.to_path_buf());
         Ok(config)
@@ -297,6 +316,9 @@ impl Config {
         }
         if let Some(p) = &self.local_host_names {
             builder = builder.local_host_names_file(p);
+        }
+        if let Some(p) = self.local.as_ref().and_then(|l| l.virtusertable.as_ref()) {
+            builder = builder.virtusertable_file(p);
         }
         builder
     }
@@ -520,6 +542,31 @@ mod tests {
         assert!(err.to_string().starts_with("c.toml:2: "), "{err}");
         let err = Config::parse("[dns]\nname_servers = [\"ns1.example\"]\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("is not an IP address"), "{err}");
+    }
+
+    #[test]
+    fn the_local_section_resolves_its_paths_and_feeds_the_router() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("virtusertable"), "info@ourtest.com bob\n").unwrap();
+        let text = "hostname = \"mx.ourtest.com\"\n[local]\nmailbox = \"maildir:~/Maildir\"\n\
+                    aliases = \"aliases\"\nvirtusertable = \"virtusertable\"\n";
+        let c = Config::parse(text, dir.path().join("postrider.toml")).unwrap();
+        let local = c.local.as_ref().unwrap();
+        assert_eq!(
+            local.aliases.as_deref(),
+            Some(dir.path().join("aliases").as_path())
+        );
+        let (router, _) = c.build_router().unwrap();
+        let info = crate::Address::parse("info@ourtest.com").unwrap();
+        assert_eq!(
+            router.lookup(&info),
+            crate::Route::Local {
+                target: crate::LocalTarget::User("bob".into())
+            }
+        );
+        assert!(Config::parse("", "c.toml").unwrap().local.is_none());
+        let err = Config::parse("[local]\nmailbox = \"maildir\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:2: "), "{err}");
     }
 
     #[test]

@@ -294,3 +294,14 @@ impl QueueSection {
         }
     }
 }
+
+/// `[metrics]`: where a daemon serves [`crate::metrics`] in Prometheus's text format. The
+/// library itself only records through the `metrics` facade; the daemon installs the exporter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct MetricsSection {
+    /// The address of the HTTP listener (`GET /metrics`), e.g. `127.0.0.1:9187`; `None`: no
+    /// exporter. It has no authentication: keep it on loopback or a management network.
+    pub listen: Option<std::net::SocketAddr>,
+}

@@ -31,6 +31,8 @@ pub enum Check {
     Spool,
     /// The TLS rule mail to a domain meets (policy file, DANE, MTA-STS) and why.
     TlsPolicy,
+    /// Dovecot reads local mail where postrider delivers it.
+    Mailbox,
 }
 
 impl Check {
@@ -49,6 +51,7 @@ impl Check {
             Check::Policy => "policy",
             Check::Spool => "spool",
             Check::TlsPolicy => "tls-policy",
+            Check::Mailbox => "mailbox",
         }
     }
 }

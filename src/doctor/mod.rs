@@ -17,6 +17,7 @@
 //! | `policy` | the TLS and credentials policy file parses | a line has an error |
 //! | `spool` | the spool directory is writable and fsync works there | read-only, full, not a directory |
 //! | `tls-policy` | the TLS rule (policy file, DANE, MTA-STS) mail to the probe and sender domains meets, and why | a published policy rules a host out or cannot be fetched (warning) |
+//! | `mailbox` | Dovecot's `mail_location` is where `[local] mailbox` delivers (when `[local]` and a Dovecot configuration exist) | another format or path |
 //!
 //! A `FAIL` means mail will not go out (or receivers will refuse or junk it) until it is
 //! fixed; a `WARN` means mail goes out but something is off or could not be checked. With a
@@ -49,6 +50,7 @@ mod dkim;
 mod egress;
 mod finding;
 mod hostname;
+pub mod mailbox;
 #[cfg(feature = "postgres")]
 pub mod pg_spool;
 mod port25;
@@ -119,6 +121,7 @@ pub struct Doctor {
     options: DoctorOptions,
     /// Trust anchors that replace the transport's (tests); `None`: the configured ones.
     tls_roots: Option<RootCertStore>,
+    dovecot_config: PathBuf,
 }
 
 impl std::fmt::Debug for Doctor {
@@ -148,6 +151,7 @@ impl Doctor {
             },
             options: DoctorOptions::default(),
             tls_roots: None,
+            dovecot_config: PathBuf::from(mailbox::DEFAULT_DOVECOT_CONFIG),
         }
     }
 
@@ -178,6 +182,12 @@ impl Doctor {
     /// configured ones by default: the Mozilla set and `[esmtp] trust_anchors`).
     pub fn with_tls_roots(mut self, roots: RootCertStore) -> Doctor {
         self.tls_roots = Some(roots);
+        self
+    }
+
+    /// Reads Dovecot's configuration from `path` instead of `/etc/dovecot/dovecot.conf`.
+    pub fn with_dovecot_config(mut self, path: impl Into<PathBuf>) -> Doctor {
+        self.dovecot_config = path.into();
         self
     }
 
@@ -245,6 +255,7 @@ impl Doctor {
                 format!("the spool check did not finish: {e}"),
             )]
         }));
+        findings.extend(self.check_mailbox());
         findings
     }
 
@@ -284,6 +295,13 @@ impl Doctor {
     /// warning).
     pub fn check_mailertable(&self) -> Vec<Finding> {
         tables::mailertable(&self.config)
+    }
+
+    /// `mailbox`: Dovecot's `mail_location` agrees with `[local] mailbox`. Nothing without a
+    /// `[local]` section or without a Dovecot configuration (see [`Doctor::with_dovecot_config`]).
+    pub fn check_mailbox(&self) -> Option<Finding> {
+        let local = self.config.local.as_ref()?;
+        mailbox::check(local, self.config.file(), &self.dovecot_config)
     }
 
     /// `policy`: the TLS and credentials policy file parses.

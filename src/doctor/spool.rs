@@ -32,6 +32,7 @@ pub(crate) fn check(dir: &Path, low_space: u64) -> Vec<Finding> {
                     ),
                 )];
                 findings.extend(space(dir, low_space));
+                findings.extend(quarantine(dir));
                 findings
             }
             Err(failure) => vec![failure.finding(dir, &format!("spool {shown} is not writable"))],
@@ -43,6 +44,39 @@ pub(crate) fn check(dir: &Path, low_space: u64) -> Vec<Finding> {
                 .with_fix(fix_for(&e, dir)),
         ],
     }
+}
+
+/// Records a scan could not read lie in `corrupt/` until someone looks at them: mail that
+/// nobody will deliver, so the doctor warns for as long as they are there.
+fn quarantine(dir: &Path) -> Option<Finding> {
+    let files = match crate::spool::fs::quarantined_in(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            return Some(Finding::warn(
+                Check::Spool,
+                format!("cannot look for quarantined records: {e}"),
+            ));
+        }
+    };
+    let first = files.first()?;
+    let folder = first.parent().unwrap_or(dir);
+    Some(
+        Finding::warn(
+            Check::Spool,
+            format!(
+                "{} unreadable queue record(s) set aside in {} (the first: {}): nobody will \
+                 deliver them",
+                files.len(),
+                folder.display(),
+                first.display()
+            ),
+        )
+        .with_fix(format!(
+            "inspect the files in {}, requeue \
+             what you can with sendmail, then remove them",
+            folder.display()
+        )),
+    )
 }
 
 /// postrider creates a missing spool at start; check that it can.
@@ -267,5 +301,28 @@ mod tests {
         assert_eq!(findings.len(), 2, "{findings:?}");
         assert_eq!(findings[1].verdict, super::super::Verdict::Warn);
         assert!(findings[1].detail.contains("MiB free"));
+    }
+
+    #[test]
+    fn records_set_aside_in_corrupt_are_a_warning_naming_the_folder_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let corrupt = dir.path().join("corrupt");
+        fs::create_dir(&corrupt).unwrap();
+        assert_eq!(check(dir.path(), 0).len(), 1, "an empty corrupt/ is fine");
+        fs::write(corrupt.join("0AAAAAAAAAAAAAAA"), b"damaged").unwrap();
+        fs::write(corrupt.join("0AAAAAAAAAAAAAAB.qf"), b"damaged").unwrap();
+        let findings = check(dir.path(), 0);
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert_eq!(findings[1].verdict, super::super::Verdict::Warn);
+        assert!(
+            findings[1].detail.starts_with(&format!(
+                "2 unreadable queue record(s) set aside in {}",
+                corrupt.display()
+            )),
+            "{}",
+            findings[1].detail
+        );
+        fs::remove_dir_all(&corrupt).unwrap();
+        assert_eq!(check(dir.path(), 0).len(), 1);
     }
 }

@@ -9,13 +9,16 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::EngineError;
-use super::admin::{FlushFilter, FlushSummary, QueueEntry};
+use super::admin::{FlushFilter, FlushSummary};
 use super::delivery::{DeliveryEnd, Reported};
 use super::finalize::Finalized;
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
 use crate::route::{Route, RouteError};
-use crate::spool::{Claim, MessageState, QueuedMessage, SpoolError};
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use crate::spool::{Claim, ClaimedMessage, MessageState, QueuedMessage, SpoolError};
 
 /// Where a request's answer goes.
 pub(crate) type Reply<T> = oneshot::Sender<T>;
@@ -63,7 +66,8 @@ pub(crate) enum Command {
         /// found by a scan.
         fresh: Option<Fresh>,
     },
-    List(Reply<Vec<QueueEntry>>),
+    /// The ids of the messages this engine is working on (for a listing).
+    InFlight(Reply<HashSet<QueueId>>),
     Flush(FlushFilter, Reply<FlushSummary>),
     Admin(AdminOp, QueueId, Reply<Result<(), EngineError>>),
     Shutdown(Option<Reply<()>>),
@@ -86,9 +90,22 @@ pub(crate) enum Command {
         Result<Option<MessageState>, EngineError>,
         Reply<Result<(), EngineError>>,
     ),
-    Scanned(
-        u64,
-        Result<Vec<QueuedMessage>, SpoolError>,
-        Option<(FlushFilter, Reply<FlushSummary>)>,
-    ),
+    /// A rescan (index scheduling) ended; the number is its generation.
+    Scanned(u64, Result<Vec<QueuedMessage>, SpoolError>),
+    /// A batch of due work (batch scheduling): the `seq`-th request, for at most `limit`.
+    Claimed {
+        seq: u64,
+        limit: usize,
+        result: Result<Vec<ClaimedMessage>, SpoolError>,
+    },
+    /// When the spool's next message is due (batch scheduling).
+    NextDue(Result<Option<SystemTime>, SpoolError>),
+    /// Work may be due at this time because of another engine or an administrator.
+    Wake(SystemTime),
+    /// A flush of a shared queue made these messages due (batch scheduling).
+    FlushMarked {
+        ids: Vec<QueueId>,
+        summary: FlushSummary,
+        reply: Reply<FlushSummary>,
+    },
 }

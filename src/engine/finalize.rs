@@ -155,6 +155,19 @@ pub(crate) enum Finalized {
     /// This state is the truth but could not be written: it holds deliveries the spool does
     /// not know of. The next attempt writes it before anything is sent again.
     Unsaved(MessageState),
+    /// The claim ran out and another engine took the message over (the spool fenced the
+    /// write): this attempt's outcome is dropped, never retried here; the other engine's
+    /// state stands.
+    LeaseLost,
+}
+
+/// The log line for an outcome the spool fenced out.
+fn lease_lost(id: QueueId) -> Finalized {
+    tracing::warn!(target: "postrider::engine",
+        "{id}: lease lost: another engine took the message over while this one delivered it; \
+         this attempt's outcome is dropped (its recipients may be delivered twice, never lost)");
+    crate::metrics::lease_lost();
+    Finalized::LeaseLost
 }
 
 pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
@@ -237,6 +250,7 @@ pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
                 }
                 Finalized::Removed
             }
+            Err(SpoolError::LeaseLost { .. }) => lease_lost(id),
             Err(e) => {
                 tracing::error!(target: "postrider::engine", "{id}: cannot remove the finished message: {e} (it is not delivered again; removal is retried)");
                 state.next_attempt = now + shared.retry.initial;
@@ -247,6 +261,7 @@ pub(crate) async fn finalize(shared: &Shared, job: FinalizeJob) -> Finalized {
         state.next_attempt = next_attempt(shared, &state, now);
         match shared.spool.save_state(&id, &state).await {
             Ok(()) => Finalized::Kept(state),
+            Err(SpoolError::LeaseLost { .. }) => lease_lost(id),
             Err(e) => {
                 tracing::error!(target: "postrider::engine", "{id}: cannot record delivery state: {e} (recipients delivered are not delivered again; the record is retried)");
                 state.next_attempt = now + shared.retry.initial;

@@ -60,7 +60,7 @@ use crate::dkim::{MessageSigner, SignError};
 use crate::envelope::{BodyType, Envelope, EnvelopeError};
 use crate::queue_id::QueueId;
 use crate::route::Router;
-use crate::spool::{MessageState, Quarantined, Spool, SpoolError};
+use crate::spool::{MessageState, Quarantined, ScanReport, Scheduling, Spool, SpoolError};
 use crate::status::Severity;
 use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Transport};
 
@@ -190,7 +190,8 @@ impl EngineError {
 /// What `start` found in the spool.
 #[derive(Debug, Clone, Default)]
 pub struct StartupReport {
-    /// Messages recovered and scheduled.
+    /// Messages recovered and scheduled (0 for a shared queue, which is not read at start:
+    /// see [`Scheduling::Batches`]).
     pub recovered: usize,
     /// Unreadable records set aside (see the spool's `corrupt/` directory).
     pub quarantined: Vec<Quarantined>,
@@ -247,10 +248,13 @@ impl Shared {
         parent: Option<QueueId>,
     ) -> Result<QueueId, SpoolError> {
         let arrival = self.clock.now();
-        let (id, claim) = self
+        let started = std::time::Instant::now();
+        let inserted = self
             .spool
             .insert_claimed(&envelope, body.clone(), arrival)
-            .await?;
+            .await;
+        crate::metrics::submitted(inserted.is_ok(), started.elapsed());
+        let (id, claim) = inserted?;
         let state = MessageState::new(&envelope, body.len() as u64, arrival);
         self.send(Command::Submitted {
             id,
@@ -374,7 +378,12 @@ impl EngineBuilder {
         let relay = self
             .transport
             .ok_or_else(|| missing("transport for relay routes"))?;
-        let scan = spool.scan().await?;
+        crate::metrics::describe();
+        // A shared queue is not read at start: its due work is taken in batches.
+        let scan = match spool.scheduling() {
+            Scheduling::Index => spool.scan().await?,
+            Scheduling::Batches => ScanReport::default(),
+        };
         for q in &scan.quarantined {
             tracing::error!(
                 target: "postrider::spool",
@@ -404,12 +413,19 @@ impl EngineBuilder {
             events,
             tx,
         });
-        tracing::info!(
-            target: "postrider::engine",
-            "queue engine started on {}: {} message(s) recovered",
-            shared.hostname,
-            startup.recovered
-        );
+        match shared.spool.scheduling() {
+            Scheduling::Index => tracing::info!(
+                target: "postrider::engine",
+                "queue engine started on {}: {} message(s) recovered",
+                shared.hostname,
+                startup.recovered
+            ),
+            Scheduling::Batches => tracing::info!(
+                target: "postrider::engine",
+                "queue engine started on {}: shared queue, due work taken in batches",
+                shared.hostname
+            ),
+        }
         let scheduler = Scheduler::new(shared.clone(), rx, scan.messages);
         tokio::spawn(scheduler.run());
         Ok(Engine {
@@ -473,16 +489,43 @@ impl Engine {
         Ok(id)
     }
 
-    /// Every message in the queue, oldest first, as `mailq` shows it.
+    /// Every message in the queue, oldest first, as `mailq` shows it, read from the spool (a
+    /// shared queue: the whole cluster's). For a large queue prefer [`Engine::list_page`].
     pub async fn list(&self) -> Result<Vec<QueueEntry>, EngineError> {
-        let (tx, rx) = oneshot::channel();
-        self.handle.shared.send(Command::List(tx));
-        rx.await.map_err(|_| EngineError::Stopped)
+        Ok(self.list_page(None, usize::MAX).await?.0)
     }
 
-    /// Re-reads the spool, then tries every matching message now, ignoring backoff and host
-    /// status (`sendmail -q -OTimeout.hoststatus=0m`, `postqueue -f`). Returns when every
-    /// matched message's attempt has ended.
+    /// One page of the queue in id (arrival) order: up to `limit` messages after `after`
+    /// (`None`: from the start), and where the next page starts (`None` after the last).
+    /// A message is in flight when this engine is working on it or another engine holds its
+    /// lease.
+    pub async fn list_page(
+        &self,
+        after: Option<QueueId>,
+        limit: usize,
+    ) -> Result<(Vec<QueueEntry>, Option<QueueId>), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.handle.shared.send(Command::InFlight(tx));
+        let in_flight = rx.await.map_err(|_| EngineError::Stopped)?;
+        let page = self.handle.shared.spool.list(after, limit).await?;
+        let entries = page
+            .messages
+            .iter()
+            .map(|listed| {
+                let m = &listed.message;
+                let busy = listed.lease.is_some() || in_flight.contains(&m.id);
+                QueueEntry::new(m.id, &m.envelope, &m.state, busy)
+            })
+            .collect();
+        Ok((entries, page.next))
+    }
+
+    /// Tries every matching message now, ignoring backoff and host status (`sendmail -q
+    /// -OTimeout.hoststatus=0m`, `postqueue -f`): what the engine knows at once, and what a
+    /// rescan of the spool finds (messages other processes queued). Returns when every matched
+    /// message's attempt has ended. With a shared queue ([`Scheduling::Batches`]) it reads the
+    /// whole queue through the spool, makes the matching messages due, and counts those
+    /// another engine attempts as `busy`.
     pub async fn flush(&self, filter: FlushFilter) -> Result<FlushSummary, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.handle.shared.send(Command::Flush(filter, tx));

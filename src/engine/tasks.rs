@@ -9,7 +9,7 @@ use super::{EngineError, Shared};
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
 use crate::route::{Route, RouteError};
-use crate::spool::{MessageState, RecipientStatus, SpoolError};
+use crate::spool::{Claim, MessageState, QueuedMessage, RecipientStatus, SpoolError};
 
 /// Claims, re-reads and routes one message. `unsaved` is a state the engine holds but could
 /// not write last time: it is written first (or the message removed, when it is done), because
@@ -25,22 +25,10 @@ pub(crate) async fn prepare(
         Err(SpoolError::NotFound(_)) => return Prepared::Gone,
         Err(e) => return Prepared::Failed(e),
     };
-    if let Some(state) = unsaved {
-        let written = if state.is_done() {
-            match shared.spool.remove(&id).await {
-                Ok(()) | Err(SpoolError::NotFound(_)) => {
-                    tracing::info!(target: "postrider::engine", "{id}: removed (all recipients done; recorded late)");
-                    return Prepared::Gone;
-                }
-                Err(e) => Err(e),
-            }
-        } else {
-            shared.spool.save_state(&id, &state).await
-        };
-        if let Err(e) = written {
-            return Prepared::Failed(e);
-        }
-        tracing::info!(target: "postrider::engine", "{id}: delivery state recorded late");
+    if let Some(state) = unsaved
+        && let Some(done) = write_unsaved(shared, id, state).await
+    {
+        return done;
     }
     // Another process may have advanced the state since this engine last read it.
     let msg = match shared.spool.load(&id).await {
@@ -48,6 +36,56 @@ pub(crate) async fn prepare(
         Err(SpoolError::NotFound(_)) => return Prepared::Gone,
         Err(e) => return Prepared::Failed(e),
     };
+    ready(shared, claim, msg).await
+}
+
+/// Prepares a message the spool handed out claimed and loaded ([`Spool::claim_due`]).
+///
+/// [`Spool::claim_due`]: crate::spool::Spool::claim_due
+pub(crate) async fn prepare_claimed(
+    shared: &Shared,
+    id: QueueId,
+    claim: Claim,
+    message: QueuedMessage,
+    unsaved: Option<MessageState>,
+) -> Prepared {
+    let message = match unsaved {
+        None => message,
+        Some(state) => {
+            if let Some(done) = write_unsaved(shared, id, state).await {
+                return done;
+            }
+            match shared.spool.load(&id).await {
+                Ok(m) => m,
+                Err(SpoolError::NotFound(_)) => return Prepared::Gone,
+                Err(e) => return Prepared::Failed(e),
+            }
+        }
+    };
+    ready(shared, claim, message).await
+}
+
+/// Writes a state that could not be written before; `Some` when preparing ends there.
+async fn write_unsaved(shared: &Shared, id: QueueId, state: MessageState) -> Option<Prepared> {
+    let written = if state.is_done() {
+        match shared.spool.remove(&id).await {
+            Ok(()) | Err(SpoolError::NotFound(_)) => {
+                tracing::info!(target: "postrider::engine", "{id}: removed (all recipients done; recorded late)");
+                return Some(Prepared::Gone);
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        shared.spool.save_state(&id, &state).await
+    };
+    if let Err(e) = written {
+        return Some(Prepared::Failed(e));
+    }
+    tracing::info!(target: "postrider::engine", "{id}: delivery state recorded late");
+    None
+}
+
+async fn ready(shared: &Shared, claim: Claim, msg: QueuedMessage) -> Prepared {
     if msg.state.held {
         return Prepared::Held(msg.state);
     }

@@ -22,7 +22,12 @@
 //! use postrider::message::{Target, downgrade};
 //! let msg = "Content-Type: text/plain; charset=utf-8\r\n\r\nCaf\u{e9}\r\n".as_bytes();
 //! let out = downgrade(msg, Target::SEVEN_BIT)?;
-//! assert_eq!(&out[..], b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9\r\n");
+//! // RFC 2045 §4: a message that now has a transfer encoding says it is MIME.
+//! assert_eq!(
+//!     &out[..],
+//!     &b"Content-Type: text/plain; charset=utf-8\r\nMIME-Version: 1.0\r\n\
+//!        Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9\r\n"[..]
+//! );
 //! # Ok::<(), postrider::message::DowngradeError>(())
 //! ```
 

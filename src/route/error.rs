@@ -37,6 +37,9 @@ pub enum LineProblem {
         /// What is wrong with it.
         reason: AddressError,
     },
+    /// A virtusertable line that does not parse.
+    #[error(transparent)]
+    Virtusertable(#[from] crate::local::VirtuserProblem),
 }
 
 /// Why a mailertable key was refused.

@@ -7,12 +7,16 @@
 //! bob@hq.corp.example: mailer=esmtp host=mail.corporate.net port=25 mx=yes rule=mailertable:.corp.example (line 5)
 //! x@bad.example: error dsn=5.7.0 code=550 text="mail to this domain is not accepted" rule=mailertable:bad.example (line 7)
 //! aaa@ourtest.com: mailer=local user=aaa rule=local-host-names
+//! info@ourtest.com: mailer=local user=bob rule=virtusertable:info@ourtest.com (line 2)
+//! sales@ourtest.com: mailer=local forward=team@partner.example rule=virtusertable:sales@ourtest.com (line 3)
 //! ```
 //!
 //! With fallback hosts each host repeats its `host= port= mx=` group, in the order tried. The
 //! port is the one connected to (the mailer's default when the route names none). The rule is
-//! one of `local-host-names`, `hostname`, `localhost`, `mailertable:KEY (line N)`, `smart-host`
-//! or `direct-mx`.
+//! one of `local-host-names`, `hostname`, `localhost`, `virtusertable:KEY (line N)`,
+//! `virtual-domain` (a virtusertable domain without an entry for the address),
+//! `mailertable:KEY (line N)`, `smart-host` or `direct-mx`. The user shown for local mail is
+//! the name aliases are applied to; `sendmail -bv` shows their expansion after this line.
 
 use std::fmt;
 
@@ -20,7 +24,7 @@ use crate::address::Address;
 
 use super::table::Key;
 use super::table_file::Origin;
-use super::{Host, NextHop, Route};
+use super::{Host, LocalTarget, NextHop, Route};
 
 /// The rule that decided a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +49,17 @@ pub enum Rule {
         /// The mailertable file.
         file: Origin,
     },
+    /// A virtusertable entry (the last one followed, when one led to another).
+    Virtusertable {
+        /// The key that matched (`info@ourtest.com`, `@ourtest.com`).
+        key: String,
+        /// Its line.
+        line: usize,
+        /// The virtusertable file.
+        file: Origin,
+    },
+    /// A virtual domain (it appears in the virtusertable) with no entry for this address.
+    VirtualDomain,
     /// No key matched: the smart host.
     SmartHost,
     /// No key matched and there is no smart host: the recipient domain's MX hosts.
@@ -58,6 +73,10 @@ impl fmt::Display for Rule {
             Rule::Hostname => f.write_str("hostname"),
             Rule::Localhost => f.write_str("localhost"),
             Rule::Mailertable { key, line, .. } => write!(f, "mailertable:{key} (line {line})"),
+            Rule::Virtusertable { key, line, .. } => {
+                write!(f, "virtusertable:{key} (line {line})")
+            }
+            Rule::VirtualDomain => f.write_str("virtual-domain"),
             Rule::SmartHost => f.write_str("smart-host"),
             Rule::DirectMx => f.write_str("direct-mx"),
         }
@@ -125,10 +144,13 @@ impl fmt::Display for Explanation {
                     )?;
                 }
             }
-            Route::Local { user } => {
-                let user = user.as_deref().unwrap_or(self.recipient.local_part());
-                write!(f, " mailer=local user={user}")?;
-            }
+            Route::Local { target } => match target {
+                LocalTarget::Forward(to) => write!(f, " mailer=local forward={to}")?,
+                t => {
+                    let user = t.local_name(&self.recipient).unwrap_or_default();
+                    write!(f, " mailer=local user={user}")?;
+                }
+            },
             Route::Reject { reply } => write!(
                 f,
                 " error dsn={} code={} text={}",
@@ -215,7 +237,7 @@ mod tests {
     fn local_lines_show_the_user() {
         let mut e = Explanation {
             recipient: addr("aaa@ourtest.com"),
-            route: Route::Local { user: None },
+            route: Route::local(),
             rule: Rule::LocalHostNames {
                 file: Origin::named("local-host-names"),
                 line: 1,
@@ -226,12 +248,24 @@ mod tests {
             "aaa@ourtest.com: mailer=local user=aaa rule=local-host-names"
         );
         e.route = Route::Local {
-            user: Some("postmaster".into()),
+            target: LocalTarget::User("postmaster".into()),
         };
         e.rule = Rule::Localhost;
         assert_eq!(
             e.to_string(),
             "aaa@ourtest.com: mailer=local user=postmaster rule=localhost"
+        );
+        e.route = Route::Local {
+            target: LocalTarget::Forward(addr("team@partner.example")),
+        };
+        e.rule = Rule::Virtusertable {
+            key: "aaa@ourtest.com".into(),
+            line: 3,
+            file: Origin::named("virtusertable"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "aaa@ourtest.com: mailer=local forward=team@partner.example rule=virtusertable:aaa@ourtest.com (line 3)"
         );
     }
 }

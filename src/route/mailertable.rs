@@ -1,5 +1,6 @@
-//! The sendmail-compatible router: local domains, then the mailertable, then the smart host,
-//! then direct delivery to the recipient domain's MX hosts.
+//! The sendmail-compatible router: the virtusertable (for local and virtual domains), local
+//! domains, then the mailertable, then the smart host, then direct delivery to the recipient
+//! domain's MX hosts.
 //!
 //! The tables live in an immutable snapshot behind an `RwLock<Arc<_>>`: a lookup clones the
 //! `Arc` (the lock is held for that instant only) and works on the snapshot, so a
@@ -17,7 +18,7 @@
 //! assert!(warnings.is_empty());
 //! let e = router.explain(&Address::parse("user@gmail.com")?);
 //! assert_eq!(e.to_string(), "user@gmail.com: mailer=esmtp host=[smtp.gmail.com] port=587 mx=no rule=mailertable:gmail.com (line 1)");
-//! assert_eq!(router.lookup(&Address::parse("aaa@ourtest.com")?), Route::Local { user: None });
+//! assert_eq!(router.lookup(&Address::parse("aaa@ourtest.com")?), Route::local());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -28,6 +29,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 
 use crate::address::{Address, Domain};
+use crate::local::{VirtualMatch, VirtualTarget, Virtusertable};
+use crate::status::{EnhancedStatus, Reply};
 
 use super::error::LoadError;
 use super::explain::{Explanation, Rule};
@@ -35,7 +38,11 @@ use super::local::{LocalDomains, LocalSource};
 use super::smart_host::SmartHost;
 use super::table::{Match, RouteTable};
 use super::table_file::{Origin, Warning, WarningKind};
-use super::{Route, RouteError, Router};
+use super::{LocalTarget, Route, RouteError, Router};
+
+/// How many virtusertable entries one address may lead through (one entry naming an address
+/// in another virtual domain, and so on).
+const MAX_VIRTUAL_STEPS: usize = 10;
 
 /// Where a table's text comes from; kept so a reload reads the same place again.
 #[derive(Clone)]
@@ -59,6 +66,7 @@ impl fmt::Debug for Text {
 pub struct MailertableBuilder {
     table: Option<Text>,
     local: Option<Text>,
+    virtusertable: Option<Text>,
     hostname: Option<Domain>,
     smart_host: Option<SmartHost>,
 }
@@ -92,6 +100,21 @@ impl MailertableBuilder {
         text: impl Into<String>,
     ) -> Self {
         self.local = Some(Text::Inline {
+            name: name.into(),
+            text: Arc::from(text.into()),
+        });
+        self
+    }
+
+    /// Reads the virtusertable from a file (again on every reload).
+    pub fn virtusertable_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.virtusertable = Some(Text::File(path.into()));
+        self
+    }
+
+    /// Uses virtusertable text given in code.
+    pub fn virtusertable_text(mut self, name: impl Into<String>, text: impl Into<String>) -> Self {
+        self.virtusertable = Some(Text::Inline {
             name: name.into(),
             text: Arc::from(text.into()),
         });
@@ -137,15 +160,33 @@ impl MailertableBuilder {
             Some(Text::File(p)) => LocalDomains::load(p),
             Some(Text::Inline { name, text }) => LocalDomains::parse(text, Origin::named(name)),
         };
-        let ((table, mut warnings), (mut local, local_warnings)) = match (table, local) {
-            (Ok(t), Ok(l)) => (t, l),
-            (Err(LoadError::Invalid { mut errors }), Err(LoadError::Invalid { errors: more })) => {
-                errors.extend(more);
-                return Err(LoadError::Invalid { errors });
+        let virtual_table = match &self.virtusertable {
+            None => Ok(None),
+            Some(Text::File(p)) => Virtusertable::load(p).map(Some),
+            Some(Text::Inline { name, text }) => {
+                Virtusertable::parse(text, Origin::named(name)).map(Some)
             }
-            (Err(e), _) | (_, Err(e)) => return Err(e),
         };
+        let ((table, mut warnings), (mut local, local_warnings), virtual_table) =
+            match (table, local, virtual_table) {
+                (Ok(t), Ok(l), Ok(v)) => (t, l, v),
+                (t, l, v) => {
+                    // Report the bad lines of every file at once; a read error wins.
+                    let mut errors = Vec::new();
+                    for r in [t.err(), l.err(), v.err()].into_iter().flatten() {
+                        match r {
+                            LoadError::Invalid { errors: more } => errors.extend(more),
+                            read => return Err(read),
+                        }
+                    }
+                    return Err(LoadError::Invalid { errors });
+                }
+            };
         warnings.extend(local_warnings);
+        let virtual_table = virtual_table.map(|(v, w)| {
+            warnings.extend(w);
+            v
+        });
         if let Some(h) = &self.hostname {
             local.add_hostname(h.clone());
         }
@@ -173,6 +214,7 @@ impl MailertableBuilder {
         let snapshot = Snapshot {
             table,
             local,
+            virtual_table,
             smart_host: self.smart_host.clone(),
             builder: self,
         };
@@ -184,20 +226,40 @@ impl MailertableBuilder {
 struct Snapshot {
     table: RouteTable,
     local: LocalDomains,
+    virtual_table: Option<Virtusertable>,
     smart_host: Option<SmartHost>,
     builder: MailertableBuilder,
 }
 
 enum Decision<'a> {
     Local(&'a LocalSource),
+    Virtual(Route, Rule),
     Table(Match<'a>),
     Smart(&'a SmartHost),
     Direct,
 }
 
+fn reply(code: u16, status: EnhancedStatus, text: String) -> Route {
+    Route::Reject {
+        reply: Reply::new(code, Some(status), text).expect("invariant: code and status agree"),
+    }
+}
+
 impl Snapshot {
-    fn decide(&self, domain: &Domain) -> Decision<'_> {
-        if let Some(source) = self.local.lookup(domain) {
+    fn decide(&self, recipient: &Address) -> Decision<'_> {
+        let domain = recipient.domain();
+        let local = self.local.lookup(domain);
+        if let Some(v) = &self.virtual_table
+            && (local.is_some() || v.is_virtual(domain))
+        {
+            if let Some((route, rule)) = self.follow_virtual(v, recipient) {
+                return Decision::Virtual(route, rule);
+            }
+            if local.is_none() {
+                return Decision::Virtual(self.virtual_miss(recipient), Rule::VirtualDomain);
+            }
+        }
+        if let Some(source) = local {
             return Decision::Local(source);
         }
         if let Some(m) = self.table.lookup(domain) {
@@ -207,6 +269,85 @@ impl Snapshot {
             Some(s) => Decision::Smart(s),
             None => Decision::Direct,
         }
+    }
+
+    /// An address of a virtual domain (not in local-host-names) without an entry: unknown,
+    /// except `postmaster`, which every domain must accept (RFC 5321 §4.5.1).
+    fn virtual_miss(&self, recipient: &Address) -> Route {
+        if recipient.local_part().eq_ignore_ascii_case("postmaster") {
+            return Route::Local {
+                target: LocalTarget::User("postmaster".into()),
+            };
+        }
+        reply(
+            550,
+            EnhancedStatus::new(5, 1, 1),
+            format!("<{recipient}>... User unknown"),
+        )
+    }
+
+    /// Follows virtusertable entries from `recipient`: `None` when no entry matches it.
+    fn follow_virtual(&self, v: &Virtusertable, recipient: &Address) -> Option<(Route, Rule)> {
+        let rule = |m: &VirtualMatch| Rule::Virtusertable {
+            key: m.key.clone(),
+            line: m.line,
+            file: v.origin().clone(),
+        };
+        let mut current = recipient.clone();
+        let mut seen = vec![current.to_string().to_ascii_lowercase()];
+        let mut m = v.lookup(&current)?;
+        for _ in 0..MAX_VIRTUAL_STEPS {
+            let next = match &m.target {
+                VirtualTarget::Error(r) => {
+                    return Some((Route::Reject { reply: r.clone() }, rule(&m)));
+                }
+                VirtualTarget::User(u) => {
+                    let route = Route::Local {
+                        target: LocalTarget::User(u.clone()),
+                    };
+                    return Some((route, rule(&m)));
+                }
+                VirtualTarget::Address(a) => a.clone(),
+            };
+            let domain = next.domain();
+            let local = self.local.lookup(domain).is_some();
+            if !local && !v.is_virtual(domain) {
+                let route = Route::Local {
+                    target: LocalTarget::Forward(next),
+                };
+                return Some((route, rule(&m)));
+            }
+            let key = next.to_string().to_ascii_lowercase();
+            if seen.contains(&key) {
+                seen.push(key);
+                let text = format!(
+                    "virtusertable loop: {} (line {} of {})",
+                    seen.join(" -> "),
+                    m.line,
+                    v.origin()
+                );
+                return Some((reply(554, EnhancedStatus::new(5, 4, 6), text), rule(&m)));
+            }
+            seen.push(key);
+            match v.lookup(&next) {
+                Some(found) => {
+                    current = next;
+                    m = found;
+                }
+                None if local => {
+                    let route = Route::Local {
+                        target: LocalTarget::User(next.local_part().to_string()),
+                    };
+                    return Some((route, rule(&m)));
+                }
+                None => return Some((self.virtual_miss(&next), rule(&m))),
+            }
+        }
+        let text = format!(
+            "virtusertable entries for <{recipient}> lead through more than {MAX_VIRTUAL_STEPS} \
+             addresses (last {current})"
+        );
+        Some((reply(554, EnhancedStatus::new(5, 4, 6), text), rule(&m)))
     }
 }
 
@@ -230,8 +371,9 @@ impl Mailertable {
     pub fn lookup(&self, recipient: &Address) -> Route {
         let snapshot = self.snapshot();
         let domain = recipient.domain();
-        match snapshot.decide(domain) {
-            Decision::Local(_) => Route::Local { user: None },
+        match snapshot.decide(recipient) {
+            Decision::Local(_) => Route::local(),
+            Decision::Virtual(route, _) => route,
             Decision::Table(m) => m.route().clone(),
             Decision::Smart(s) => s.route(),
             Decision::Direct => Route::direct_mx(domain),
@@ -242,9 +384,10 @@ impl Mailertable {
     pub fn explain(&self, recipient: &Address) -> Explanation {
         let snapshot = self.snapshot();
         let domain = recipient.domain();
-        let (route, rule) = match snapshot.decide(domain) {
+        let (route, rule) = match snapshot.decide(recipient) {
+            Decision::Virtual(route, rule) => (route, rule),
             Decision::Local(source) => (
-                Route::Local { user: None },
+                Route::local(),
                 match source {
                     LocalSource::File { file, line } => Rule::LocalHostNames {
                         file: file.clone(),
@@ -378,10 +521,104 @@ mod tests {
               local domains are never routed out, so this entry is never used"
             ]
         );
+        assert_eq!(router.lookup(&addr("a@ourtest.com")), Route::local());
+    }
+
+    fn virtual_router() -> Mailertable {
+        Mailertable::builder()
+            .local_host_names_text("local-host-names", "ourtest.com\n")
+            .virtusertable_text(
+                "virtusertable",
+                "info@ourtest.com bob\n\
+                 sales@ourtest.com team@partner.example\n\
+                 joe@ourtest.com error:nouser 550 No such user here\n\
+                 @virt.example %1@ourtest.com\n\
+                 staff@virt.example info@ourtest.com\n\
+                 a@loop.example b@loop.example\n\
+                 b@loop.example a@loop.example\n",
+            )
+            .mailertable_text(
+                "mailertable",
+                "partner.example esmtp:[mx.partner.example]\n",
+            )
+            .build()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn the_virtusertable_routes_local_and_virtual_domains() {
+        let r = virtual_router();
+        let user = |u: &str| Route::Local {
+            target: LocalTarget::User(u.into()),
+        };
+        assert_eq!(r.lookup(&addr("info@ourtest.com")), user("bob"));
         assert_eq!(
-            router.lookup(&addr("a@ourtest.com")),
-            Route::Local { user: None }
+            r.lookup(&addr("sales@ourtest.com")),
+            Route::Local {
+                target: LocalTarget::Forward(addr("team@partner.example"))
+            }
         );
+        assert!(matches!(
+            r.lookup(&addr("joe@ourtest.com")),
+            Route::Reject { reply } if reply.one_line() == "550 5.1.1 No such user here"
+        ));
+        // No entry in a local domain: the local part, as without a virtusertable.
+        assert_eq!(r.lookup(&addr("carol@ourtest.com")), Route::local());
+        // A virtual domain's catch-all into a local domain, then that domain's entry.
+        assert_eq!(r.lookup(&addr("ann@virt.example")), user("ann"));
+        assert_eq!(r.lookup(&addr("staff@virt.example")), user("bob"));
+        assert_eq!(
+            r.explain(&addr("staff@virt.example")).to_string(),
+            "staff@virt.example: mailer=local user=bob rule=virtusertable:info@ourtest.com (line 1)"
+        );
+    }
+
+    #[test]
+    fn a_virtual_domain_without_an_entry_refuses_all_but_postmaster() {
+        let r = virtual_router();
+        let e = r.explain(&addr("nobody@loop.example"));
+        assert_eq!(e.rule, Rule::VirtualDomain);
+        assert!(matches!(&e.route, Route::Reject { reply }
+            if reply.one_line() == "550 5.1.1 <nobody@loop.example>... User unknown"));
+        assert_eq!(
+            r.lookup(&addr("PostMaster@loop.example")),
+            Route::Local {
+                target: LocalTarget::User("postmaster".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_virtusertable_loop_is_refused_with_5_4_6() {
+        let r = virtual_router();
+        match r.lookup(&addr("a@loop.example")) {
+            Route::Reject { reply } => {
+                assert_eq!(reply.status(), EnhancedStatus::new(5, 4, 6));
+                assert!(
+                    reply
+                        .text()
+                        .contains("a@loop.example -> b@loop.example -> a@loop.example"),
+                    "{reply}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_lines_of_all_three_tables_are_reported_together() {
+        let err = Mailertable::builder()
+            .mailertable_text("mailertable", "a.example nonsense\n")
+            .virtusertable_text("virtusertable", "nokey\n")
+            .build()
+            .unwrap_err();
+        let files: Vec<String> = err
+            .line_errors()
+            .iter()
+            .map(|e| e.file.to_string())
+            .collect();
+        assert_eq!(files, ["mailertable", "virtusertable"]);
     }
 
     #[test]

@@ -172,17 +172,41 @@ pub enum Route {
         /// Hosts in the order to try (fallbacks after the first).
         hops: Vec<NextHop>,
     },
-    /// Deliver on this machine; `user` replaces the recipient's local part when set
-    /// (`local:user` in a mailertable).
+    /// Deliver on this machine, through the local transport (aliases apply there).
     Local {
-        /// The local user named by the route, if any.
-        user: Option<String>,
+        /// Whose mail it is: the recipient's local part, a named user, or an address the
+        /// local transport forwards to.
+        target: LocalTarget,
     },
     /// Refuse with this reply (the mailertable `error:` mailer); 4xx defers, 5xx fails.
     Reject {
         /// The reply to report.
         reply: Reply,
     },
+}
+
+/// Whose mail a [`Route::Local`] recipient is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LocalTarget {
+    /// The local part of the recipient's own address (`aaa@ourtest.com` is `aaa`'s).
+    Recipient,
+    /// This local name instead (`local:postmaster` in a mailertable, a virtusertable entry
+    /// naming a user); aliases apply to it.
+    User(String),
+    /// A virtusertable entry naming an address elsewhere: the local transport queues a copy
+    /// for it (same sender, ORCPT kept) and reports the recipient delivered.
+    Forward(Address),
+}
+
+impl LocalTarget {
+    /// The local name `recipient`'s mail is for, or `None` for a forward.
+    pub fn local_name<'a>(&'a self, recipient: &'a Address) -> Option<&'a str> {
+        match self {
+            LocalTarget::Recipient => Some(recipient.local_part()),
+            LocalTarget::User(u) => Some(u),
+            LocalTarget::Forward(_) => None,
+        }
+    }
 }
 
 /// The kinds of route, each delivered by the transport for its kind.
@@ -197,6 +221,13 @@ pub enum RouteKind {
 }
 
 impl Route {
+    /// Local delivery to the recipient's own local part.
+    pub fn local() -> Route {
+        Route::Local {
+            target: LocalTarget::Recipient,
+        }
+    }
+
     /// Which kind of route this is.
     pub fn kind(&self) -> RouteKind {
         match self {

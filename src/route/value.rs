@@ -6,14 +6,14 @@
 //! use postrider::Route;
 //! let route = parse_value("esmtp:[smtp.gmail.com]:587")?;
 //! assert!(matches!(route, Route::Relay { .. }));
-//! assert_eq!(parse_value("local:")?, Route::Local { user: None });
+//! assert_eq!(parse_value("local:")?, Route::local());
 //! # Ok::<(), postrider::route::value::ValueError>(())
 //! ```
 
 use crate::status::{EnhancedStatus, Reply, StatusError};
 
 use super::hop::{HopError, parse_hops};
-use super::{Mailer, Route};
+use super::{LocalTarget, Mailer, Route};
 
 /// The mailer names a mailertable may use, in the order error messages list them.
 pub const MAILER_NAMES: [&str; 7] = ["esmtp", "smtp", "smtp8", "relay", "smtps", "local", "error"];
@@ -179,7 +179,7 @@ fn parse_relay(mailer: Mailer, hosts: &str, value: &str) -> Result<Route, ValueE
 
 fn parse_local(user: &str, value: &str) -> Result<Route, ValueError> {
     if user.is_empty() {
-        return Ok(Route::Local { user: None });
+        return Ok(Route::local());
     }
     if !is_user_name(user) {
         return Err(ValueError::LocalUser {
@@ -188,7 +188,7 @@ fn parse_local(user: &str, value: &str) -> Result<Route, ValueError> {
         });
     }
     Ok(Route::Local {
-        user: Some(user.to_string()),
+        target: LocalTarget::User(user.to_string()),
     })
 }
 
@@ -296,11 +296,11 @@ mod tests {
 
     #[test]
     fn local_values_name_an_optional_user() {
-        assert_eq!(parse_value("local:").unwrap(), Route::Local { user: None });
+        assert_eq!(parse_value("local:").unwrap(), Route::local());
         assert_eq!(
             parse_value("local:postmaster").unwrap(),
             Route::Local {
-                user: Some("postmaster".into())
+                target: LocalTarget::User("postmaster".into())
             }
         );
         let err = parse_value("local:a b").unwrap_err();

@@ -686,7 +686,7 @@ impl<'a> Session<'a> {
         let may_relay = self.may_relay() || (listed_relay && !self.endpoint.kind.requires_auth());
         let denied = format!("550 5.7.1 <{address}>... Relaying denied");
         let route = if postmaster {
-            Ok(Route::Local { user: None })
+            Ok(Route::local())
         } else {
             self.shared.router.route(&address).await
         };

@@ -1,10 +1,10 @@
 //! The queue's storage: the `Spool` trait, the per-message delivery state, and two spools.
 //!
-//! A spool holds each message as an immutable body plus a small record (the envelope and the
-//! delivery state) that is replaced atomically whenever the state changes, like sendmail's
-//! `df`/`qf` pair. [`FsSpool`] is the durable one; [`MemorySpool`] is for tests and for
-//! embedders that accept losing the queue on restart. With the `postgres` feature, `PgSpool`
-//! keeps the queue in PostgreSQL so that several engines share it.
+//! A spool holds each message's envelope and body, which never change, and its delivery state,
+//! which is replaced atomically whenever it changes. [`FsSpool`] is the durable one (one file
+//! per message, the state updated in place: see [`format`] and [`slot`]); [`MemorySpool`] is
+//! for tests and for embedders that accept losing the queue on restart. With the `postgres`
+//! feature, `PgSpool` keeps the queue in PostgreSQL so that several engines share it.
 //!
 //! Beyond the core methods, the trait has provided methods for a queue shared by several
 //! engines (see [`shared`]): due work in batches ([`Spool::claim_due`], [`Spool::next_due`]),
@@ -12,12 +12,14 @@
 //! ([`Spool::list`], [`Spool::admin`]). Their defaults are built on the core methods, so every
 //! spool answers them.
 
+pub mod format;
 pub mod fs;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod record;
 pub mod shared;
+pub mod slot;
 
 use std::future::Future;
 use std::io;
@@ -33,7 +35,7 @@ use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
 use crate::status::{Diagnostic, Severity};
 
-pub use fs::FsSpool;
+pub use fs::{CommitMode, FsSpool, FsSpoolOptions, Listing};
 pub use memory::MemorySpool;
 #[cfg(feature = "postgres")]
 pub use pg::PgSpool;
@@ -152,10 +154,10 @@ pub struct QueuedMessage {
     pub state: MessageState,
 }
 
-/// A record that could not be read, moved aside by a scan.
+/// A message file (or format-1 record) that could not be read, moved aside by a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantined {
-    /// Where the record now lies (e.g. `SPOOL/corrupt/0PC4F8X1RZ3A7KQ2.qf`).
+    /// Where the file now lies (e.g. `SPOOL/corrupt/0PC4F8X1RZ3A7KQ2`).
     pub path: PathBuf,
     /// Why it was set aside.
     pub reason: String,
@@ -166,7 +168,8 @@ pub struct Quarantined {
 pub struct ScanReport {
     /// Every message in the queue, oldest first.
     pub messages: Vec<QueuedMessage>,
-    /// Records that did not parse and were moved to quarantine by this scan.
+    /// Files that did not read and were moved to quarantine by this scan (or, for a spool
+    /// opened read-only, reported where they lie).
     pub quarantined: Vec<Quarantined>,
     /// Leftovers of interrupted inserts that were deleted (temporary files, bodies without a
     /// record).
@@ -175,8 +178,8 @@ pub struct ScanReport {
 
 /// Holds a message for delivery by one engine or process; dropping it releases the claim.
 ///
-/// For [`FsSpool`] this is an `flock` on the message's body file, which the kernel releases
-/// when the process dies, so a crashed engine never leaves a message locked. For a spool with
+/// For [`FsSpool`] this is an `flock` on the message's file, which the kernel releases when
+/// the process dies, so a crashed engine never leaves a message locked. For a spool with
 /// leases, dropping starts the release in the background; [`Claim::release`] waits for it.
 pub struct Claim {
     guard: Box<dyn ClaimGuard>,
@@ -261,10 +264,10 @@ pub enum SpoolError {
     /// No such message in the spool.
     #[error("no message {0} in the spool")]
     NotFound(QueueId),
-    /// A record exists but cannot be read.
-    #[error("record {path} is corrupt: {reason}")]
+    /// A message's file exists but cannot be read.
+    #[error("spool file {path} is corrupt: {reason}")]
     Corrupt {
-        /// The record file (for a database spool: the table and the id).
+        /// The file (for a database spool: the table and the id).
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
@@ -351,6 +354,22 @@ impl SpoolError {
     }
 }
 
+/// How an engine finds the due work of a spool ([`Spool::scheduling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// The engine reads the whole queue when it starts, keeps a compact index of it (a few
+    /// hundred octets a message) and claims each message by id when it is due; a rescan every
+    /// [`Limits::queue_scan_interval`](crate::engine::Limits) picks up what other processes
+    /// changed. For a spool that one long-running engine owns, where other processes are
+    /// one-shot commands ([`FsSpool`], [`MemorySpool`]).
+    Index,
+    /// The engine keeps only the messages it is working on: it takes due work in batches
+    /// ([`Spool::claim_due`]), sleeps until [`Spool::next_due`] or a [`Spool::wakeups`] notice,
+    /// and administers through [`Spool::list`] and [`Spool::admin`]. For a queue that several
+    /// engines share and that no one node should hold (`PgSpool`).
+    Batches,
+}
+
 /// Durable storage for queued messages.
 ///
 /// Implementations must make `insert` durable before it returns (the "250 OK" moment) and make
@@ -401,6 +420,14 @@ pub trait Spool: Send + Sync + 'static {
 
     /// Tries to claim a message for delivery: `None` when another engine or process holds it.
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError>;
+
+    /// How an engine should find this spool's due work. The default, [`Scheduling::Index`],
+    /// suits a spool one engine owns; a spool shared by several engines answers
+    /// [`Scheduling::Batches`] and should override [`Spool::claim_due`] and
+    /// [`Spool::next_due`] (their defaults scan the whole spool).
+    fn scheduling(&self) -> Scheduling {
+        Scheduling::Index
+    }
 
     /// Claims up to `limit` messages that are due by `due_by`, not held, and not claimed by
     /// anyone, earliest due first, and returns them loaded. The default scans the whole spool

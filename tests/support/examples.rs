@@ -52,31 +52,41 @@ impl Site {
         std::fs::write(self.path(name), text).expect("write a test file");
     }
 
-    /// The ids of the messages in the spool (their committed records).
-    pub fn queued(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.spool().join("queue"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_str()
-                            .and_then(|n| n.strip_suffix(".qf"))
-                            .map(str::to_string)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        ids.sort();
-        ids
+    /// The spool opened read-only, as `mailq` reads it (whatever its on-disk format); `None`
+    /// while nothing has created it yet.
+    pub fn reader(&self) -> Option<postrider::spool::FsSpool> {
+        use postrider::spool::FsSpool;
+        use postrider::spool::fs::FsSpoolOptions;
+        if !self.spool().join("queue").is_dir() {
+            return None;
+        }
+        Some(
+            FsSpool::open_with(self.spool(), FsSpoolOptions::new().read_only(true))
+                .expect("open the spool to read it"),
+        )
     }
 
-    /// The queue record of a message, as JSON.
-    pub fn record(&self, id: &str) -> serde_json::Value {
-        let path = self.spool().join("queue").join(format!("{id}.qf"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        serde_json::from_str(&text).expect("a queue record is JSON")
+    /// The ids of the messages in the spool, oldest first, as the spool lists them.
+    pub fn queued(&self) -> Vec<String> {
+        let Some(spool) = self.reader() else {
+            return Vec::new();
+        };
+        spool
+            .listing()
+            .expect("list the spool")
+            .map(|m| m.expect("a readable queued message").id.to_string())
+            .collect()
+    }
+
+    /// A queued message as the spool returns it (read without changing anything).
+    pub fn queued_message(&self, id: &str) -> postrider::spool::QueuedMessage {
+        self.reader()
+            .unwrap_or_else(|| panic!("{id} is not queued: there is no spool"))
+            .listing()
+            .expect("list the spool")
+            .map(|m| m.expect("a readable queued message"))
+            .find(|m| m.id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} is not queued"))
     }
 
     /// A command running example `name` with `-C` this site's configuration first.

@@ -8,6 +8,8 @@ use std::process::Command;
 /// CAP_SYS_ADMIN); without it the test fails saying so.
 pub struct Tmpfs {
     dir: tempfile::TempDir,
+    /// Ballast files written so far.
+    fills: std::sync::atomic::AtomicU32,
 }
 
 impl Tmpfs {
@@ -22,7 +24,10 @@ impl Tmpfs {
             "tmpfs",
             dir.path().to_str().unwrap(),
         ]);
-        Tmpfs { dir }
+        Tmpfs {
+            dir,
+            fills: Default::default(),
+        }
     }
 
     /// The mount point.
@@ -35,10 +40,19 @@ impl Tmpfs {
         mount(&["-o", "remount,ro", self.dir.path().to_str().unwrap()]);
     }
 
-    /// Fills the file system until a write fails for lack of space.
+    /// Fills the file system until a write fails for lack of space (the first call writes
+    /// `ballast`, later ones `ballast.N`, so a second call tops up what the first
+    /// left).
     pub fn fill(&self) {
         use std::io::Write;
-        let mut f = std::fs::File::create(self.dir.path().join("ballast")).unwrap();
+        let name = match self
+            .fills
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => "ballast".to_string(),
+            n => format!("ballast.{n}"),
+        };
+        let mut f = std::fs::File::create(self.dir.path().join(name)).unwrap();
         let block = [0u8; 4096];
         loop {
             if let Err(e) = f.write_all(&block) {
@@ -46,6 +60,19 @@ impl Tmpfs {
                 return;
             }
         }
+    }
+}
+
+impl Tmpfs {
+    /// Free space left to an unprivileged writer, in octets (`statvfs`).
+    pub fn free_bytes(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: an all-zero statvfs is a valid out-parameter, filled by the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is NUL-terminated and `st` is a writable statvfs.
+        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+        st.f_bavail as u64 * st.f_frsize as u64
     }
 }
 

@@ -82,6 +82,10 @@ impl Scheduler {
             text: format!("delivery temporarily suspended: {}", reason.text),
         });
         let agent = Agent::of(route);
+        let hop = super::route_label(route);
+        for _ in &job.recipients {
+            crate::metrics::outcome(&outcome, &hop);
+        }
         let reports: Vec<Report> = job
             .recipients
             .iter()
@@ -113,6 +117,7 @@ impl Scheduler {
             Running {
                 route: route.clone(),
                 abort: inner.abort_handle(),
+                started: tokio::time::Instant::now(),
             },
         );
         let shared = self.shared.clone();

@@ -1,15 +1,19 @@
-//! The scheduler: one task that owns the queue's in-memory index and decides what runs when.
+//! The scheduler: one task that decides what runs when, over the messages it works on and an
+//! index of the rest.
 //!
-//! It keeps a due-time index of waiting messages, one ready queue per route ("next hop"), and
-//! the host status of each route. Everything that does I/O (claiming and loading a message,
-//! routing it, delivering a batch, recording outcomes) runs in a task of its own and reports
-//! back here by [`Command`], so the index is never locked and never waits on a disk or a socket.
+//! It keeps the messages under attempt in full, one ready queue per route ("next hop"), and
+//! the host status of each route. What it knows of the other messages depends on the spool's
+//! [`Scheduling`]: with `Index` a compact index of every idle message (due time, hold, flush
+//! keys: see [`index`]); with `Batches` nothing but a note of when to ask the spool again
+//! (see [`batches`]). Everything that does I/O (claiming and loading a message, routing it,
+//! delivering a batch, recording outcomes, asking for due work) runs in a task of its own and
+//! reports back here by [`Command`], so the scheduler never waits on a disk or a socket.
 //!
-//! A message moves Idle → Preparing (claim, load, route) → Active (jobs queued per route,
-//! delivered in batches; each job's outcome made durable as it arrives) → Finalizing (state
-//! saved, DSNs queued) → Idle or gone.
+//! A message moves Idle (in the index, or only in the spool) → Preparing (claim, load, route)
+//! → Active (jobs queued per route, delivered in batches; each job's outcome made durable as it
+//! arrives) → Finalizing (state saved, DSNs queued) → Idle or gone.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -18,12 +22,14 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+mod batches;
 mod dispatch;
+mod index;
 mod recording;
 mod steering;
 
 use super::Shared;
-use super::admin::{FlushSummary, QueueEntry};
+use super::admin::{FlushFilter, FlushSummary};
 use super::command::{Ack, AdminOp, Command, Fresh, Prepared, Reply};
 use super::delivery::Job;
 use super::events::Agent;
@@ -33,8 +39,10 @@ use super::tasks;
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
 use crate::route::{Route, RouteError};
-use crate::spool::{Claim, MessageState, QueuedMessage};
+use crate::spool::{Claim, MessageState, QueuedMessage, Scheduling};
 use crate::status::{EnhancedStatus, Outcome};
+use batches::Batches;
+use index::{Idle, IdleIndex, Keys};
 
 /// How long to wait before looking again at a message another process is delivering.
 const BUSY_RETRY: Duration = Duration::from_secs(60);
@@ -46,6 +54,9 @@ const FRESH_BODY_BUDGET: usize = 64 << 20;
 /// A message under attempt.
 struct Active {
     claim: Claim,
+    envelope: Arc<Envelope>,
+    /// The state as the spool holds it at the start of the attempt.
+    state: MessageState,
     /// Jobs of this attempt queued or being delivered.
     jobs: usize,
     /// Every outcome of this attempt so far.
@@ -60,20 +71,17 @@ struct Active {
 }
 
 enum Phase {
-    /// Waiting for its due time (in the index) or held (not in it).
-    Idle,
     Preparing,
     Active(Active),
     /// The end of the attempt is being written; these transports wait for it.
-    Finalizing(Vec<Ack>),
-    /// An administrator's change is being written.
-    Admin,
+    Finalizing(Vec<Ack>, Arc<Envelope>),
+    /// An administrator's change is being written; the message was due at this time and held
+    /// or not before.
+    Admin(SystemTime, bool),
 }
 
+/// A message the scheduler is working on.
 struct Entry {
-    envelope: Arc<Envelope>,
-    /// The state as the spool holds it — or, when `unsaved`, as it really is.
-    state: MessageState,
     phase: Phase,
     /// A flush asked for this attempt: ignore host status.
     forced: bool,
@@ -83,22 +91,24 @@ struct Entry {
     generation: u64,
     /// The body, kept from the submission for the first attempt (counted in `fresh_bytes`).
     body: Option<Bytes>,
-    /// `state` could not be written: it knows of deliveries the spool does not. It is written
-    /// before the message is attempted again.
-    unsaved: bool,
+    /// What a flush filter asks about it.
+    keys: Keys,
+    size: u64,
+    /// A state the spool does not have (its write failed): written before it is sent again.
+    unsaved: Option<Box<MessageState>>,
 }
 
 impl Entry {
-    fn new(envelope: Arc<Envelope>, state: MessageState, phase: Phase, generation: u64) -> Entry {
+    fn from_idle(idle: Idle, phase: Phase) -> Entry {
         Entry {
-            envelope,
-            state,
             phase,
-            forced: false,
+            forced: idle.forced,
             requested: None,
-            generation,
+            generation: idle.generation,
             body: None,
-            unsaved: false,
+            keys: idle.keys,
+            size: idle.size,
+            unsaved: idle.unsaved,
         }
     }
 }
@@ -110,9 +120,19 @@ struct HopQueue {
 }
 
 struct FlushWaiter {
+    filter: FlushFilter,
+    /// Messages matched whose attempt has not ended.
     remaining: HashSet<QueueId>,
+    /// Every message matched so far (a rescan matches again).
+    considered: HashSet<QueueId>,
     summary: FlushSummary,
     reply: Reply<FlushSummary>,
+    /// Index scheduling: the rescan this flush waits for (it may match more messages).
+    scan: Option<u64>,
+    /// Batch scheduling: a batch request numbered at least this that comes back short means
+    /// every due message was taken, by this engine or another; matched ones this engine did not
+    /// get are another's (busy).
+    claims_after: u64,
 }
 
 struct Draining {
@@ -125,13 +145,18 @@ struct Draining {
 struct Running {
     route: Route,
     abort: AbortHandle,
+    started: tokio::time::Instant,
 }
 
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Command>,
+    /// The messages being worked on.
     messages: HashMap<QueueId, Entry>,
-    due: BTreeSet<(SystemTime, QueueId)>,
+    /// Idle messages: all of them (index scheduling), or those with an unsaved state (batches).
+    index: IdleIndex,
+    /// Batch scheduling's bookkeeping; `None` with index scheduling.
+    batches: Option<Batches>,
     hops: HashMap<Route, HopQueue>,
     hosts: HostTable,
     active_messages: usize,
@@ -142,6 +167,8 @@ pub(crate) struct Scheduler {
     draining: Option<Draining>,
     /// Bytes of the bodies kept in `Entry::body`.
     fresh_bytes: usize,
+    /// The task forwarding the spool's wake-ups.
+    wakeups: Option<AbortHandle>,
 }
 
 impl Scheduler {
@@ -150,11 +177,13 @@ impl Scheduler {
         rx: mpsc::UnboundedReceiver<Command>,
         recovered: Vec<QueuedMessage>,
     ) -> Scheduler {
+        let batches = (shared.spool.scheduling() == Scheduling::Batches).then(Batches::default);
         let mut s = Scheduler {
             shared,
             rx,
             messages: HashMap::new(),
-            due: BTreeSet::new(),
+            index: IdleIndex::default(),
+            batches,
             hops: HashMap::new(),
             hosts: HostTable::default(),
             active_messages: 0,
@@ -164,9 +193,10 @@ impl Scheduler {
             flushes: Vec::new(),
             draining: None,
             fresh_bytes: 0,
+            wakeups: None,
         };
         for m in recovered {
-            s.learn(m.id, m.envelope, m.state);
+            s.index.learn(m.id, &m.envelope, &m.state, 0);
         }
         s
     }
@@ -178,9 +208,11 @@ impl Scheduler {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        self.start_wakeups();
         loop {
             self.dispatch_due();
             self.pump();
+            self.gauges();
             if self.drained() {
                 break;
             }
@@ -191,8 +223,11 @@ impl Scheduler {
                     None => self.begin_drain(None),
                 },
                 _ = sleep_until_opt(wake) => {}
-                _ = tick_opt(&mut rescan) => self.start_scan(None),
+                _ = tick_opt(&mut rescan) => self.on_tick(),
             }
+        }
+        if let Some(w) = self.wakeups.take() {
+            w.abort();
         }
         if let Some(d) = self.draining.take() {
             for r in d.replies {
@@ -209,9 +244,28 @@ impl Scheduler {
         if self.active_messages >= self.shared.limits.max_active_messages {
             return None;
         }
-        self.due
-            .first()
-            .map(|(t, _)| self.shared.clock.deadline(*t))
+        let indexed = self
+            .index
+            .first_due()
+            .map(|t| self.shared.clock.deadline(t));
+        let batch = self
+            .batches
+            .as_ref()
+            .and_then(|b| b.wake(&self.shared.clock));
+        match (indexed, batch) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        match &mut self.batches {
+            // A safety net under the wake-ups: ask the spool again.
+            Some(b) => b.look = true,
+            None => {
+                self.start_scan();
+            }
+        }
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -228,10 +282,10 @@ impl Scheduler {
                 }
                 self.on_submitted(id, envelope, state, fresh)
             }
-            Command::List(reply) => {
-                let _ = reply.send(self.list());
+            Command::InFlight(reply) => {
+                let _ = reply.send(self.messages.keys().copied().collect());
             }
-            Command::Flush(filter, reply) => self.start_scan(Some((filter, reply))),
+            Command::Flush(filter, reply) => self.start_flush(filter, reply),
             Command::Admin(op, id, reply) => self.admin(op, id, reply),
             Command::Shutdown(reply) => self.begin_drain(reply),
             Command::Prepared(id, p) => self.on_prepared(id, p),
@@ -245,19 +299,19 @@ impl Scheduler {
             Command::DeliveryEnded(n, end) => self.on_delivery_ended(n, end),
             Command::Finalized(id, f) => self.on_finalized(id, f),
             Command::AdminDone(id, result, reply) => self.on_admin_done(id, result, reply),
-            Command::Scanned(generation, result, flush) => {
-                self.on_scanned(generation, result, flush)
-            }
+            Command::Scanned(generation, result) => self.on_scanned(generation, result),
+            Command::Claimed { seq, limit, result } => self.on_claimed(seq, limit, result),
+            Command::NextDue(result) => self.on_next_due(result),
+            Command::Wake(at) => self.on_wake(at),
+            Command::FlushMarked {
+                ids,
+                summary,
+                reply,
+            } => self.on_flush_marked(ids, summary, reply),
         }
     }
 
     // ---- the index ---------------------------------------------------------------------
-
-    fn learn(&mut self, id: QueueId, envelope: Envelope, state: MessageState) {
-        let entry = Entry::new(Arc::new(envelope), state, Phase::Idle, self.generation);
-        self.messages.insert(id, entry);
-        self.schedule(id);
-    }
 
     fn on_submitted(
         &mut self,
@@ -270,20 +324,33 @@ impl Scheduler {
             && self.draining.is_none()
             && self.active_messages < self.shared.limits.max_active_messages;
         let mut forced = false;
-        if let Some(e) = self.messages.get(&id) {
+        if self.messages.contains_key(&id) {
+            // A rescan listed it first and its attempt is under way: that attempt wins.
+            return;
+        }
+        if let Some(idle) = self.index.get(&id) {
             // A rescan listed it first. Idle, it is taken over (its attempt would only find it
-            // claimed); otherwise the claim goes and the attempt under way wins.
-            if !(startable && matches!(e.phase, Phase::Idle)) {
+            // claimed).
+            if !startable {
                 return;
             }
-            forced = e.forced;
-            self.unschedule(id);
-            self.messages.remove(&id);
+            forced = idle.forced;
+            self.index.remove(&id);
         }
         match fresh {
             Some(fresh) if startable => self.start_fresh(id, envelope, state, fresh, forced),
-            // Dropping the claim lets the normal path (or another process) take it.
-            _ => self.learn(id, envelope, state),
+            // Dropping the claim lets the normal path (or another engine) take it.
+            _ => self.learn(id, &envelope, &state),
+        }
+    }
+
+    /// Notes a message that is in the spool and that nobody is working on.
+    fn learn(&mut self, id: QueueId, envelope: &Envelope, state: &MessageState) {
+        match &mut self.batches {
+            // The spool hands it out when it is due (to this engine or another).
+            Some(b) if !state.held => b.due_at(state.next_attempt),
+            Some(_) => {}
+            None => self.index.learn(id, envelope, state, self.generation),
         }
     }
 
@@ -300,17 +367,12 @@ impl Scheduler {
         let Fresh { claim, body } = fresh;
         let body = (self.fresh_bytes + body.len() <= FRESH_BODY_BUDGET).then_some(body);
         self.fresh_bytes += body.as_ref().map_or(0, Bytes::len);
-        let envelope = Arc::new(envelope);
-        let mut entry = Entry::new(
-            envelope.clone(),
-            state.clone(),
-            Phase::Preparing,
-            self.generation,
-        );
+        let mut entry = self.entry_for(&envelope, &state);
         entry.forced = forced;
         entry.body = body;
         self.messages.insert(id, entry);
         self.active_messages += 1;
+        let envelope = Arc::new(envelope);
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let routes = tasks::route_pending(&shared, &envelope, &state).await;
@@ -324,6 +386,20 @@ impl Scheduler {
         });
     }
 
+    /// A new work entry for a message whose envelope and state are at hand.
+    fn entry_for(&mut self, envelope: &Envelope, state: &MessageState) -> Entry {
+        Entry {
+            phase: Phase::Preparing,
+            forced: false,
+            requested: None,
+            generation: self.generation,
+            body: None,
+            keys: self.index.symbols.keys(envelope, state),
+            size: state.size,
+            unsaved: None,
+        }
+    }
+
     /// Forgets the body kept for the attempt that is ending.
     fn drop_body(&mut self, id: QueueId) {
         if let Some(body) = self.messages.get_mut(&id).and_then(|e| e.body.take()) {
@@ -331,33 +407,42 @@ impl Scheduler {
         }
     }
 
-    /// Puts an idle, unheld message into the due index at its `next_attempt`.
-    fn schedule(&mut self, id: QueueId) {
-        if let Some(e) = self.messages.get(&id)
-            && matches!(e.phase, Phase::Idle)
-            && !e.state.held
-        {
-            self.due.insert((e.state.next_attempt, id));
+    /// Ends the work on a message that stays queued, due at `next_attempt`: back into the
+    /// index, or (batch scheduling, nothing unsaved) left to the spool.
+    fn set_idle(&mut self, id: QueueId, next_attempt: SystemTime, held: bool) {
+        self.drop_body(id);
+        let Some(e) = self.messages.remove(&id) else {
+            return;
+        };
+        match &mut self.batches {
+            Some(b) if e.unsaved.is_none() => {
+                if !held {
+                    b.due_at(next_attempt);
+                }
+            }
+            _ => self.index.insert(
+                id,
+                Idle {
+                    next_attempt,
+                    held,
+                    forced: false,
+                    size: e.size,
+                    generation: e.generation,
+                    keys: e.keys,
+                    unsaved: e.unsaved,
+                },
+            ),
         }
     }
 
-    fn unschedule(&mut self, id: QueueId) {
-        if let Some(e) = self.messages.get(&id) {
-            self.due.remove(&(e.state.next_attempt, id));
-        }
-    }
-
-    fn list(&self) -> Vec<QueueEntry> {
-        let mut out: Vec<QueueEntry> = self
-            .messages
-            .iter()
-            .map(|(id, e)| {
-                let in_flight = !matches!(e.phase, Phase::Idle);
-                QueueEntry::new(*id, &e.envelope, &e.state, in_flight)
-            })
-            .collect();
-        out.sort_by_key(|e| e.id);
-        out
+    /// Publishes the queue gauges (cheap: counters the scheduler keeps anyway).
+    fn gauges(&self) {
+        let work_bytes: u64 = self.messages.values().map(|e| e.size).sum();
+        crate::metrics::queue(
+            self.index.len() + self.messages.len(),
+            self.index.bytes() + work_bytes,
+            self.active_messages,
+        );
     }
 
     // ---- preparing ---------------------------------------------------------------------
@@ -368,18 +453,12 @@ impl Scheduler {
         }
         let now = self.shared.clock.now();
         while self.active_messages < self.shared.limits.max_active_messages {
-            let Some(&(t, id)) = self.due.first() else {
+            let Some((id, idle)) = self.index.pop_due(now) else {
                 break;
             };
-            if t > now {
-                break;
-            }
-            self.due.pop_first();
-            let Some(e) = self.messages.get_mut(&id) else {
-                continue;
-            };
-            e.phase = Phase::Preparing;
-            let unsaved = e.unsaved.then(|| e.state.clone());
+            let unsaved = idle.unsaved.as_deref().cloned();
+            self.messages
+                .insert(id, Entry::from_idle(idle, Phase::Preparing));
             self.active_messages += 1;
             let shared = self.shared.clone();
             tokio::spawn(async move {
@@ -387,6 +466,7 @@ impl Scheduler {
                 shared.send(Command::Prepared(id, p));
             });
         }
+        self.claim_more(now);
     }
 
     fn on_prepared(&mut self, id: QueueId, p: Prepared) {
@@ -398,8 +478,7 @@ impl Scheduler {
         match p {
             Prepared::Busy => {
                 tracing::debug!(target: "postrider::engine", "{id}: claimed by another process; looking again later");
-                e.state.next_attempt = now + BUSY_RETRY;
-                self.back_to_idle(id);
+                self.back_to_idle(id, now + BUSY_RETRY, false);
                 self.resolve_flush(id, |s| s.busy += 1);
             }
             Prepared::Gone => {
@@ -409,16 +488,14 @@ impl Scheduler {
                 self.resolve_flush(id, |s| s.completed += 1);
             }
             Prepared::Held(state) => {
-                e.state = state;
-                e.unsaved = false;
-                self.back_to_idle(id);
+                e.unsaved = None;
+                self.back_to_idle(id, state.next_attempt, true);
                 self.resolve_flush(id, |s| s.held += 1);
             }
             Prepared::Failed(err) => {
                 tracing::error!(target: "postrider::engine", "{id}: cannot load from the spool: {err}");
-                let unsaved = e.unsaved;
-                e.state.next_attempt = now + self.shared.retry.initial;
-                self.back_to_idle(id);
+                let unsaved = e.unsaved.is_some();
+                self.back_to_idle(id, now + self.shared.retry.initial, false);
                 self.resolve_flush(id, |s| s.unrecorded += usize::from(unsaved));
             }
             Prepared::Ready {
@@ -427,19 +504,20 @@ impl Scheduler {
                 state,
                 routes,
             } => {
-                e.envelope = envelope;
-                e.state = state;
-                e.unsaved = false;
+                e.unsaved = None;
                 if self.draining.is_some() {
                     drop(claim);
-                    self.back_to_idle(id);
+                    self.back_to_idle(id, state.next_attempt, state.held);
                     return;
                 }
-                let envelope = e.envelope.clone();
+                e.keys = self.index.symbols.keys(&envelope, &state);
+                e.size = state.size;
                 let forced = e.forced;
                 let body = e.body.clone();
                 e.phase = Phase::Active(Active {
                     claim,
+                    envelope: envelope.clone(),
+                    state,
                     jobs: 0,
                     reports: Vec::new(),
                     saving: None,
@@ -451,15 +529,11 @@ impl Scheduler {
         }
     }
 
-    /// Ends an attempt that did not happen: back to the index, no longer active.
-    fn back_to_idle(&mut self, id: QueueId) {
-        self.drop_body(id);
-        if let Some(e) = self.messages.get_mut(&id) {
-            e.phase = Phase::Idle;
-            e.forced = false;
-        }
+    /// Ends an attempt that did not happen: back to the index (or the spool), no longer
+    /// active.
+    fn back_to_idle(&mut self, id: QueueId, next_attempt: SystemTime, held: bool) {
         self.active_messages -= 1;
-        self.schedule(id);
+        self.set_idle(id, next_attempt, held);
     }
 
     fn route_recipients(
@@ -508,6 +582,11 @@ impl Scheduler {
             }
         }
         for r in &immediate {
+            let hop = match r.agent {
+                Agent::Local => "local",
+                _ => "error",
+            };
+            crate::metrics::outcome(&r.outcome, hop);
             self.emit(id, r);
         }
         if let Some(a) = self.active(id) {

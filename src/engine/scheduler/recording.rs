@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{Phase, Scheduler, route_label};
+use super::{Entry, Phase, Scheduler, route_label};
 use crate::engine::command::{Ack, Command};
 use crate::engine::delivery::{DeliveryEnd, Job, Reported};
 use crate::engine::finalize::{self, FinalizeJob, Finalized, Report};
@@ -66,11 +66,14 @@ impl Scheduler {
             .router
             .smart_host()
             .filter(|r| Some(r) != from && r.kind() == RouteKind::Relay);
-        let (Some(route), Some(e)) = (smart_host, self.messages.get(&id)) else {
+        let forced = self.messages.get(&id).is_some_and(|e| e.forced);
+        let envelope = match self.messages.get(&id).map(|e| &e.phase) {
+            Some(Phase::Active(a)) => Some(a.envelope.clone()),
+            _ => None,
+        };
+        let (Some(route), Some(envelope)) = (smart_host, envelope) else {
             return redirected.into_iter().map(|(r, _)| r).collect();
         };
-        let envelope = e.envelope.clone();
-        let forced = e.forced;
         let mut by_reason: HashMap<String, Vec<usize>> = HashMap::new();
         for (r, reason) in redirected {
             by_reason.entry(reason).or_default().push(r.recipient);
@@ -119,7 +122,7 @@ impl Scheduler {
         let Phase::Active(a) = &mut e.phase else {
             return;
         };
-        let state = finalize::partial_state(&e.state, &a.reports);
+        let state = finalize::partial_state(&a.state, &a.reports);
         a.saving = Some(std::mem::take(&mut a.waiting));
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -169,7 +172,13 @@ impl Scheduler {
     }
 
     pub(super) fn on_delivery_ended(&mut self, n: u64, end: DeliveryEnd) {
-        self.deliveries.remove(&n);
+        let hop = route_label(&end.route);
+        if let Some(running) = self.deliveries.remove(&n) {
+            crate::metrics::attempt(&hop, running.started.elapsed());
+        }
+        for outcome in &end.outcomes {
+            crate::metrics::outcome(outcome, &hop);
+        }
         if let Some(hop) = self.hops.get_mut(&end.route) {
             hop.active -= 1;
         }
@@ -182,6 +191,7 @@ impl Scheduler {
         }
         for (id, reports) in end.unreported {
             for r in &reports {
+                crate::metrics::outcome(&r.outcome, &hop);
                 self.emit(id, r);
             }
             self.job_done(id, reports);
@@ -199,8 +209,12 @@ impl Scheduler {
     }
 
     pub(super) fn emit(&self, id: QueueId, r: &Report) {
-        if let Some(e) = self.messages.get(&id) {
-            self.shared.emit(r.event(id, &e.envelope, e.state.arrival));
+        if let Some(Entry {
+            phase: Phase::Active(a),
+            ..
+        }) = self.messages.get(&id)
+        {
+            self.shared.emit(r.event(id, &a.envelope, a.state.arrival));
         }
     }
 
@@ -211,14 +225,14 @@ impl Scheduler {
         let Some(e) = self.messages.get_mut(&id) else {
             return;
         };
-        let Phase::Active(mut active) = std::mem::replace(&mut e.phase, Phase::Idle) else {
+        let Phase::Active(mut active) = std::mem::replace(&mut e.phase, Phase::Preparing) else {
             return;
         };
-        e.phase = Phase::Finalizing(std::mem::take(&mut active.waiting));
+        e.phase = Phase::Finalizing(std::mem::take(&mut active.waiting), active.envelope.clone());
         let job = FinalizeJob {
             id,
-            envelope: e.envelope.clone(),
-            state: e.state.clone(),
+            envelope: active.envelope,
+            state: active.state,
             reports: active.reports,
             claim: active.claim,
             requested: e.requested.take(),
@@ -232,11 +246,13 @@ impl Scheduler {
 
     pub(super) fn on_finalized(&mut self, id: QueueId, f: Finalized) {
         self.active_messages -= 1;
-        let acks = match self.messages.get_mut(&id).map(|e| &mut e.phase) {
-            Some(Phase::Finalizing(acks)) => std::mem::take(acks),
-            _ => Vec::new(),
+        let (acks, envelope) = match self.messages.get_mut(&id).map(|e| &mut e.phase) {
+            Some(Phase::Finalizing(acks, envelope)) => {
+                (std::mem::take(acks), Some(envelope.clone()))
+            }
+            _ => (Vec::new(), None),
         };
-        let durable = !matches!(f, Finalized::Unsaved(_));
+        let durable = matches!(f, Finalized::Removed | Finalized::Kept(_));
         for ack in acks {
             let _ = ack.send(durable);
         }
@@ -245,18 +261,25 @@ impl Scheduler {
                 self.messages.remove(&id);
                 self.resolve_flush(id, |s| s.completed += 1);
             }
+            Finalized::LeaseLost => {
+                // Another engine took the message over: its state is that engine's business.
+                self.messages.remove(&id);
+                self.resolve_flush(id, |s| s.busy += 1);
+            }
             Finalized::Kept(state) | Finalized::Unsaved(state) => {
                 let requested = match self.messages.get_mut(&id) {
                     Some(e) => {
-                        e.state = state;
-                        e.unsaved = !durable;
-                        e.phase = Phase::Idle;
+                        if let Some(envelope) = &envelope {
+                            e.keys = self.index.symbols.keys(envelope, &state);
+                        }
+                        e.size = state.size;
+                        e.unsaved = (!durable).then(|| Box::new(state.clone()));
                         e.forced = false;
                         e.requested.take()
                     }
                     None => None,
                 };
-                self.schedule(id);
+                self.set_idle(id, state.next_attempt, state.held);
                 self.resolve_flush(id, |s| s.unrecorded += usize::from(!durable));
                 if let Some(op) = requested {
                     // Asked for while the end of the attempt was being written: apply it now.

@@ -1,15 +1,23 @@
 //! What an administrator asks of the queue: hold, release and delete one message, rescans of
 //! the spool, and flushes that try matching messages now.
+//!
+//! With index scheduling the engine knows every message and changes it under its claim. With
+//! batch scheduling it knows only what it works on: anything else goes to the spool
+//! ([`Spool::admin`](crate::spool::Spool::admin), [`Spool::list`](crate::spool::Spool::list)),
+//! which reaches the whole queue from any node.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use super::{FlushWaiter, Phase, Scheduler};
-use crate::engine::EngineError;
-use crate::engine::admin::{FlushFilter, FlushSummary};
+use super::{Entry, FlushWaiter, Phase, Scheduler};
+use crate::engine::admin::{Action, FlushFilter, FlushSummary};
 use crate::engine::command::{AdminOp, Command, Reply};
-use crate::engine::tasks;
+use crate::engine::{EngineError, Shared, tasks};
 use crate::queue_id::QueueId;
-use crate::spool::{MessageState, QueuedMessage, SpoolError};
+use crate::spool::{AdminAction, AdminOutcome, MessageState, QueuedMessage, SpoolError};
+
+/// Messages per page when a flush of a shared queue reads it.
+const FLUSH_PAGE: usize = 500;
 
 impl Scheduler {
     // ---- administration ----------------------------------------------------------------
@@ -20,36 +28,39 @@ impl Scheduler {
         id: QueueId,
         reply: Reply<Result<(), EngineError>>,
     ) {
-        let Some(e) = self.messages.get_mut(&id) else {
+        if let Some(e) = self.messages.get_mut(&id) {
+            let answer = match (&e.phase, op) {
+                (Phase::Admin(..), _) => Err(EngineError::Busy(id)),
+                // Release of an active message is a no-op: it is not held.
+                (_, AdminOp::Release) => Ok(()),
+                // Applied when the current attempt ends.
+                (_, op) => {
+                    e.requested = Some(op);
+                    Ok(())
+                }
+            };
+            let _ = reply.send(answer);
+            return;
+        }
+        if let Some(idle) = self.index.remove(&id) {
+            let (next_attempt, held) = (idle.next_attempt, idle.held);
+            self.messages
+                .insert(id, Entry::from_idle(idle, Phase::Admin(next_attempt, held)));
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let result = tasks::apply_admin(&shared, op, id).await;
+                shared.send(Command::AdminDone(id, result, reply));
+            });
+            return;
+        }
+        if self.batches.is_none() {
             let _ = reply.send(Err(EngineError::NotFound(id)));
             return;
-        };
-        match (&e.phase, op) {
-            (Phase::Idle, _) => {}
-            (Phase::Admin, _) => {
-                let _ = reply.send(Err(EngineError::Busy(id)));
-                return;
-            }
-            // Release of an active message is a no-op: it is not held.
-            (_, AdminOp::Release) => {
-                let _ = reply.send(Ok(()));
-                return;
-            }
-            // Applied when the current attempt ends.
-            (_, op) => {
-                e.requested = Some(op);
-                let _ = reply.send(Ok(()));
-                return;
-            }
         }
-        self.unschedule(id);
-        if let Some(e) = self.messages.get_mut(&id) {
-            e.phase = Phase::Admin;
-        }
+        // A shared queue: the message is in the spool, perhaps with another engine.
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let result = tasks::apply_admin(&shared, op, id).await;
-            shared.send(Command::AdminDone(id, result, reply));
+            let _ = reply.send(admin_shared(&shared, op, id).await);
         });
     }
 
@@ -59,27 +70,25 @@ impl Scheduler {
         result: Result<Option<MessageState>, EngineError>,
         reply: Reply<Result<(), EngineError>>,
     ) {
+        let before = match self.messages.get(&id).map(|e| &e.phase) {
+            Some(Phase::Admin(next_attempt, held)) => Some((*next_attempt, *held)),
+            _ => None,
+        };
         match result {
             Ok(None) => {
                 self.messages.remove(&id);
                 let _ = reply.send(Ok(()));
             }
             Ok(Some(state)) => {
-                if let Some(e) = self.messages.get_mut(&id) {
-                    e.state = state;
-                    e.phase = Phase::Idle;
-                }
-                self.schedule(id);
+                self.set_idle(id, state.next_attempt, state.held);
                 let _ = reply.send(Ok(()));
             }
             Err(err) => {
-                if let Some(e) = self.messages.get_mut(&id) {
-                    e.phase = Phase::Idle;
-                }
-                if matches!(err, EngineError::NotFound(_)) {
-                    self.messages.remove(&id);
-                } else {
-                    self.schedule(id);
+                match (&err, before) {
+                    (EngineError::NotFound(_), _) | (_, None) => {
+                        self.messages.remove(&id);
+                    }
+                    (_, Some((next_attempt, held))) => self.set_idle(id, next_attempt, held),
                 }
                 let _ = reply.send(Err(err));
             }
@@ -88,9 +97,9 @@ impl Scheduler {
 
     // ---- flushing and rescanning -------------------------------------------------------
 
-    /// Re-reads the spool (messages queued by other processes appear, ones delivered by
-    /// them disappear), then applies a flush if one asked for the scan.
-    pub(super) fn start_scan(&mut self, flush: Option<(FlushFilter, Reply<FlushSummary>)>) {
+    /// Re-reads the spool (messages queued by other processes appear, ones delivered by them
+    /// disappear); returns the scan's generation.
+    pub(super) fn start_scan(&mut self) -> u64 {
         self.generation += 1;
         let generation = self.generation;
         let shared = self.shared.clone();
@@ -101,99 +110,139 @@ impl Scheduler {
                 }
                 r.messages
             });
-            shared.send(Command::Scanned(generation, result, flush));
+            shared.send(Command::Scanned(generation, result));
         });
+        generation
     }
 
     pub(super) fn on_scanned(
         &mut self,
         generation: u64,
         result: Result<Vec<QueuedMessage>, SpoolError>,
-        flush: Option<(FlushFilter, Reply<FlushSummary>)>,
     ) {
         match result {
             Ok(found) => {
                 let on_disk: HashSet<QueueId> = found.iter().map(|m| m.id).collect();
                 for m in found {
-                    match self.messages.get(&m.id) {
-                        None => self.learn(m.id, m.envelope, m.state),
+                    if self.messages.contains_key(&m.id) {
+                        continue;
+                    }
+                    if self.index.contains(&m.id) {
                         // Changed by another process (held or released by an administrator's
                         // command, partly delivered by a queue run): take its state.
-                        Some(e)
-                            if matches!(e.phase, Phase::Idle)
-                                && !e.unsaved
-                                && e.state != m.state =>
-                        {
-                            self.unschedule(m.id);
-                            if let Some(e) = self.messages.get_mut(&m.id) {
-                                e.state = m.state;
-                            }
-                            self.schedule(m.id);
-                        }
-                        Some(_) => {}
+                        self.index.update(m.id, &m.envelope, &m.state);
+                    } else {
+                        self.index
+                            .learn(m.id, &m.envelope, &m.state, self.generation);
                     }
                 }
-                // Idle messages known before this scan began and absent from it were removed by
-                // another process.
-                let gone: Vec<QueueId> = self
-                    .messages
-                    .iter()
-                    .filter(|(id, e)| {
-                        matches!(e.phase, Phase::Idle)
-                            && e.generation < generation
-                            && !on_disk.contains(id)
-                    })
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in gone {
-                    self.unschedule(id);
-                    self.messages.remove(&id);
+                for id in self.index.gone(generation, &on_disk) {
+                    self.index.remove(&id);
                 }
             }
             Err(e) => tracing::error!(target: "postrider::engine", "queue scan failed: {e}"),
         }
-        if let Some((filter, reply)) = flush {
-            self.flush(filter, reply);
+        // Flushes that waited for this scan match again: it may have found more.
+        let mut waiters = std::mem::take(&mut self.flushes);
+        for w in &mut waiters {
+            if w.scan == Some(generation) {
+                w.scan = None;
+                self.flush_match(w);
+            }
+        }
+        self.flushes = waiters;
+        self.reply_finished_flushes();
+    }
+
+    pub(super) fn start_flush(&mut self, filter: FlushFilter, reply: Reply<FlushSummary>) {
+        let mut waiter = FlushWaiter {
+            filter,
+            remaining: HashSet::new(),
+            considered: HashSet::new(),
+            summary: FlushSummary::default(),
+            reply,
+            scan: None,
+            claims_after: 0,
+        };
+        if self.batches.is_some() {
+            let in_flight: HashSet<QueueId> = self.messages.keys().copied().collect();
+            let shared = self.shared.clone();
+            let FlushWaiter { filter, reply, .. } = waiter;
+            tokio::spawn(async move {
+                let (ids, summary) = mark_flushed(&shared, &filter, &in_flight).await;
+                shared.send(Command::FlushMarked {
+                    ids,
+                    summary,
+                    reply,
+                });
+            });
+            return;
+        }
+        // What the index knows is tried at once; the rescan adds what other processes queued.
+        self.flush_match(&mut waiter);
+        waiter.scan = Some(self.start_scan());
+        self.flushes.push(waiter);
+    }
+
+    /// Makes every message `w` selects and has not considered yet due now and forced.
+    fn flush_match(&mut self, w: &mut FlushWaiter) {
+        let now = self.shared.clock.now();
+        for (id, e) in &self.messages {
+            if matches!(e.phase, Phase::Admin(..)) || w.considered.contains(id) {
+                continue;
+            }
+            if self.index.symbols.matches(&w.filter, *id, &e.keys) {
+                w.considered.insert(*id);
+                w.summary.attempted += 1;
+                w.remaining.insert(*id);
+            }
+        }
+        for id in self.index.matching(&w.filter) {
+            if !w.considered.insert(id) {
+                continue;
+            }
+            let held = self.index.get(&id).is_some_and(|i| i.held);
+            if held {
+                w.summary.held += 1;
+                continue;
+            }
+            w.summary.attempted += 1;
+            w.remaining.insert(id);
+            self.index.make_due(&id, now, true);
         }
     }
 
-    pub(super) fn flush(&mut self, filter: FlushFilter, reply: Reply<FlushSummary>) {
-        let now = self.shared.clock.now();
+    /// A flush of a shared queue has made its messages due: this engine takes what it can.
+    pub(super) fn on_flush_marked(
+        &mut self,
+        ids: Vec<QueueId>,
+        summary: FlushSummary,
+        reply: Reply<FlushSummary>,
+    ) {
         let mut waiter = FlushWaiter {
+            filter: FlushFilter::All,
             remaining: HashSet::new(),
-            summary: FlushSummary::default(),
+            considered: HashSet::new(),
+            summary,
             reply,
+            scan: None,
+            claims_after: 0,
         };
-        let matched: Vec<QueueId> = self
-            .messages
-            .iter()
-            .filter(|(id, e)| filter.matches(**id, &e.envelope, &e.state))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in matched {
-            let Some(e) = self.messages.get(&id) else {
-                continue;
-            };
-            if e.state.held {
-                waiter.summary.held += 1;
-                continue;
-            }
+        let b = self
+            .batches
+            .as_mut()
+            .expect("invariant: flushes are marked only with batch scheduling");
+        for id in ids {
             waiter.summary.attempted += 1;
             waiter.remaining.insert(id);
-            if matches!(e.phase, Phase::Idle) {
-                self.unschedule(id);
-                if let Some(e) = self.messages.get_mut(&id) {
-                    e.state.next_attempt = now;
-                    e.forced = true;
-                }
-                self.schedule(id);
+            if !self.messages.contains_key(&id) {
+                b.forced.insert(id);
             }
         }
-        if waiter.remaining.is_empty() {
-            let _ = waiter.reply.send(waiter.summary);
-        } else {
-            self.flushes.push(waiter);
-        }
+        waiter.claims_after = b.claims + 1;
+        b.look = true;
+        self.flushes.push(waiter);
+        self.reply_finished_flushes();
     }
 
     /// A flush waiting for `parent` waits for `child` too (a DSN or forwarded copy its
@@ -201,6 +250,7 @@ impl Scheduler {
     pub(super) fn adopt_into_flushes(&mut self, parent: QueueId, child: QueueId) {
         for w in &mut self.flushes {
             if w.remaining.contains(&parent) && w.remaining.insert(child) {
+                w.considered.insert(child);
                 w.summary.attempted += 1;
             }
         }
@@ -210,17 +260,131 @@ impl Scheduler {
         if self.flushes.is_empty() {
             return;
         }
-        let mut still = Vec::with_capacity(self.flushes.len());
-        for mut w in self.flushes.drain(..) {
+        for w in &mut self.flushes {
             if w.remaining.remove(&id) {
                 count(&mut w.summary);
             }
-            if w.remaining.is_empty() {
-                let _ = w.reply.send(w.summary);
-            } else {
-                still.push(w);
+        }
+        self.reply_finished_flushes();
+    }
+
+    /// A batch request numbered `seq` came back short: every due message is taken. Flushed
+    /// messages this engine did not get are being delivered by another.
+    pub(super) fn resolve_taken_elsewhere(&mut self, seq: u64) {
+        let mut waiters = std::mem::take(&mut self.flushes);
+        for w in &mut waiters {
+            if w.claims_after == 0 || seq < w.claims_after {
+                continue;
+            }
+            let elsewhere: Vec<QueueId> = w
+                .remaining
+                .iter()
+                .filter(|id| !self.messages.contains_key(id))
+                .copied()
+                .collect();
+            for id in elsewhere {
+                w.remaining.remove(&id);
+                w.summary.busy += 1;
+                if let Some(b) = &mut self.batches {
+                    b.forced.remove(&id);
+                }
             }
         }
-        self.flushes = still;
+        self.flushes = waiters;
+        self.reply_finished_flushes();
     }
+
+    fn reply_finished_flushes(&mut self) {
+        let (done, still): (Vec<FlushWaiter>, Vec<FlushWaiter>) = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .partition(|w| w.remaining.is_empty() && w.scan.is_none());
+        self.flushes = still;
+        for w in done {
+            let _ = w.reply.send(w.summary);
+        }
+    }
+}
+
+/// The spool's action for an administrator's change.
+fn action_of(op: AdminOp) -> AdminAction {
+    match op {
+        Action::Delete => AdminAction::Delete,
+        Action::Hold => AdminAction::Hold,
+        Action::Release => AdminAction::Release,
+    }
+}
+
+/// Hold, release or delete through a shared spool, whichever engine holds the message.
+async fn admin_shared(shared: &Arc<Shared>, op: AdminOp, id: QueueId) -> Result<(), EngineError> {
+    let now = shared.clock.now();
+    match shared.spool.admin(&id, action_of(op), now).await {
+        Ok(AdminOutcome::Done) => {
+            tracing::info!(target: "postrider::engine", "{id}: {} by the administrator", op.done().to_lowercase());
+            if op == AdminOp::Release {
+                shared.send(Command::Wake(now));
+            }
+            Ok(())
+        }
+        Ok(AdminOutcome::Deferred) => {
+            tracing::info!(target: "postrider::engine",
+                "{id}: {} when the engine delivering it records its attempt", op.done().to_lowercase());
+            Ok(())
+        }
+        Ok(AdminOutcome::Busy) => Err(EngineError::Busy(id)),
+        Err(SpoolError::NotFound(_)) => Err(EngineError::NotFound(id)),
+        Err(e) => Err(EngineError::Spool(e)),
+    }
+}
+
+/// Reads a shared queue page by page and makes every unheld message `filter` selects due now.
+/// Returns the ids made due (and those this engine is delivering already), with the held and
+/// busy counts.
+async fn mark_flushed(
+    shared: &Shared,
+    filter: &FlushFilter,
+    in_flight: &HashSet<QueueId>,
+) -> (Vec<QueueId>, FlushSummary) {
+    let now = shared.clock.now();
+    let mut summary = FlushSummary::default();
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = match shared.spool.list(after, FLUSH_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(target: "postrider::engine", "flush: cannot read the queue: {e}");
+                break;
+            }
+        };
+        for listed in page.messages {
+            let m = listed.message;
+            if !filter.matches(m.id, &m.envelope, &m.state) {
+                continue;
+            }
+            if m.state.held {
+                summary.held += 1;
+                continue;
+            }
+            if in_flight.contains(&m.id) {
+                ids.push(m.id);
+                continue;
+            }
+            match shared.spool.admin(&m.id, AdminAction::Flush, now).await {
+                Ok(AdminOutcome::Done | AdminOutcome::Deferred) => ids.push(m.id),
+                Ok(AdminOutcome::Busy) => {
+                    summary.attempted += 1;
+                    summary.busy += 1;
+                }
+                Err(SpoolError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::error!(target: "postrider::engine", "flush: {}: {e}", m.id);
+                }
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    (ids, summary)
 }

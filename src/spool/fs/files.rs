@@ -3,7 +3,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Mode of every file the spool creates: the owner only (mail is private).
@@ -62,13 +63,125 @@ pub(crate) fn create_locked(path: &Path) -> io::Result<Created> {
     Ok(Created::File(Locked(file)))
 }
 
-/// Writes all of `bytes` and makes them durable.
+/// Writes `parts` one after another from the start of `file`, cuts the file to their total
+/// length when it was longer (a recycled file), and, when `sync` is set, makes it durable.
 ///
-/// `fdatasync` suffices: the file is new, so its size (the only metadata needed to read the data
-/// back) is flushed with the data; the timestamps are not worth a second journal write.
-pub(crate) fn write_durably(file: &mut File, bytes: &[u8]) -> io::Result<()> {
-    file.write_all(bytes)?;
-    file.sync_data()
+/// `fdatasync` suffices: the size is the only metadata needed to read the data back, and it
+/// is flushed with the data.
+pub(crate) fn write_parts(
+    file: &File,
+    parts: &[&[u8]],
+    recycled: bool,
+    sync: bool,
+) -> io::Result<()> {
+    let mut len = 0u64;
+    let mut writer = file;
+    for part in parts {
+        writer.write_all(part)?;
+        len += part.len() as u64;
+    }
+    if recycled {
+        file.set_len(len)?;
+    }
+    if sync {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Reads up to `len` octets at `offset`; fewer only at the end of the file.
+pub(crate) fn read_at_most(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// True when `file` is still the one linked at `path`: not removed (nor removed and
+/// recycled as another message's file) since it was opened.
+pub(crate) fn still_at(file: &File, path: &Path) -> io::Result<bool> {
+    let open = file.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.ino() == open.ino() && named.dev() == open.dev()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A write lock on the first octet of a file (an open-file-description lock, which does not
+/// interact with the `flock` a claim holds), released when dropped.
+///
+/// State updates hold it while they write, and a recycled file is rewritten only under it,
+/// so an update that opened a message's file just before the message was removed can never
+/// write into the next message that reuses the file: it waits, then finds another message's
+/// id in the header.
+pub(crate) struct RangeLock<'a>(&'a File);
+
+impl<'a> RangeLock<'a> {
+    /// Waits for the lock.
+    pub(crate) fn wait(file: &'a File) -> io::Result<RangeLock<'a>> {
+        ofd_lock(file, libc::F_WRLCK, true)?;
+        Ok(RangeLock(file))
+    }
+}
+
+impl Drop for RangeLock<'_> {
+    fn drop(&mut self) {
+        let _ = ofd_lock(self.0, libc::F_UNLCK, false);
+    }
+}
+
+fn ofd_lock(file: &File, kind: libc::c_int, wait: bool) -> io::Result<()> {
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = 0;
+    lock.l_len = 1;
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: the descriptor is open for the borrow's lifetime and `lock` is a valid
+        // `flock` the call only reads.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Flushes every dirty page and inode of the file system that holds `file` (`syncfs(2)`),
+/// and reports a writeback error any of them had.
+pub(crate) fn syncfs(file: &File) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the borrow's lifetime.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// True when `dir` is the root of a file system of its own (a mount point): its device
+/// differs from its parent's. (`/` is not counted: a spool there shares it with everything.)
+pub(crate) fn is_mount_point(dir: &Path) -> io::Result<bool> {
+    let here = fs::metadata(dir)?;
+    let parent = fs::metadata(dir.join(".."))?;
+    Ok(here.dev() != parent.dev())
 }
 
 /// Renames `from` to `to` unless `to` exists (then `AlreadyExists`, and nothing changed).

@@ -1,12 +1,15 @@
-//! Group commit of a directory: many writers, one `fsync`.
+//! Group commit: many writers, one flush.
 //!
-//! A writer that has renamed or unlinked entries calls [`DirSync::sync`]. If no `fsync` of the
-//! directory is running, it becomes the leader and runs one; otherwise it joins the batch that
-//! will be synced next and waits. A batch's `fsync` starts only after every member joined, so
-//! it covers every change its members made before joining. While one `fsync` runs, the next
-//! batch fills up, so under load each `fsync` serves everyone who arrived during the previous
-//! one, and the rate of directory syncs stays at the device's limit however many writers there
-//! are.
+//! A writer whose changes must become durable calls [`GroupSync::sync`]. If no flush is
+//! running, it becomes the leader and runs one; otherwise it joins the batch that will be
+//! flushed next and waits. A batch's flush starts only after every member joined, so it covers
+//! every change its members made before joining. While one flush runs, the next batch fills
+//! up, so under load each flush serves everyone who arrived during the previous one, and the
+//! rate of flushes stays at the device's limit however many writers there are.
+//!
+//! The flush is an `fsync` of the queue directory (renames and unlinks in it, when every file
+//! is synced on its own) or a `syncfs` of the spool's file system (everything: file data,
+//! inodes, directories), see [`Flush`].
 
 use std::fs::File;
 use std::io;
@@ -27,18 +30,29 @@ struct State {
     syncing: bool,
 }
 
-/// Shares `fsync`s of one directory among concurrent writers.
-pub(crate) struct DirSync {
-    dir: File,
+/// What one flush does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// `fsync` of the open directory: its entries.
+    Directory,
+    /// `syncfs` of the file system the open file is on: everything written to it.
+    FileSystem,
+}
+
+/// Shares flushes among concurrent writers.
+pub(crate) struct GroupSync {
+    handle: File,
+    flush: Flush,
     state: Mutex<State>,
     wake: Condvar,
 }
 
-impl DirSync {
-    /// Group-commits `fsync`s of `dir` (an open directory).
-    pub(crate) fn new(dir: File) -> DirSync {
-        DirSync {
-            dir,
+impl GroupSync {
+    /// Group-commits flushes of `handle` (an open directory).
+    pub(crate) fn new(handle: File, flush: Flush) -> GroupSync {
+        GroupSync {
+            handle,
+            flush,
             state: Mutex::new(State {
                 filling: Arc::new(Batch::default()),
                 syncing: false,
@@ -47,8 +61,8 @@ impl DirSync {
         }
     }
 
-    /// Returns once an `fsync` of the directory that started after this call began has
-    /// completed, i.e. once every change made to the directory before the call is durable.
+    /// Returns once a flush that started after this call began has completed, i.e. once every
+    /// change made before the call is durable.
     pub(crate) fn sync(&self) -> io::Result<()> {
         let mut state = self.lock();
         let mine = Arc::clone(&state.filling);
@@ -65,7 +79,10 @@ impl DirSync {
                 state.syncing = true;
                 state.filling = Arc::new(Batch::default());
                 drop(state);
-                let result = self.dir.sync_all();
+                let result = match self.flush {
+                    Flush::Directory => self.handle.sync_all(),
+                    Flush::FileSystem => super::files::syncfs(&self.handle),
+                };
                 let outcome = result
                     .as_ref()
                     .map(|_| ())
@@ -104,7 +121,10 @@ mod tests {
     #[test]
     fn concurrent_writers_all_return_after_a_shared_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let sync = Arc::new(DirSync::new(File::open(dir.path()).unwrap()));
+        let sync = Arc::new(GroupSync::new(
+            File::open(dir.path()).unwrap(),
+            Flush::Directory,
+        ));
         let writers = 32;
         let barrier = Arc::new(Barrier::new(writers));
         let handles: Vec<_> = (0..writers)
@@ -127,10 +147,28 @@ mod tests {
     }
 
     #[test]
+    fn a_file_system_flush_runs_syncfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = GroupSync::new(File::open(dir.path()).unwrap(), Flush::FileSystem);
+        sync.sync().unwrap();
+        // A pipe refuses fsync but syncfs of its (pseudo) file system succeeds: the two
+        // flushes are told apart.
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let pipe = GroupSync::new(
+            File::from(std::os::fd::OwnedFd::from(reader)),
+            Flush::FileSystem,
+        );
+        pipe.sync().unwrap();
+    }
+
+    #[test]
     fn a_failed_sync_is_reported_to_its_caller() {
         // A pipe refuses fsync with EINVAL: a stand-in for a disk that fails.
         let (reader, _writer) = std::io::pipe().unwrap();
-        let sync = DirSync::new(File::from(std::os::fd::OwnedFd::from(reader)));
+        let sync = GroupSync::new(
+            File::from(std::os::fd::OwnedFd::from(reader)),
+            Flush::Directory,
+        );
         let err = sync.sync().unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
     }

@@ -1,90 +1,125 @@
-//! Listing the spool, quarantining unreadable records and cleaning up after dead writers.
+//! Listing the spool, quarantining unreadable message files and cleaning up after dead
+//! writers.
 //!
 //! A scan may run while other processes insert, deliver and remove. It never deletes anything
 //! that a live writer may still commit, and never deletes what an administrator may need:
 //!
-//! - A body without a record is either an insert in flight (its writer holds the body's lock
-//!   until the record is durable), a claimed message being removed, or the leftover of a writer
-//!   that died. The scan removes it only while holding its lock and after checking again that
-//!   no record exists; a writer that created the file just before the scan locked it finds the
-//!   file unlinked once it gets the lock, and starts again under a new id.
-//! - A file in `tmp/` is deleted only while the scan holds its lock, by the same argument.
-//! - A record that does not parse, names another message, or lost its body is moved to
-//!   `corrupt/` together with its body, reported, and logged; nothing is deleted.
+//! - A file in `queue/` is always a complete message (it is renamed there only once durable),
+//!   so nothing there is a leftover: a file that does not read is damage.
+//! - A file in `tmp/` is a message being written (its writer holds its lock until the rename),
+//!   a spare (unlocked), or the leftover of a writer that died (unlocked). It is deleted only
+//!   while the scan holds its lock; a writer that created it just before finds it unlinked
+//!   once it gets the lock, and starts again under a new name.
+//! - A message file that does not parse, or names another message, is moved to `corrupt/`,
+//!   reported, and logged; nothing is deleted.
+//!
+//! A spool opened read-only is only listed: unreadable files are reported where they lie, and
+//! format-1 messages (which a writable spool converts first) are read in place.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::files::{self, Locked};
-use super::group_commit::DirSync;
+use super::group_commit::GroupSync;
 use super::layout::{Layout, QueueFile};
+use super::message::{self, ReadError};
+use super::v1;
 use crate::queue_id::QueueId;
-use crate::spool::record;
 use crate::spool::{Quarantined, QueuedMessage, ScanReport, SpoolError};
 
-/// Which of its two files a listing showed for one id.
-#[derive(Default, Clone, Copy)]
-struct Seen {
-    record: bool,
-    body: bool,
-}
-
-/// What one record turned out to be.
-enum Verdict {
+/// What one message file turned out to be.
+pub(crate) enum Verdict {
     Message(QueuedMessage),
     /// Removed by another process since the listing.
     Gone,
     Unreadable(String),
 }
 
-pub(crate) fn scan(layout: &Layout, queue_sync: &DirSync) -> Result<ScanReport, SpoolError> {
+/// Scans the spool; `sync` is the spool's group commit, `None` for a read-only spool (which
+/// changes nothing on disk).
+pub(crate) fn scan(layout: &Layout, sync: Option<&GroupSync>) -> Result<ScanReport, SpoolError> {
     let mut report = ScanReport::default();
-    let mut seen: BTreeMap<QueueId, Seen> = BTreeMap::new();
+    let mut ids = Vec::new();
+    let mut v1_ids = Vec::new();
     for name in list(&layout.queue)? {
         match name.to_str().and_then(QueueFile::parse) {
-            Some(QueueFile::Record(id)) => seen.entry(id).or_default().record = true,
-            Some(QueueFile::Body(id)) => seen.entry(id).or_default().body = true,
+            Some(QueueFile::Message(id)) => ids.push(id),
+            Some(QueueFile::V1Record(id)) => v1_ids.push(id),
+            // A writable spool converted (or deleted as orphans) every format-1 file it could
+            // lock; what is left is held by a live process of an older release.
+            Some(QueueFile::V1Body(_)) => {}
             None => tracing::warn!(
                 file = %layout.queue.join(&name).display(),
-                "ignoring a file in the spool queue that is not a body or record"
+                "ignoring a file in the spool queue that is not a message"
             ),
         }
     }
-
-    // Ids sort by arrival, so walking the map in order lists the oldest first.
-    for (id, files_seen) in &seen {
-        if files_seen.record {
-            match inspect(layout, id)? {
-                Verdict::Message(m) => report.messages.push(m),
-                Verdict::Gone => {}
-                Verdict::Unreadable(reason) => {
-                    if let Some(q) = quarantine(layout, id, reason) {
-                        report.quarantined.push(q);
+    // Ids sort by arrival: oldest first.
+    ids.sort_unstable();
+    for id in &ids {
+        match inspect(layout, id)? {
+            Verdict::Message(m) => report.messages.push(m),
+            Verdict::Gone => {}
+            Verdict::Unreadable(reason) => {
+                let path = layout.message(id);
+                match sync {
+                    Some(_) => {
+                        if let Some(q) = quarantine(layout, id, reason) {
+                            report.quarantined.push(q);
+                        }
                     }
+                    None => report.quarantined.push(left_in_place(path, reason)),
                 }
             }
-        } else if files_seen.body && remove_orphan_body(layout, id) {
-            report.orphans_removed += 1;
         }
     }
-    report.orphans_removed += remove_orphan_tmp_files(layout)?;
-
-    if !report.quarantined.is_empty() {
-        // Make the moves durable, so a crash cannot bring a quarantined record back.
-        let synced = files::open_dir(&layout.corrupt)
-            .and_then(|d| d.sync_all())
-            .and_then(|()| queue_sync.sync());
-        if let Err(e) = synced {
-            tracing::warn!(error = %e, "could not fsync the spool after quarantining records");
+    if sync.is_none() && !v1_ids.is_empty() {
+        v1_ids.sort_unstable();
+        for id in &v1_ids {
+            match v1::inspect(layout, id)? {
+                v1::Verdict::Message(r) => report.messages.push(QueuedMessage {
+                    id: r.id,
+                    envelope: r.envelope,
+                    state: r.state,
+                }),
+                v1::Verdict::Gone => {}
+                v1::Verdict::Unreadable(reason) => report
+                    .quarantined
+                    .push(left_in_place(layout.v1_record(id), reason)),
+            }
         }
+        report.messages.sort_by_key(|m| m.id);
+    }
+    let Some(sync) = sync else {
+        return Ok(report);
+    };
+    report.orphans_removed += remove_orphan_tmp_files(layout)?;
+    if !report.quarantined.is_empty() {
+        sync_quarantine(layout, sync);
     }
     Ok(report)
 }
 
-fn list(dir: &Path) -> Result<Vec<std::ffi::OsString>, SpoolError> {
+fn left_in_place(path: PathBuf, reason: String) -> Quarantined {
+    Quarantined {
+        reason: format!("{reason} (left in place: the spool is opened read-only)"),
+        path,
+    }
+}
+
+/// Makes moves to `corrupt/` durable, so a crash cannot bring a quarantined file back.
+pub(crate) fn sync_quarantine(layout: &Layout, sync: &GroupSync) {
+    let synced = files::open_dir(&layout.corrupt)
+        .and_then(|d| d.sync_all())
+        .and_then(|()| sync.sync());
+    if let Err(e) = synced {
+        tracing::warn!(error = %e, "could not make the quarantine of spool files durable");
+    }
+}
+
+/// The names in a directory.
+pub(crate) fn list(dir: &Path) -> Result<Vec<std::ffi::OsString>, SpoolError> {
     let entries = fs::read_dir(dir).map_err(|e| SpoolError::io("list spool", dir, e))?;
     entries
         .map(|e| {
@@ -94,124 +129,76 @@ fn list(dir: &Path) -> Result<Vec<std::ffi::OsString>, SpoolError> {
         .collect()
 }
 
-fn inspect(layout: &Layout, id: &QueueId) -> Result<Verdict, SpoolError> {
-    let record_path = layout.record(id);
-    let Some(bytes) = files::read_if_exists(&record_path)
-        .map_err(|e| SpoolError::io("read record", &record_path, e))?
-    else {
-        return Ok(Verdict::Gone);
+/// Reads and checks one message file.
+pub(crate) fn inspect(layout: &Layout, id: &QueueId) -> Result<Verdict, SpoolError> {
+    let path = layout.message(id);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Verdict::Gone),
+        Err(e) => return Err(SpoolError::io("open message file", &path, e)),
     };
-    let record = match record::parse(&bytes) {
-        Ok(r) => r,
-        Err(e) => return Ok(Verdict::Unreadable(e.to_string())),
+    let gone = |file: &File| -> Result<bool, SpoolError> {
+        files::still_at(file, &path)
+            .map(|here| !here)
+            .map_err(|e| SpoolError::io("inspect message file", &path, e))
     };
-    if record.id != *id {
+    let meta = match message::read_meta(&file) {
+        Ok(meta) => meta,
+        // What was read may be a recycled file's new contents if the message was removed
+        // meanwhile.
+        Err(_) if gone(&file)? => return Ok(Verdict::Gone),
+        Err(ReadError::Io(e)) => return Err(SpoolError::io("read message file", &path, e)),
+        Err(ReadError::Format(e)) => return Ok(Verdict::Unreadable(e.to_string())),
+    };
+    if meta.header.id != *id {
+        if gone(&file)? {
+            return Ok(Verdict::Gone);
+        }
         return Ok(Verdict::Unreadable(format!(
             "it names message {} but is stored as {id}",
-            record.id
-        )));
-    }
-    let body_path = layout.body(id);
-    let size = match fs::symlink_metadata(&body_path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // A remove deletes the record first, so a record without a body is damage, unless
-            // the record too has just been removed.
-            let still_there = files::exists(&record_path)
-                .map_err(|e| SpoolError::io("inspect record", &record_path, e))?;
-            return Ok(if still_there {
-                Verdict::Unreadable(format!("its body {} is missing", body_path.display()))
-            } else {
-                Verdict::Gone
-            });
-        }
-        Err(e) => return Err(SpoolError::io("inspect body", &body_path, e)),
-    };
-    if size != record.state.size {
-        return Ok(Verdict::Unreadable(format!(
-            "its body is {size} octets but the record says {}",
-            record.state.size
+            meta.header.id
         )));
     }
     Ok(Verdict::Message(QueuedMessage {
-        id: record.id,
-        envelope: record.envelope,
-        state: record.state,
+        id: *id,
+        envelope: meta.envelope,
+        state: meta.state,
     }))
 }
 
-/// Moves a record and its body to `corrupt/`. `None` when the record vanished meanwhile.
-fn quarantine(layout: &Layout, id: &QueueId, reason: String) -> Option<Quarantined> {
-    let record_path = layout.record(id);
-    let mut moved = None;
+/// Moves a message file to `corrupt/`. `None` when it vanished meanwhile.
+pub(crate) fn quarantine(layout: &Layout, id: &QueueId, reason: String) -> Option<Quarantined> {
+    let path = layout.message(id);
     for n in 0..1000 {
-        let (record_to, body_to) = layout.quarantine(id, n);
-        if files::exists(&body_to).unwrap_or(true) {
-            continue;
-        }
-        match files::rename_noreplace(&record_path, &record_to) {
+        let to = layout.quarantine(id, n);
+        match files::rename_noreplace(&path, &to) {
             Ok(()) => {
-                moved = Some((record_to, body_to));
-                break;
+                tracing::warn!(file = %to.display(), %reason,
+                    "quarantined an unreadable spool message file; its message is not queued");
+                return Some(Quarantined { path: to, reason });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
-                tracing::warn!(record = %record_path.display(), %reason, error = %e,
-                    "unreadable spool record could not be moved to quarantine; left in place");
+                tracing::warn!(file = %path.display(), %reason, error = %e,
+                    "unreadable spool message file could not be moved to quarantine; left in place");
                 return Some(Quarantined {
                     reason: format!("{reason} (left in place: moving it failed: {e})"),
-                    path: record_path,
+                    path,
                 });
             }
         }
     }
-    let Some((record_to, body_to)) = moved else {
-        tracing::warn!(record = %record_path.display(), %reason,
-            "unreadable spool record left in place: the quarantine has no free name for it");
-        return Some(Quarantined {
-            reason: format!("{reason} (left in place: no free name in corrupt/)"),
-            path: record_path,
-        });
-    };
-    let body_path = layout.body(id);
-    match files::rename_noreplace(&body_path, &body_to) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(body = %body_path.display(), error = %e,
-            "could not move the body of a quarantined record"),
-    }
-    tracing::warn!(record = %record_to.display(), %reason,
-        "quarantined an unreadable spool record; its message is not queued");
+    tracing::warn!(file = %path.display(), %reason,
+        "unreadable spool message file left in place: the quarantine has no free name for it");
     Some(Quarantined {
-        path: record_to,
-        reason,
+        reason: format!("{reason} (left in place: no free name in corrupt/)"),
+        path,
     })
 }
 
-/// Removes a body without a record if no writer holds it. True when it removed it.
-fn remove_orphan_body(layout: &Layout, id: &QueueId) -> bool {
-    let body_path = layout.body(id);
-    let record_path = layout.record(id);
-    let result = lock_unheld(&body_path).and_then(|file| {
-        let Some(file) = file else {
-            return Ok(false);
-        };
-        // Locked: no insert is between creating this body and committing its record. Check
-        // again that it did not commit before we took the lock.
-        if file.0.metadata()?.nlink() == 0 || files::exists(&record_path)? {
-            return Ok(false);
-        }
-        fs::remove_file(&body_path).map(|()| true)
-    });
-    result.unwrap_or_else(|e| {
-        tracing::warn!(body = %body_path.display(), error = %e,
-            "could not remove the body of an interrupted insert");
-        false
-    })
-}
-
-/// Removes every file in `tmp/` that no writer holds. Returns how many it removed.
+/// Removes every file in `tmp/` that no writer holds. Returns how many it removed (spares,
+/// which are not leftovers of failed writes, are removed without being counted).
 fn remove_orphan_tmp_files(layout: &Layout) -> Result<usize, SpoolError> {
     let mut removed = 0;
     for name in list(&layout.tmp)? {
@@ -226,7 +213,6 @@ fn remove_orphan_tmp_files(layout: &Layout) -> Result<usize, SpoolError> {
             _ => Ok(false),
         });
         match result {
-            // A spare of a spool handle (see `spares`): not the leftover of a failed insert.
             Ok(true)
                 if name
                     .to_string_lossy()
@@ -241,7 +227,7 @@ fn remove_orphan_tmp_files(layout: &Layout) -> Result<usize, SpoolError> {
 }
 
 /// Opens `path` and takes its lock if nobody holds it. `None` when it is gone or held.
-fn lock_unheld(path: &Path) -> io::Result<Option<Locked>> {
+pub(crate) fn lock_unheld(path: &Path) -> io::Result<Option<Locked>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

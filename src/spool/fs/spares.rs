@@ -1,5 +1,5 @@
-//! Recycled files: a removed message's body and record are renamed into `tmp/` as spares
-//! instead of being unlinked, and later inserts write into them instead of creating new files.
+//! Recycled files: a removed message's file is renamed into `tmp/` as a spare instead of being
+//! unlinked, and later inserts write into it instead of creating a new file.
 //!
 //! Creating a file costs an inode allocation, done under the directory's lock, so every insert
 //! into `queue/` waits for it; on ext4 without a journal the allocator also skips each inode
@@ -14,7 +14,7 @@
 //! only a few, so little disk space is held; `clear` gives it all back when the disk is full.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::files::{self, Locked};
 
 /// The most spares kept: enough for the removals of a few delivered batches at once (a batch
-/// is up to 50 messages, two files each), which later inserts then consume.
+/// is up to 50 messages), which later inserts then consume.
 const MAX_SPARES: usize = 512;
 /// Files larger than this are unlinked, not kept: a spare keeps its blocks.
 const MAX_SPARE_SIZE: u64 = 256 * 1024;
@@ -114,7 +114,8 @@ impl Spares {
     /// Takes `path` out of its directory: renamed to a spare name in `tmp/` when it is small
     /// and the pool has room (`Some((spare, size))`: hand it to [`Spares::keep`] once the
     /// removal is durable), else unlinked (`None`). A missing `path` is `NotFound`, as for an
-    /// unlink.
+    /// unlink. A full disk never stops it: a rename that would need a new directory block
+    /// falls back to the unlink, which frees space.
     pub(crate) fn retire(&self, path: &Path) -> io::Result<Option<(PathBuf, u64)>> {
         let size = std::fs::symlink_metadata(path)?.len();
         if size <= MAX_SPARE_SIZE && self.pool().has_room(size) {
@@ -126,6 +127,7 @@ impl Spares {
                 Ok(()) => return Ok(Some((spare, size))),
                 // A name left by a dead process with our pid: unlink instead.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -165,16 +167,6 @@ impl Drop for Spares {
     }
 }
 
-/// Overwrites a file from its start with `bytes`, cuts it to their length and makes both
-/// durable: the write of a new file, for a recycled one.
-pub(crate) fn overwrite_durably(file: &mut File, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    file.write_all(bytes)?;
-    file.set_len(bytes.len() as u64)?;
-    // fdatasync covers the size, the only metadata needed to read the data back.
-    file.sync_data()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,9 +181,9 @@ mod tests {
         let (spare, size) = spares.retire(&old).unwrap().expect("kept as a spare");
         assert!(!old.exists());
         spares.keep(spare, size);
-        let (path, mut locked) = spares.take().unwrap();
+        let (path, locked) = spares.take().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
-        overwrite_durably(&mut locked.0, b"new").unwrap();
+        files::write_parts(&locked.0, &[b"new"], true, true).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert!(spares.take().is_none());
     }
@@ -220,7 +212,7 @@ mod tests {
         let first = spares.pool().files.front().cloned().unwrap().0;
         std::fs::remove_file(&first).unwrap();
         let second = spares.pool().files.back().cloned().unwrap().0;
-        let holder = File::open(&second).unwrap();
+        let holder = std::fs::File::open(&second).unwrap();
         holder.lock().unwrap();
         assert!(spares.take().is_none());
         drop(holder);

@@ -1041,6 +1041,10 @@ impl Spool for PgSpool {
         self.inner.claim(id).await
     }
 
+    fn scheduling(&self) -> super::Scheduling {
+        super::Scheduling::Batches
+    }
+
     async fn claim_due(
         &self,
         due_by: SystemTime,

@@ -254,9 +254,11 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
         }
         // A session parked by an earlier call to this hop skips DNS, connect, EHLO, TLS, AUTH.
         let key = format!("{mailer}:{hop}#{generation}");
-        if let Some(cache) = &t.cache
-            && let Some(mut session) = cache.take(&key)
-        {
+        let cached = t.cache.as_ref().and_then(|cache| cache.take(&key));
+        if t.cache.is_some() {
+            crate::metrics::connection_cache(cached.is_some());
+        }
+        if let Some(mut session) = cached {
             match run_jobs(t, &mut session, b, spf_hop).await {
                 Ok(clean) => {
                     finish(t, &key, session, clean && !b.stopped).await;

@@ -1,0 +1,351 @@
+//! A large queue: `POSTRIDER_BENCH_MESSAGES` (default 100,000) messages deferred for a dead
+//! next hop, in an `FsSpool`. Measures, each once:
+//!
+//! - `FsSpool::open` + `scan` (what engine start-up reads), with the heap the returned report
+//!   holds per message (a counting allocator) and the RSS it adds;
+//! - the streaming `FsSpool::list` over the whole queue (what `mailq` reads), with the most
+//!   heap it holds at any moment;
+//! - `Engine::start` on that spool (scan + index; no message is due), with its RSS delta.
+//!
+//! With `POSTRIDER_BENCH_LOOP=1` (root) the spool is on an ext4 image of its own, loop-mounted
+//! and remounted before each cold measurement, so "cold" means nothing of the spool cached;
+//! otherwise it lives under `POSTRIDER_BENCH_DIR` (or `target/tmp`) and only warm figures are
+//! taken. Not a criterion bench: one queue of 100,000 takes a minute to fill. Figures:
+//! `benches/README.md`, "Large queue".
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use postrider::engine::Engine;
+use postrider::resolve::StaticResolver;
+use postrider::route::{Mailertable, PolicyTable};
+use postrider::spool::{CommitMode, FsSpool, FsSpoolOptions, Spool};
+use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
+use postrider::{Address, Diagnostic, Domain, EnhancedStatus, Envelope, ReversePath};
+
+/// Counts the heap in use and its peak, to tell what a result holds per message.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            let now = if new_size >= layout.size() {
+                LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                    - layout.size()
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed)
+                    - (layout.size() - new_size)
+            };
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Resident set size of this process, from /proc.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// CPU time (user + system) this process has used, all threads.
+fn cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid out-parameter, filled by the call.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a properly sized, writable rusage.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) }, 0);
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// An ext4 image of the spool's own, mounted on a temporary directory while it lives.
+struct LoopFs {
+    image: PathBuf,
+    mount: tempfile::TempDir,
+}
+
+impl LoopFs {
+    fn new(base: &Path) -> LoopFs {
+        std::fs::create_dir_all(base).unwrap();
+        let image = base.join(format!("large-queue-{}.img", std::process::id()));
+        run("truncate", &["-s", "16G", image.to_str().unwrap()]);
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let fs = LoopFs {
+            image,
+            mount: tempfile::tempdir().unwrap(),
+        };
+        fs.mount();
+        fs
+    }
+
+    fn mount(&self) {
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop",
+                self.image.to_str().unwrap(),
+                self.mount.path().to_str().unwrap(),
+            ],
+        );
+    }
+
+    /// Unmounts and mounts again: nothing of the file system stays cached.
+    fn remount(&self) {
+        run("umount", &[self.mount.path().to_str().unwrap()]);
+        self.mount();
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mount.path()).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(status.success(), "{cmd} {args:?}: {status}");
+}
+
+fn envelope(i: u64) -> Envelope {
+    let mut e = Envelope::new(
+        ReversePath::parse("pbx@example.com").unwrap(),
+        [Address::parse(&format!("user{}@dead-hop{}.example", i % 1000, i % 10)).unwrap()],
+    );
+    e.set_envid(&format!("voicemail-{i}")).unwrap();
+    e
+}
+
+/// Fills the spool: `n` messages of 1–3 KiB, each deferred once for an hour with the reason a
+/// dead next hop gives, as the engine leaves them.
+async fn fill(spool: &FsSpool, n: u64) {
+    const TASKS: u64 = 64;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(TASKS as usize) {
+                    let body = Bytes::from(vec![b'x'; 1024 + (i as usize * 37) % 2048]);
+                    let now = SystemTime::now();
+                    let id = spool.insert(&envelope(i), body, now).await.unwrap();
+                    let mut state = spool.load(&id).await.unwrap().state;
+                    state.attempts = 1;
+                    state.next_attempt = now + Duration::from_secs(3600);
+                    let r = &mut state.recipients[0];
+                    r.attempts = 1;
+                    r.last_attempt = Some(now);
+                    r.last = Some(Diagnostic::local(
+                        EnhancedStatus::new(4, 4, 1),
+                        "Connection refused by [127.0.0.1]:1",
+                    ));
+                    spool.save_state(&id, &state).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn main() {
+    let n: u64 = std::env::var("POSTRIDER_BENCH_MESSAGES")
+        .ok()
+        .map(|v| v.parse().expect("POSTRIDER_BENCH_MESSAGES is a number"))
+        .unwrap_or(100_000);
+    let base = std::env::var_os("POSTRIDER_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    let loop_fs =
+        (std::env::var("POSTRIDER_BENCH_LOOP").as_deref() == Ok("1")).then(|| LoopFs::new(&base));
+    let root = match &loop_fs {
+        Some(fs) => fs.mount.path().join("spool"),
+        None => base.join(format!("large-queue-{}", std::process::id())),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mode = if loop_fs.is_some() {
+        CommitMode::FileSystem
+    } else {
+        CommitMode::Auto
+    };
+    let options = FsSpoolOptions::new().commit(mode);
+
+    let spool = FsSpool::open_with(&root, options).unwrap();
+    eprintln!(
+        "large queue: {n} messages in {} (commit {:?}{})",
+        root.display(),
+        spool.commit_mode(),
+        if loop_fs.is_some() {
+            ", own ext4 image"
+        } else {
+            ""
+        }
+    );
+    let start = Instant::now();
+    rt.block_on(fill(&spool, n));
+    let took = start.elapsed();
+    eprintln!(
+        "filled: {n} inserts + {n} save_state in {took:.1?} ({:.0} messages/s)",
+        n as f64 / took.as_secs_f64()
+    );
+    drop(spool);
+
+    let mut report = Vec::new();
+    let mut note = |line: String| {
+        eprintln!("{line}");
+        report.push(line);
+    };
+    let cold_passes: &[bool] = if loop_fs.is_some() {
+        &[true, false]
+    } else {
+        &[false]
+    };
+    for &cold in cold_passes {
+        let label = if cold { "cold" } else { "warm" };
+        if cold && let Some(fs) = &loop_fs {
+            fs.remount();
+        }
+        let (heap0, rss0, cpu0) = (live(), rss(), cpu());
+        let start = Instant::now();
+        let spool = FsSpool::open_with(&root, options).unwrap();
+        let scan = rt.block_on(spool.scan()).unwrap();
+        let (took, cpu1) = (start.elapsed(), cpu() - cpu0);
+        assert_eq!(scan.messages.len() as u64, n);
+        let (heap, rss1) = (live() - heap0, rss().saturating_sub(rss0));
+        note(format!(
+            "scan ({label}): {n} messages in {took:.2?} ({:.0}/s, CPU {cpu1:.2?} = {:.1} µs/message); \
+             the report holds {:.0} B/message of heap ({:.1} MiB), RSS +{:.1} MiB",
+            n as f64 / took.as_secs_f64(),
+            cpu1.as_secs_f64() * 1e6 / n as f64,
+            heap as f64 / n as f64,
+            mib(heap),
+            mib(rss1)
+        ));
+        drop(scan);
+
+        if cold && let Some(fs) = &loop_fs {
+            drop(spool);
+            fs.remount();
+        }
+        let spool = FsSpool::open_with(&root, options).unwrap();
+        let (heap0, cpu0) = (live(), cpu());
+        PEAK.store(heap0, Ordering::Relaxed);
+        let start = Instant::now();
+        let mut count = 0u64;
+        let mut recipients = 0usize;
+        for m in spool.listing().unwrap() {
+            recipients += m.unwrap().envelope.recipients.len();
+            count += 1;
+        }
+        let (took, cpu1) = (start.elapsed(), cpu() - cpu0);
+        assert_eq!(count, n);
+        assert_eq!(recipients as u64, n);
+        let peak = PEAK.load(Ordering::Relaxed) - heap0;
+        note(format!(
+            "list ({label}): {n} messages in {took:.2?} ({:.0}/s, CPU {cpu1:.2?} = {:.1} µs/message); \
+             at most {:.1} MiB of heap at once ({:.0} B/message)",
+            n as f64 / took.as_secs_f64(),
+            cpu1.as_secs_f64() * 1e6 / n as f64,
+            mib(peak),
+            peak as f64 / n as f64
+        ));
+        drop(spool);
+    }
+
+    // Engine start-up: scan and index, nothing due (every message deferred for an hour).
+    let hostname = Domain::parse("bench.postrider.test").unwrap();
+    let (router, _) = Mailertable::builder()
+        .smart_host("[127.0.0.1]:1".parse().unwrap())
+        .hostname(hostname.clone())
+        .build()
+        .unwrap();
+    let transport = EsmtpTransport::new(
+        EsmtpConfig::new(hostname.clone()),
+        Arc::new(StaticResolver::new()),
+        Arc::new(PolicyTable::new()),
+    );
+    if let Some(fs) = &loop_fs {
+        fs.remount();
+    }
+    let (heap0, rss0, cpu0) = (live(), rss(), cpu());
+    let start = Instant::now();
+    let spool: Arc<dyn Spool> = Arc::new(FsSpool::open_with(&root, options).unwrap());
+    let engine = rt
+        .block_on(
+            Engine::builder()
+                .hostname(hostname)
+                .spool(spool)
+                .router(Arc::new(router))
+                .transport(Arc::new(transport))
+                .start(),
+        )
+        .unwrap();
+    let (took, cpu1) = (start.elapsed(), cpu() - cpu0);
+    // Let the scheduler take in what start() handed it.
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
+    let (heap, rss1) = (live().saturating_sub(heap0), rss().saturating_sub(rss0));
+    note(format!(
+        "engine start ({}): {} recovered in {took:.2?} (CPU {cpu1:.2?}); heap +{:.0} B/message \
+         ({:.1} MiB), RSS +{:.0} B/message ({:.1} MiB)",
+        if loop_fs.is_some() { "cold" } else { "warm" },
+        engine.startup_report().recovered,
+        heap as f64 / n as f64,
+        mib(heap),
+        rss1 as f64 / n as f64,
+        mib(rss1)
+    ));
+    rt.block_on(engine.shutdown());
+
+    eprintln!("\nsummary ({n} messages):");
+    for line in &report {
+        eprintln!("  {line}");
+    }
+    if loop_fs.is_none() {
+        let _ = Command::new("rm").arg("-rf").arg(&root).spawn();
+    }
+}

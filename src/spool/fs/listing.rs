@@ -1,0 +1,143 @@
+//! A listing of the queue that reads one message at a time (`mailq` of a large queue).
+
+use super::layout::{Layout, QueueFile};
+use super::scan::{self, Verdict};
+use super::v1;
+use crate::queue_id::QueueId;
+use crate::spool::{ListedMessage, QueuePage, QueuedMessage, SpoolError};
+
+/// The messages of an [`super::FsSpool`], oldest first, read as the iteration reaches them
+/// (see [`super::FsSpool::listing`]).
+///
+/// Holds only the sorted ids (16 octets a message). An item is `Err` for a message that could
+/// not be read (a damaged file is [`SpoolError::Corrupt`] with its path); the listing goes on
+/// after it. Format-1 messages not yet converted (a spool opened read-only) are read in place.
+///
+/// ```no_run
+/// use postrider::spool::FsSpool;
+///
+/// # fn demo() -> Result<(), postrider::SpoolError> {
+/// let spool = FsSpool::open("/var/spool/postrider")?;
+/// let listing = spool.listing()?;
+/// println!("{} requests", listing.remaining());
+/// for message in listing {
+///     let message = message?;
+///     println!("{} {}", message.id, message.envelope.sender);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Listing {
+    layout: Layout,
+    entries: std::vec::IntoIter<(QueueId, bool)>,
+}
+
+impl Listing {
+    pub(super) fn new(layout: Layout) -> Result<Listing, SpoolError> {
+        let mut entries = Vec::new();
+        for name in scan::list(&layout.queue)? {
+            match name.to_str().and_then(QueueFile::parse) {
+                Some(QueueFile::Message(id)) => entries.push((id, false)),
+                Some(QueueFile::V1Record(id)) => entries.push((id, true)),
+                _ => {}
+            }
+        }
+        entries.sort_unstable();
+        // A message both converted and not yet deleted in format 1 (a conversion in progress)
+        // is listed once, as format 2.
+        entries.dedup_by_key(|(id, _)| *id);
+        Ok(Listing {
+            layout,
+            entries: entries.into_iter(),
+        })
+    }
+
+    /// One page of [`crate::spool::Spool::list`]: up to `limit` messages whose id sorts after
+    /// `after`. A message that cannot be read is left out (and logged): the next scan
+    /// quarantines it, and one damaged file must not hide the rest of the queue from an
+    /// administrator.
+    pub(super) fn page(mut self, after: Option<QueueId>, limit: usize) -> QueuePage {
+        if let Some(after) = after {
+            let rest: Vec<_> = self
+                .entries
+                .by_ref()
+                .filter(|(id, _)| *id > after)
+                .collect();
+            self.entries = rest.into_iter();
+        }
+        let mut messages = Vec::new();
+        while messages.len() < limit {
+            let Some((id, format_one)) = self.entries.next() else {
+                break;
+            };
+            match self.read(&id, format_one) {
+                Ok(Some(message)) => messages.push(ListedMessage {
+                    message,
+                    lease: None,
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "queue listing skips a message it cannot read")
+                }
+            }
+        }
+        let next = if self.entries.len() > 0 {
+            messages.last().map(|m| m.message.id).or(after)
+        } else {
+            None
+        };
+        QueuePage { messages, next }
+    }
+
+    /// How many messages are still to come (an upper bound: messages removed meanwhile are
+    /// skipped).
+    pub fn remaining(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn read(&self, id: &QueueId, format_one: bool) -> Result<Option<QueuedMessage>, SpoolError> {
+        if format_one {
+            return match v1::inspect(&self.layout, id)? {
+                v1::Verdict::Message(r) => Ok(Some(QueuedMessage {
+                    id: r.id,
+                    envelope: r.envelope,
+                    state: r.state,
+                })),
+                // Converted since the directory was read: it is in format 2 now.
+                v1::Verdict::Gone => self.read(id, false),
+                v1::Verdict::Unreadable(reason) => Err(SpoolError::Corrupt {
+                    path: self.layout.v1_record(id),
+                    reason,
+                }),
+            };
+        }
+        match scan::inspect(&self.layout, id)? {
+            Verdict::Message(m) => Ok(Some(m)),
+            Verdict::Gone => Ok(None),
+            Verdict::Unreadable(reason) => Err(SpoolError::Corrupt {
+                path: self.layout.message(id),
+                reason,
+            }),
+        }
+    }
+}
+
+impl Iterator for Listing {
+    type Item = Result<QueuedMessage, SpoolError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (id, format_one) = self.entries.next()?;
+            match self.read(&id, format_one) {
+                Ok(Some(m)) => return Some(Ok(m)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.entries.len()))
+    }
+}
