@@ -217,9 +217,7 @@ async fn dane_ee_defers_a_certificate_that_matches_no_record() {
             3,
             0,
             2,
-            &ring::digest::digest(&ring::digest::SHA512, &other.leaf)
-                .as_ref()
-                .to_vec(),
+            ring::digest::digest(&ring::digest::SHA512, &other.leaf).as_ref(),
         ),
     )
     .await;
