@@ -1,12 +1,12 @@
 //! `tls-policy`: which TLS rule mail to a domain would meet (the policy file's line, DANE,
-//! MTA-STS or opportunistic TLS) and why, for the probe domain and each sender domain (what
-//! other MTAs meet when they mail us). A host that a published policy rules out, or a policy
-//! that is announced but cannot be fetched, is a warning: mail to that domain waits or loses
-//! its protection.
+//! MTA-STS) and why, for the probe domain and each sender domain (what other MTAs meet when
+//! they mail us). A host that a published policy rules out, or a policy that is announced but
+//! cannot be fetched, is a warning: mail to that domain waits or loses its protection. A
+//! domain under the plain default (it publishes nothing, no policy line) is not reported.
 
 use super::{Check, Doctor, Finding, no_dns};
 use crate::route::PolicyTable;
-use crate::tls_policy::explain;
+use crate::tls_policy::{PolicySource, explain};
 
 pub(super) async fn check(d: &Doctor) -> Vec<Finding> {
     let mut domains: Vec<_> = d.options.probe_domain.iter().cloned().collect();
@@ -56,11 +56,13 @@ pub(super) async fn check(d: &Doctor) -> Vec<Finding> {
             .as_deref()
             .is_some_and(|s| s.starts_with("announced but unavailable"));
         let detail = e.to_string();
-        findings.push(if refused || unavailable || e.mx_error.is_some() {
-            Finding::warn(Check::TlsPolicy, detail)
-        } else {
-            Finding::pass(Check::TlsPolicy, detail)
-        });
+        if refused || unavailable {
+            findings.push(Finding::warn(Check::TlsPolicy, detail));
+        } else if e.source != PolicySource::Default(table.default_policy().tls) {
+            findings.push(Finding::pass(Check::TlsPolicy, detail));
+        }
+        // A domain that publishes nothing gets the default: nothing to report (and an MX
+        // lookup that fails is the port25 and hostname checks' business).
     }
     findings
 }

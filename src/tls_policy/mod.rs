@@ -30,7 +30,7 @@ mod rules;
 pub mod sts_cache;
 pub mod sts_policy;
 
-pub use explain::{TlsPolicyExplanation, explain};
+pub use explain::{PolicySource, TlsPolicyExplanation, explain};
 pub use mta_sts::{Clock, MtaSts, StsLookup};
 pub use report::{DueReport, PolicyKind, ReportedPolicy, TlsReporter};
 pub(crate) use rules::result_for_handshake;
