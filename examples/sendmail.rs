@@ -1,11 +1,15 @@
 //! A sendmail-compatible command on postrider's public API: submit a message, show and run
-//! the queue, and explain routes, reading `postrider.toml`.
+//! the queue, explain routes, speak SMTP on standard input, and run the daemon, reading
+//! `postrider.toml`.
 //!
 //! ```text
 //! sendmail [-C CONFIG] [-t] [-i] [-f SENDER] [-F NAME] [-v] [-odb|-odi|-odq] [ADDRESS...] < message
 //! sendmail [-C CONFIG] -bp                         # mailq
 //! sendmail [-C CONFIG] [-v] -q[RDOMAIN|IQUEUEID|SSENDER]
 //! sendmail [-C CONFIG] -bv ADDRESS...
+//! sendmail [-C CONFIG] [-v] [-odb|-odi|-odq] -bs   # one SMTP session on stdin/stdout
+//! sendmail [-C CONFIG] -bd [-q15m]                 # the daemon (examples/relay.rs)
+//! sendmail [-C CONFIG] -bi                         # newaliases
 //! ```
 //!
 //! **Submitting.** The message comes on standard input; a line holding only `.` ends it unless
@@ -46,19 +50,48 @@
 //! aaa@ourtest.com: mailer=local user=aaa rule=local-host-names
 //! ```
 //!
+//! A local address is then expanded through the aliases as a delivery would, one line per
+//! final target (`postmaster... deliverable: mailer local, user root (maildir
+//! /root/Maildir)`, `ghost... User unknown`, `ops... forwarded: jane@example.net` followed by
+//! the forward's own route); exit 67 unless every target would take the mail.
+//!
+//! **Aliases.** postrider reads `[local] aliases` when it starts and on SIGHUP: there is no
+//! database to rebuild. `-bi` (newaliases) checks the file as a start would and prints its
+//! summary (`/etc/aliases: 12 aliases, longest 48 bytes, 310 bytes total`) and a warning for
+//! each target that will not work, or every bad line with its number (exit 78).
+//!
+//! **SMTP on standard input.** `-bs` runs one SMTP session on standard input and output, as
+//! mail clients and PHP's mailers use it, on the same server as the daemon
+//! (`postrider::server::serve_session`): pipelining, `SIZE`, `8BITMIME`, `SMTPUTF8`, `DSN`,
+//! `CHUNKING`, and `250 ... queued as ID` only once the message is in the spool. The invoking
+//! user is local and trusted, as sendmail treats `-bs`: it may send to any address (the
+//! access file's `From:` and `To:` entries and the `[server.limits]` still apply). After QUIT
+//! (or the end of input) each accepted message is tried as `-od` says, as for a submission.
+//!
+//! **The daemon.** `-bd` is `examples/relay.rs`: the `[[listener]]`s of the configuration
+//! (127.0.0.1:2525 without any), relaying by the `[server]` section's access file,
+//! `mynetworks` and password file, SIGHUP to reload, SIGTERM to stop; see that program's
+//! manual. `-q15m` (or `-q1h`, `-q30` minutes, `-qp`) beside `-bd` sets how often it re-reads
+//! the queue for mail other processes queued; alone it is refused (use cron).
+//!
 //! **Options** sendmail knows but postrider does not need (`-B`, `-e*`, `-oe*`, `-om`, `-G`,
 //! `-U`, `-h`, `-L`, `-m`, `-n`, `-OTimeout.*`) are accepted; others under `-o`/`-O` are
-//! ignored with a warning, as sendmail does; `-bd`, `-bs` and `-bt` are not available.
+//! ignored with a warning, as sendmail does; `-bt` is not available (use `-bv`).
 //!
-//! **Exit status** (sysexits.h): 0 done (submitted, listed, queue run); 64 EX_USAGE bad
-//! arguments; 65 EX_DATAERR a malformed address or header, no recipients; 67 EX_NOUSER (`-bv`)
-//! an address routed to an error; 69 EX_UNAVAILABLE a mode postrider does not have; 74
-//! EX_IOERR standard input unreadable; 75 EX_TEMPFAIL the message could not be queued (the
-//! caller keeps it and tries again later) or the queue could not be read; 78 EX_CONFIG the
-//! configuration, mailertable, local-host-names or policy file has an error.
+//! **Exit status** (sysexits.h): 0 done (submitted, listed, queue run, session ended, daemon
+//! stopped); 64 EX_USAGE bad arguments; 65 EX_DATAERR a malformed address or header, no
+//! recipients; 67 EX_NOUSER (`-bv`) an address routed to an error; 69 EX_UNAVAILABLE a mode
+//! postrider does not have (`-bt`, `-q15m` without `-bd`); 71 EX_OSERR (`-bd`) a port that
+//! cannot be bound, a spool that cannot be opened; 74 EX_IOERR standard input unreadable; 75
+//! EX_TEMPFAIL the message could not be queued (the caller keeps it and tries again later; with
+//! `-bs` after a `421` greeting) or the queue could not be read; 78 EX_CONFIG the
+//! configuration, mailertable, local-host-names, policy, access or password file or a
+//! listener's certificate has an error.
 //!
 //! The configuration defaults to `/etc/postrider/postrider.toml`.
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/transcript.rs"]
 mod transcript;
 
@@ -76,14 +109,17 @@ use postrider::engine::scoped::{Scope, ScopedSpool};
 use postrider::engine::{
     DeliveryEvent, EngineBuilder, FlushFilter, FlushSummary, Limits, QueueEntry,
 };
+use postrider::local::Verdict;
 use postrider::message::{
     HeaderEnd, HeaderSection, LocalSubmission, complete_headers, extract_recipients,
     parse_address_list, strip_mbox_from_line, truncate_at_lone_dot,
 };
+use postrider::server::daemon::ServerSetup;
+use postrider::server::{Endpoint, ListenerKind, serve_session};
 use postrider::spool::{FsSpool, FsSpoolOptions, QueuedMessage, SpoolError};
 use postrider::{
-    Address, Domain, Envelope, Notify, Outcome, QueueId, Recipient, Ret, ReversePath, Severity,
-    Spool,
+    Address, Domain, Envelope, LocalTarget, Notify, Outcome, QueueId, Recipient, Ret, ReversePath,
+    Route, Severity, Spool,
 };
 
 /// A line on stderr. A closed or full stderr (`2>/dev/full`, a reader that went away) never
@@ -116,7 +152,9 @@ const USAGE: &str = "\
 usage: sendmail [-C CONFIG] [-t] [-i] [-f SENDER] [-F NAME] [-v] [-odb|-odi|-odq] [ADDRESS...]
        sendmail [-C CONFIG] -bp
        sendmail [-C CONFIG] [-v] -q[RDOMAIN|IQUEUEID|SSENDER]
-       sendmail [-C CONFIG] -bv ADDRESS...";
+       sendmail [-C CONFIG] -bv ADDRESS...
+       sendmail [-C CONFIG] [-v] [-odb|-odi|-odq] -bs
+       sendmail [-C CONFIG] -bd [-qINTERVAL]";
 
 /// How long an interactive submission (`-odi`, `-v`) waits for its delivery attempt before
 /// leaving the message to the next queue run.
@@ -135,6 +173,10 @@ enum Mode {
     QueueRun,
     /// `-bi`, `-I`: rebuild the aliases database (there is none).
     Aliases,
+    /// `-bs`: one SMTP session on standard input and output.
+    Session,
+    /// `-bd`: the daemon (as `examples/relay.rs`).
+    Daemon,
 }
 
 /// When a submitted message is first tried (sendmail's `-od` / `DeliveryMode`).
@@ -158,6 +200,8 @@ struct Args {
     verbose: bool,
     delivery: Option<DeliveryMode>,
     filter: Option<FlushFilter>,
+    /// `-q15m`: how often a daemon re-reads the queue (with `-bd` only).
+    queue_interval: Option<Duration>,
     notify: Option<Notify>,
     ret: Option<Ret>,
     envid: Option<String>,
@@ -190,6 +234,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Refusal> {
         verbose: false,
         delivery: None,
         filter: None,
+        queue_interval: None,
         notify: None,
         ret: None,
         envid: None,
@@ -208,8 +253,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Refusal> {
         for (at, flag) in flags.char_indices() {
             let glued = &flags[at + flag.len_utf8()..];
             if flag == 'q' {
-                modes.push(Mode::QueueRun);
-                queue_flag(&mut args, glued)?;
+                // A periodic run (`-q15m`) is a daemon's setting, not a queue run now.
+                if queue_flag(&mut args, glued)? {
+                    modes.push(Mode::QueueRun);
+                }
                 break;
             }
             if WITH_VALUE.contains(flag) {
@@ -238,10 +285,28 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Refusal> {
     args.mode = match modes.as_slice() {
         [] => Mode::Deliver,
         [one] => *one,
-        _ => return Err(usage("give only one of -bm, -bp, -bv, -bi and -q")),
+        _ => {
+            return Err(usage(
+                "give only one of -bm, -bp, -bv, -bi, -bs, -bd and -q",
+            ));
+        }
     };
+    if let Some(interval) = args.queue_interval
+        && args.mode != Mode::Daemon
+    {
+        return Err(Refusal(
+            EX_UNAVAILABLE,
+            format!(
+                "periodic queue runs (every {} s) need a daemon: run `sendmail -bd -q...`, or \
+                 `sendmail -q` from cron",
+                interval.as_secs()
+            ),
+        ));
+    }
     match args.mode {
-        Mode::Print | Mode::QueueRun | Mode::Aliases if !args.addresses.is_empty() => {
+        Mode::Print | Mode::QueueRun | Mode::Aliases | Mode::Session | Mode::Daemon
+            if !args.addresses.is_empty() =>
+        {
             return Err(usage(format!(
                 "unexpected address {:?} with this mode",
                 args.addresses[0]
@@ -257,14 +322,15 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Refusal> {
     Ok(args)
 }
 
-/// `-q`, `-qf`, `-qR...`, `-qI...`, `-qS...`.
-fn queue_flag(args: &mut Args, glued: &str) -> Result<(), Refusal> {
+/// `-q`, `-qf`, `-qR...`, `-qI...`, `-qS...`: true (a queue run now). `-q15m`, `-q1h30m`,
+/// `-q30` (minutes), `-qp`, `-qp15m`: false, and the interval is noted for `-bd`.
+fn queue_flag(args: &mut Args, glued: &str) -> Result<bool, Refusal> {
     let Some(kind) = glued.chars().next() else {
-        return Ok(());
+        return Ok(true);
     };
     let value = &glued[kind.len_utf8()..];
     let filter = match kind {
-        'f' if value.is_empty() => return Ok(()),
+        'f' if value.is_empty() => return Ok(true),
         'R' => FlushFilter::RecipientDomain(
             Domain::parse(value).map_err(|e| usage(format!("-qR needs a domain: {e}")))?,
         ),
@@ -279,20 +345,34 @@ fn queue_flag(args: &mut Args, glued: &str) -> Result<(), Refusal> {
             ));
         }
         c if c.is_ascii_digit() || c == 'p' => {
-            return Err(Refusal(
-                EX_UNAVAILABLE,
-                format!(
-                    "periodic queue runs (-q{glued}) need a daemon, which this command is not; \
-                     run `sendmail -q` from cron instead"
-                ),
-            ));
+            args.queue_interval = Some(queue_interval(glued)?);
+            return Ok(false);
         }
         _ => return Err(usage(format!("unknown queue option -q{glued}"))),
     };
     if args.filter.replace(filter).is_some() {
         return Err(usage("give at most one of -qR, -qI and -qS"));
     }
-    Ok(())
+    Ok(true)
+}
+
+/// sendmail's queue interval: `15m`, `1h30m`, a bare number of minutes; `p` (a persistent
+/// runner) alone means the default, a minute.
+fn queue_interval(glued: &str) -> Result<Duration, Refusal> {
+    let text = glued.strip_prefix('p').unwrap_or(glued);
+    if text.is_empty() {
+        return Ok(Duration::from_secs(60));
+    }
+    let text = if text.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{text}m")
+    } else {
+        text.to_string()
+    };
+    match postrider::config::parse_duration(&text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(usage(format!("-q{glued}: the interval must not be zero"))),
+        Err(e) => Err(usage(format!("-q{glued}: {e}"))),
+    }
 }
 
 fn value_flag(
@@ -309,13 +389,8 @@ fn value_flag(
             "p" => Mode::Print,
             "m" => Mode::Deliver,
             "i" => Mode::Aliases,
-            "d" | "D" => {
-                return unavailable(
-                    "-bd: postrider's sendmail runs no daemon; embed the engine for that, or run \
-                     `sendmail -q` from cron",
-                );
-            }
-            "s" => return unavailable("-bs: SMTP on standard input is not available"),
+            "d" | "D" => Mode::Daemon,
+            "s" => Mode::Session,
             "t" => return unavailable("-bt: address test mode is not available; use -bv"),
             other => return Err(usage(format!("mode -b{other} is not supported"))),
         }),
@@ -409,11 +484,9 @@ fn main() -> ExitCode {
     }
     match args.mode {
         Mode::Verify => verify(&args),
-        Mode::Aliases => {
-            say!("sendmail: postrider has no aliases database; nothing to rebuild");
-            ExitCode::SUCCESS
-        }
-        Mode::Deliver | Mode::Print | Mode::QueueRun => ExitCode::from(run(&args)),
+        Mode::Aliases => check_aliases(&args),
+        Mode::Daemon => daemon::main("sendmail", &args.config, &[], args.queue_interval),
+        Mode::Deliver | Mode::Print | Mode::QueueRun | Mode::Session => ExitCode::from(run(&args)),
     }
 }
 
@@ -443,13 +516,18 @@ fn run(args: &Args) -> u8 {
             return EX_OSERR;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match args.mode {
             Mode::Print => print_queue(&config).await,
             Mode::QueueRun => queue_run(args, &config).await,
+            Mode::Session => smtp_session(args, &config).await,
             _ => submit(args, &config).await,
         }
-    })
+    });
+    // `-bs` reads standard input on a blocking thread, and such a read cannot be cancelled:
+    // one still waiting after QUIT must not keep the command from exiting.
+    runtime.shutdown_background();
+    code
 }
 
 // ---- -bv -------------------------------------------------------------------------------
@@ -494,7 +572,10 @@ fn verify(args: &Args) -> ExitCode {
             Ok(address) => {
                 let explanation = router.explain(&address);
                 out!("{explanation}");
-                explanation.is_reject().then_some(EX_NOUSER)
+                match &explanation.route {
+                    Route::Local { target } => verify_local(&parts, target, &address),
+                    _ => explanation.is_reject().then_some(EX_NOUSER),
+                }
             }
             Err(e) => {
                 out!("{raw}: bad address: {e}");
@@ -506,6 +587,80 @@ fn verify(args: &Args) -> ExitCode {
         }
     }
     ExitCode::from(status)
+}
+
+/// The local half of `-bv`: the aliases expanded as a delivery would, each final target
+/// judged, and where each forward goes. `Some(exit code)` when the mail would not arrive.
+fn verify_local(parts: &Assembly, target: &LocalTarget, address: &Address) -> Option<u8> {
+    let Some(local) = parts.local() else {
+        // The route is the answer; that mail to it would bounce is worth saying, not failing:
+        // -bv answers how an address routes.
+        say!("sendmail: warning: {address}: local delivery is not configured (no [local] section)");
+        return None;
+    };
+    let verification = local.verify_target(target, address);
+    out!("{verification}");
+    for t in &verification.targets {
+        if let Verdict::Forwarded(to) = &t.verdict {
+            out!("{}", parts.router().explain(to));
+        }
+    }
+    (!verification.deliverable()).then_some(EX_NOUSER)
+}
+
+// ---- -bi -------------------------------------------------------------------------------
+
+/// `newaliases`: postrider reads the aliases file itself when it starts and on SIGHUP, so
+/// there is no database to build; this checks the file as a start would and says what it
+/// found (or every bad line), which is what an administrator runs newaliases to learn.
+fn check_aliases(args: &Args) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            print_lines("", &e);
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let Some(local) = &config.local else {
+        say!(
+            "sendmail: {} has no [local] section: no aliases file to check",
+            args.config.display()
+        );
+        return ExitCode::SUCCESS;
+    };
+    let Some(path) = &local.aliases else {
+        say!("sendmail: [local] names no aliases file: nothing to check");
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            say!("sendmail: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    // A bad line stops the assembly, naming file and line, as it would stop a start.
+    let parts = match runtime.block_on(assemble(&config)) {
+        Ok(p) => p,
+        Err(code) => return ExitCode::from(code),
+    };
+    match parts.local().and_then(|l| l.check_aliases()) {
+        Some(Ok(summary)) => {
+            print_lines("", &summary);
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            print_lines("", &e);
+            ExitCode::from(EX_DATAERR)
+        }
+        None => {
+            say!("sendmail: {}: not read", path.display());
+            ExitCode::from(EX_SOFTWARE)
+        }
+    }
 }
 
 // ---- -bp -------------------------------------------------------------------------------
@@ -705,12 +860,109 @@ async fn assemble(config: &Config) -> Result<Assembly, u8> {
 /// An engine builder over `spool` for one run: no periodic rescans, and a short grace so an
 /// interrupted run leaves quickly (each session still finishes the message it is on).
 fn one_shot(parts: &Assembly, spool: Arc<dyn Spool>) -> EngineBuilder {
-    let limits = Limits {
+    parts.engine_builder(spool).limits(one_shot_limits(parts))
+}
+
+fn one_shot_limits(parts: &Assembly) -> Limits {
+    Limits {
         queue_scan_interval: None,
         shutdown_grace: Duration::from_secs(10),
         ..parts.limits().clone()
+    }
+}
+
+/// When a submitted message is first tried: `-od`, else interactive with `-v`, else in the
+/// background.
+fn delivery_mode_of(args: &Args) -> DeliveryMode {
+    args.delivery.unwrap_or(if args.verbose {
+        DeliveryMode::Interactive
+    } else {
+        DeliveryMode::Background
+    })
+}
+
+// ---- -bs -------------------------------------------------------------------------------
+
+/// One SMTP session on standard input and output, on the library's server, as MUAs and PHP
+/// mailers run `sendmail -bs`. The invoking user is local and trusted (sendmail's view of
+/// `-bs`): it may relay as a loopback client may; the `[server]` limits and the access file's
+/// `From:`/`To:` entries still apply. Each accepted message is then tried as `-od` says.
+async fn smtp_session(args: &Args, config: &Config) -> u8 {
+    let parts = match assemble(config).await {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    parts.engine_builder(spool).limits(limits)
+    let setup = match ServerSetup::read(config) {
+        Ok(s) => s,
+        Err(e) => {
+            print_lines("", &e);
+            return EX_CONFIG;
+        }
+    };
+    let delivery = delivery_mode_of(args);
+    // Before the greeting a client can only be told "not now": 421, and the caller's
+    // mailer keeps the message.
+    let unavailable = |e: &dyn std::fmt::Display| {
+        say!("sendmail: message not queued: {e}");
+        out!(
+            "421 4.3.0 {} Mail system unavailable, try again later\r",
+            parts.hostname()
+        );
+        EX_TEMPFAIL
+    };
+    let spool = match config.open_spool().await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    let mut view = ScopedSpool::new(spool, Scope::Own);
+    if delivery != DeliveryMode::Interactive {
+        view = view.without_claims();
+    }
+    let limits = setup.engine_limits(one_shot_limits(&parts));
+    let engine = match parts
+        .engine_builder(Arc::new(view))
+        .limits(limits)
+        .start()
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return unavailable(&e),
+    };
+    let server = setup.server(engine.clone(), &parts);
+    let report = serve_session(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        &server,
+        &Endpoint::new(ListenerKind::Smtp),
+        None,
+    )
+    .await;
+    let mut status = 0;
+    match delivery {
+        DeliveryMode::QueueOnly => {}
+        DeliveryMode::Background => {
+            for id in &report.queued {
+                deliver_in_background(&args.config, *id);
+            }
+        }
+        DeliveryMode::Interactive => {
+            // The engine made each first attempt as the message came in; wait for them.
+            for id in &report.queued {
+                let attempt =
+                    tokio::time::timeout(INTERACTIVE_LIMIT, engine.flush(FlushFilter::Id(*id)));
+                match attempt.await {
+                    Ok(Ok(summary)) => status = status.max(unrecorded_status(&summary)),
+                    Ok(Err(_)) => {}
+                    Err(_) => say!(
+                        "sendmail: {id}: no answer after {} s; the message stays queued for the next queue run",
+                        INTERACTIVE_LIMIT.as_secs()
+                    ),
+                }
+            }
+        }
+    }
+    engine.shutdown().await;
+    status
 }
 
 // ---- submitting ------------------------------------------------------------------------
@@ -747,11 +999,7 @@ async fn submit(args: &Args, config: &Config) -> u8 {
         say!("sendmail: -V {envid}: {e}");
         return EX_USAGE;
     }
-    let delivery = args.delivery.unwrap_or(if args.verbose {
-        DeliveryMode::Interactive
-    } else {
-        DeliveryMode::Background
-    });
+    let delivery = delivery_mode_of(args);
     let spool = match config.open_spool().await {
         Ok(s) => s,
         Err(e) => {

@@ -305,6 +305,57 @@ async fn an_oversized_message_is_refused_after_its_data_and_the_session_goes_on(
     assert_eq!(sink.wait_for(1, 0, LIMIT).await.messages, 1);
 }
 
+/// A message of exactly `len` octets as the client sends it (before the final dot): lines
+/// ending in `ending`, the last one in CRLF as the end of data needs.
+fn message_of(len: usize, ending: &str) -> String {
+    let mut m = format!("Subject: size{ending}{ending}");
+    let line = format!("{}{ending}", "x".repeat(78));
+    while m.len() + line.len() + 80 < len {
+        m.push_str(&line);
+    }
+    m.push_str(&"y".repeat(len - m.len() - 2));
+    m.push_str("\r\n");
+    assert_eq!(m.len(), len);
+    m
+}
+
+#[tokio::test]
+async fn the_size_limit_counts_what_the_client_sent_not_what_the_spool_holds() {
+    // Issue 10: SIZE 10240000 advertised, a 10,239,900-octet message refused after DATA
+    // because the relay counted its own Received: field (and, with bare LFs, the CRs that
+    // normalisation adds).
+    let sink = Sink::start().await;
+    let relay = Relay::start(sink.port(), "");
+    let (mut c, _) = Client::connect(relay.port()).await;
+    let ehlo = c.command("EHLO client.example").await;
+    assert!(ehlo.lines().any(|l| l == "250-SIZE 10240000"), "{ehlo}");
+    for ending in ["\r\n", "\n"] {
+        assert_eq!(
+            c.command("MAIL FROM:<a@example.test> SIZE=10239900").await,
+            "250 2.1.0 OK"
+        );
+        c.command("RCPT TO:<b@example.org>").await;
+        assert!(c.command("DATA").await.starts_with("354 "));
+        c.send(&message_of(10_239_900, ending)).await;
+        let reply = c.command(".").await;
+        assert!(
+            reply.starts_with("250 2.0.0 OK queued as "),
+            "{ending:?}: {reply}"
+        );
+    }
+    // One octet over the limit is refused.
+    c.command("MAIL FROM:<a@example.test>").await;
+    c.command("RCPT TO:<b@example.org>").await;
+    assert!(c.command("DATA").await.starts_with("354 "));
+    c.send(&message_of(10_240_001, "\r\n")).await;
+    let reply = c.command(".").await;
+    assert!(
+        reply.starts_with("552 5.3.4 Message size exceeds the limit of 10240000 octets"),
+        "{reply}"
+    );
+    assert_eq!(sink.wait_for(2, 0, LIMIT).await.messages, 2);
+}
+
 #[tokio::test]
 async fn a_client_that_keeps_making_mistakes_is_disconnected() {
     let sink = Sink::start().await;

@@ -7,7 +7,7 @@ use support::route as route_support;
 use std::path::Path;
 
 use postrider::config::{Config, ConfigError};
-use postrider::route::hop::parse_hop;
+use postrider::route::parse_hop;
 use postrider::route::{Rule, TlsLevel};
 use postrider::{Address, Route};
 

@@ -4,7 +4,7 @@
 mod support;
 use support::route as route_support;
 
-use postrider::route::hop::parse_hop;
+use postrider::route::parse_hop;
 use postrider::route::{Origin, PolicyError, PolicyTable, TlsLevel, WarningKind};
 
 use route_support::ConfigDir;

@@ -1,10 +1,12 @@
 //! End-to-end runs of `examples/sendmail.rs` against a temporary spool and Postfix's
 //! smtp-sink as the smart host: submitting (arguments, `-t`, dots), the delivery modes, `-bp`
-//! after a deferral, `-q` and its filters, `-v`, the exit codes, and concurrent commands on
-//! one spool delivering each message exactly once.
+//! after a deferral, `-q` and its filters, `-v`, the exit codes, concurrent commands on one
+//! spool delivering each message exactly once, an SMTP session on standard input (`-bs`), and
+//! the daemon (`-bd`) with swaks as its client.
 
 mod support;
 use support::examples;
+use support::relay;
 use support::sink;
 
 use std::process::Output;
@@ -472,8 +474,8 @@ async fn exit_codes_follow_sysexits() {
     let out = sendmail(&site, &["-odq", "a b@x.example"], "x\n");
     assert_eq!(code(&out), Some(65), "{}", stderr(&out));
     assert!(site.queued().is_empty(), "nothing refused was queued");
-    // 69 EX_UNAVAILABLE: a daemon, periodic runs.
-    for flag in ["-bd", "-q15m"] {
+    // 69 EX_UNAVAILABLE: address test mode, periodic runs without a daemon.
+    for flag in ["-bt", "-q15m"] {
         let out = sendmail(&site, &[flag], "");
         assert_eq!(code(&out), Some(69), "{flag}: {}", stderr(&out));
     }
@@ -585,4 +587,272 @@ async fn concurrent_submissions_and_queue_runs_deliver_each_message_exactly_once
         assert_eq!(copies, 1, "{subject} was received {copies} times");
     }
     assert_eq!(dumps.len(), expected.len());
+}
+
+/// The reply lines of an SMTP session's output, without line ends.
+fn reply_lines(out: &Output) -> Vec<String> {
+    let text = stdout(out);
+    assert!(
+        text.split_inclusive('\n').all(|l| l.ends_with("\r\n")),
+        "every reply line ends in CRLF: {text:?}"
+    );
+    text.lines().map(str::to_string).collect()
+}
+
+/// `postrider.toml` of a site, with more lines after it.
+fn site_config(port: u16, extra: &str) -> String {
+    format!(
+        "hostname = \"{HOSTNAME}\"\nspool = \"spool\"\nsmart_host = \"[127.0.0.1]:{port}\"\n\
+         [spf]\npolicy = \"off\"\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn dash_bs_runs_a_pipelined_smtp_session_on_standard_input_and_output() {
+    let sink = Sink::start_with(&[], true).await;
+    let site = Site::new(sink.port());
+    // All of it in the pipe at once, as a program writing to `sendmail -bs` may send it: two
+    // transactions, the second without waiting for the first's reply.
+    let input = "EHLO localhost\r\n\
+                 MAIL FROM:<php@example.test>\r\nRCPT TO:<alice@example.org>\r\n\
+                 RCPT TO:<bob@example.net>\r\nDATA\r\n\
+                 Subject: from PHP\r\n\r\n..leading dot\r\nhi\r\n.\r\n\
+                 MAIL FROM:<> SIZE=100\r\nRCPT TO:<carol@example.org> NOTIFY=NEVER\r\nDATA\r\n\
+                 Subject: second\r\n\r\nx\r\n.\r\n\
+                 QUIT\r\n";
+    let out = sendmail(&site, &["-odi", "-bs"], input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let lines = reply_lines(&out);
+    let codes: Vec<&str> = lines
+        .iter()
+        .filter(|l| !l.starts_with("250-"))
+        .map(|l| l.get(..3).unwrap_or(l))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "220", "250", "250", "250", "250", "354", "250", "250", "250", "354", "250", "221"
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(lines[0], format!("220 {HOSTNAME} ESMTP postrider"));
+    assert!(lines.contains(&"250-PIPELINING".to_string()), "{lines:#?}");
+    assert!(
+        lines.contains(&"250-SIZE 10240000".to_string()),
+        "{lines:#?}"
+    );
+    let queued: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("250 2.0.0 OK queued as "))
+        .collect();
+    assert_eq!(queued.len(), 2, "{lines:#?}");
+    // -odi: both delivered before the command returned.
+    let dumps = sink.dumped();
+    assert_eq!(dumps.len(), 2, "{dumps:#?}");
+    let first = dumps
+        .iter()
+        .find(|d| header_value(d, "Subject") == ["from PHP"])
+        .expect("the first message");
+    assert_eq!(
+        header_value(first, "X-Rcpt-Args"),
+        ["<alice@example.org>", "<bob@example.net>"]
+    );
+    assert!(
+        first.contains(&format!(
+            "Received: from localhost (local)\n\tby {HOSTNAME} (postrider) with ESMTP"
+        )) || first.contains(&format!(
+            "Received: from localhost (local)\r\n\tby {HOSTNAME} (postrider) with ESMTP"
+        )),
+        "{first}"
+    );
+    assert!(first.contains("\n.leading dot"), "dot-unstuffed: {first}");
+    let second = dumps
+        .iter()
+        .find(|d| header_value(d, "Subject") == ["second"])
+        .expect("the second message");
+    assert!(
+        header_value(second, "X-Mail-Args")[0].starts_with("<>"),
+        "{second}"
+    );
+    assert!(site.queued().is_empty(), "{:?}", site.queued());
+}
+
+#[tokio::test]
+async fn dash_bs_queues_with_odq_and_delivers_in_the_background_by_default() {
+    let sink = Sink::start().await;
+    let site = Site::new(sink.port());
+    let session = |subject: &str| {
+        format!(
+            "HELO localhost\r\nMAIL FROM:<cron@example.test>\r\nRCPT TO:<root@example.org>\r\n\
+             DATA\r\nSubject: {subject}\r\n\r\nx\r\n.\r\nQUIT\r\n"
+        )
+    };
+    let out = sendmail(&site, &["-odq", "-bs"], &session("queued"));
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(site.queued().len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.counts().messages, 0, "-odq delivers nothing");
+    let out = sendmail(&site, &["-bs"], &session("background"));
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("250 2.0.0 OK queued as "),
+        "{}",
+        stdout(&out)
+    );
+    // The detached attempt delivers this session's message only; the -odq one stays.
+    assert!(
+        eventually(|| sink.counts().messages == 1 && site.queued().len() == 1).await,
+        "{:?}, queue {:?}",
+        sink.counts(),
+        site.queued()
+    );
+}
+
+#[tokio::test]
+async fn dash_bs_accepts_what_its_size_limit_allows_even_with_bare_line_feeds() {
+    // SIZE counts what the client sends; the spool holds more (the Received: field, every
+    // bare LF made CRLF). Both limits say 100000: a message just under it must be taken.
+    let sink = Sink::start().await;
+    let site = Site::new(sink.port());
+    site.write(
+        "postrider.toml",
+        &site_config(
+            sink.port(),
+            "[queue]\nmax_message_size = 100000\n[server.limits]\nmax_message_size = 100000\n",
+        ),
+    );
+    let line = format!("{}\n", "y".repeat(79));
+    let mut body = "Subject: big\n\n".to_string() + &line.repeat(99_900 / line.len());
+    // The last line ends in CRLF: only <CRLF>.<CRLF> ends the data.
+    body.push_str(&"z".repeat(99_900 - body.len() - 2));
+    body.push_str("\r\n");
+    assert_eq!(body.len(), 99_900);
+    let over = format!("{body}{}\r\n", "w".repeat(200));
+    let input = format!(
+        "EHLO localhost\r\nMAIL FROM:<a@example.test> SIZE=99900\r\nRCPT TO:<b@example.org>\r\n\
+         DATA\r\n{body}.\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n\
+         {over}.\r\nQUIT\r\n"
+    );
+    let out = sendmail(&site, &["-odi", "-bs"], &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let lines = reply_lines(&out);
+    let finals: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("250 2.0.0 OK") || l.starts_with("552 "))
+        .collect();
+    assert_eq!(finals.len(), 2, "{lines:#?}");
+    assert!(
+        finals[0].starts_with("250 2.0.0 OK queued as "),
+        "{lines:#?}"
+    );
+    assert!(
+        finals[1].starts_with("552 5.3.4 Message size exceeds the limit of 100000 octets"),
+        "{lines:#?}"
+    );
+    assert!(
+        eventually(|| sink.counts().messages == 1).await,
+        "{:?}",
+        sink.counts()
+    );
+}
+
+#[tokio::test]
+async fn dash_bs_greets_421_and_exits_75_when_the_spool_cannot_be_opened() {
+    let site = Site::new(free_port());
+    site.write(
+        "postrider.toml",
+        "hostname = \"sipserver1.ourtest.com\"\nspool = \"not-a-dir\"\n",
+    );
+    site.write("not-a-dir", "");
+    let out = sendmail(&site, &["-bs"], "EHLO localhost\r\nQUIT\r\n");
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("421 4.3.0 {HOSTNAME} Mail system unavailable, try again later\r\n")
+    );
+    assert!(
+        stderr(&out).starts_with("sendmail: message not queued: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn dash_bd_runs_the_daemon_that_swaks_sends_through_and_sigterm_stops() {
+    const SWAKS: &str = "/usr/bin/swaks";
+    assert!(
+        std::path::Path::new(SWAKS).exists(),
+        "{SWAKS} is missing: install the Debian package swaks"
+    );
+    let sink = Sink::start_with(&[], true).await;
+    let site = Site::new(sink.port());
+    let port = free_port();
+    site.write(
+        "postrider.toml",
+        &site_config(
+            sink.port(),
+            &format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n"),
+        ),
+    );
+    let log = std::fs::File::create(site.path("daemon.log")).unwrap();
+    let mut cmd = site.command("sendmail");
+    let mut daemon = cmd
+        .args(["-bd", "-q15m"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(site.path("daemon.log")).unwrap_or_default();
+    assert!(
+        relay::wait_listening(port, &mut daemon),
+        "sendmail -bd is not listening on {port}: {}",
+        read_log()
+    );
+    let swaks = std::process::Command::new(SWAKS)
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--from", "pbx@example.test", "--to", "alice@example.org"])
+        .args([
+            "--header",
+            "Subject: via swaks",
+            "--body",
+            "hello from swaks",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        swaks.status.success(),
+        "swaks: {}",
+        String::from_utf8_lossy(&swaks.stdout)
+    );
+    let transcript = String::from_utf8_lossy(&swaks.stdout).into_owned();
+    assert!(
+        transcript.contains("<-  250 2.0.0 OK queued as "),
+        "{transcript}"
+    );
+    assert!(
+        eventually(|| sink.counts().messages == 1).await,
+        "{:?}: {}",
+        sink.counts(),
+        read_log()
+    );
+    let dump = sink.dumped().remove(0);
+    assert_eq!(header_value(&dump, "X-Rcpt-Args"), ["<alice@example.org>"]);
+    assert_eq!(header_value(&dump, "Subject"), ["via swaks"]);
+
+    let pid = libc::pid_t::try_from(daemon.id()).unwrap();
+    // SAFETY: kill(2) with a pid we spawned and have not waited for.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", read_log());
+    let log = read_log();
+    assert!(
+        log.contains(&format!(
+            "listening on 127.0.0.1:{port} (smtp) as {HOSTNAME}"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("stopping: no new connections"), "{log}");
 }

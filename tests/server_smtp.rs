@@ -10,7 +10,7 @@ use std::time::Duration;
 use postrider::server::{ServerLimits, ServerTimeouts};
 use postrider::spool::FsSpool;
 use support::engine::temp;
-use support::server::{Client, Options, REFUSED_DOMAIN, TestServer, code};
+use support::server::{Client, Options, REFUSED_DOMAIN, TestServer, captured_log, code};
 use support::tmpfs::Tmpfs;
 
 async fn started() -> TestServer {
@@ -256,6 +256,7 @@ async fn submit_one(s: &TestServer) -> String {
 
 #[tokio::test]
 async fn a_full_spool_answers_452_and_a_read_only_one_451_never_250() {
+    let log = captured_log();
     for read_only in [false, true] {
         let fs = Tmpfs::mount("256k");
         let spool = Arc::new(FsSpool::open(fs.path().join("spool")).unwrap());
@@ -272,6 +273,13 @@ async fn a_full_spool_answers_452_and_a_read_only_one_451_never_250() {
         let reply = submit_one(&s).await;
         let want = if read_only { "451 4.3.0" } else { "452 4.3.1" };
         assert_eq!(code(&reply), want, "read_only={read_only}: {reply}");
+        // The log says why once, in words that do not repeat themselves.
+        let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+        assert!(
+            text.contains("from=<a@example.test>: message not queued: "),
+            "{text}"
+        );
+        assert!(!text.contains("not queued: message not queued"), "{text}");
         use postrider::spool::Spool;
         assert_eq!(
             spool.scan().await.unwrap().messages.len(),

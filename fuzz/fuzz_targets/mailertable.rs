@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postrider::route::hop::{display_hops, parse_hops};
-use postrider::route::value::parse_value;
+use postrider::route::{display_hops, parse_hops};
+use postrider::route::parse_value;
 use postrider::route::{
     Key, LoadError, LocalDomains, Mailertable, Origin, RouteTable, SmartHost, Warning,
 };

@@ -29,6 +29,13 @@ pub enum Check {
     Policy,
     /// The spool directory is writable and fsync works there.
     Spool,
+    /// Each listener can do its job (a submission port with passwords and TLS), and the
+    /// access and password files parse.
+    Listener,
+    /// A listener's certificate: readable, not expired or about to, covering the host name.
+    ListenerTls,
+    /// Who may relay: not nobody (the LAN's PBX), not everybody (an open relay).
+    Relaying,
     /// The TLS rule mail to a domain meets (policy file, DANE, MTA-STS) and why.
     TlsPolicy,
     /// Dovecot reads local mail where postrider delivers it.
@@ -50,6 +57,9 @@ impl Check {
             Check::Mailertable => "mailertable",
             Check::Policy => "policy",
             Check::Spool => "spool",
+            Check::Listener => "listener",
+            Check::ListenerTls => "listener-tls",
+            Check::Relaying => "relaying",
             Check::TlsPolicy => "tls-policy",
             Check::Mailbox => "mailbox",
         }

@@ -15,8 +15,11 @@
 //! | `smart-host-auth` | it accepts the credentials (AUTH, then QUIT: no mail is sent) | 535 and friends |
 //! | `mailertable` | the mailertable and local-host-names parse | a line has an error (one finding per line) |
 //! | `policy` | the TLS and credentials policy file parses | a line has an error |
-//! | `spool` | the spool directory is writable and fsync works there | read-only, full, not a directory |
 //! | `tls-policy` | the TLS rule (policy file, DANE, MTA-STS) mail to the probe and sender domains meets, and why | a published policy rules a host out or cannot be fetched (warning) |
+//! | `spool` | the spool directory is writable and fsync works there | read-only, full, not a directory |
+//! | `listener-tls` | each `[[listener]]`'s certificate is readable, valid for 14 days more and covers the host name | expired, unreadable, another name (on 587/465; a warning on 25) |
+//! | `listener` | a `submission` listener has a password file and TLS; the access and password files parse | nobody could authenticate, a bad line |
+//! | `relaying` | who may relay: not nobody on a LAN-facing port 25, not everybody | an access rule or `mynetworks` that opens relaying to the Internet |
 //! | `mailbox` | Dovecot's `mail_location` is where `[local] mailbox` delivers (when `[local]` and a Dovecot configuration exist) | another format or path |
 //!
 //! A `FAIL` means mail will not go out (or receivers will refuse or junk it) until it is
@@ -50,6 +53,7 @@ mod dkim;
 mod egress;
 mod finding;
 mod hostname;
+mod listeners;
 pub mod mailbox;
 #[cfg(feature = "postgres")]
 pub mod pg_spool;
@@ -255,8 +259,15 @@ impl Doctor {
                 format!("the spool check did not finish: {e}"),
             )]
         }));
+        findings.extend(self.check_listeners().await);
         findings.extend(self.check_mailbox());
         findings
+    }
+
+    /// `listener-tls`, `listener`, `relaying`: each listener's certificate (expiry, names), each
+    /// listener's means to work, and who may relay. Nothing without `[[listener]]` tables.
+    pub async fn check_listeners(&self) -> Vec<Finding> {
+        listeners::check(self).await
     }
 
     /// `hostname`: the host name is fully qualified, and resolves.

@@ -263,7 +263,7 @@ fn smart_host_advice(d: &Doctor) -> String {
 }
 
 fn display_hops(smart: &crate::route::SmartHost) -> String {
-    crate::route::hop::display_hops(smart.hops())
+    crate::route::display_hops(smart.hops())
 }
 
 fn port_suffix(port: u16) -> String {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Check, Doctor, Finding, Verdict, no_dns};
-use crate::route::hop::parse_hop;
+use crate::route::parse_hop;
 use crate::route::table_file::content_lines;
 use crate::route::{Mailer, NextHop, PolicyTable, TlsLevel};
 use crate::transport::esmtp::{

@@ -25,8 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::address::{Address, Domain};
-use crate::route::error::{LineError, LineProblem, LoadError};
 use crate::route::table_file::{Origin, Warning, WarningKind, content_lines, read_file, split_key};
+use crate::route::{LineError, LineProblem, LoadError};
 use crate::status::{EnhancedStatus, Reply};
 
 use super::targets::check_name;

@@ -3,7 +3,7 @@
 //!
 //! A next hop's policy line names the mechanism, the user and where the token comes from
 //! ([`OAuth2Policy`], written in the policy file as `oauth2=xoauth2 user=... token-...=`, see
-//! [`policy_file`](crate::route::policy_file)). Tokens come from a [`TokenSource`]; three are
+//! [the policy file](crate::route#the-policy-file)). Tokens come from a [`TokenSource`]; three are
 //! built in:
 //!
 //! - [`TokenFile`]: a file holding the token, kept fresh by another program;

@@ -1,22 +1,4 @@
 //! Why a recipient routes where it does, for `sendmail -bv` and for administrators.
-//!
-//! An [`Explanation`] displays as one line that scripts can read:
-//!
-//! ```text
-//! user@gmail.com: mailer=esmtp host=[smtp.gmail.com] port=587 mx=no rule=mailertable:gmail.com (line 3)
-//! bob@hq.corp.example: mailer=esmtp host=mail.corporate.net port=25 mx=yes rule=mailertable:.corp.example (line 5)
-//! x@bad.example: error dsn=5.7.0 code=550 text="mail to this domain is not accepted" rule=mailertable:bad.example (line 7)
-//! aaa@ourtest.com: mailer=local user=aaa rule=local-host-names
-//! info@ourtest.com: mailer=local user=bob rule=virtusertable:info@ourtest.com (line 2)
-//! sales@ourtest.com: mailer=local forward=team@partner.example rule=virtusertable:sales@ourtest.com (line 3)
-//! ```
-//!
-//! With fallback hosts each host repeats its `host= port= mx=` group, in the order tried. The
-//! port is the one connected to (the mailer's default when the route names none). The rule is
-//! one of `local-host-names`, `hostname`, `localhost`, `virtusertable:KEY (line N)`,
-//! `virtual-domain` (a virtusertable domain without an entry for the address),
-//! `mailertable:KEY (line N)`, `smart-host` or `direct-mx`. The user shown for local mail is
-//! the name aliases are applied to; `sendmail -bv` shows their expansion after this line.
 
 use std::fmt;
 

@@ -2,9 +2,6 @@
 //! keys: `host` (MX lookup), `[host]` (no MX lookup), `[10.0.0.5]`, `[IPv6:2001:db8::1]` (or
 //! Postfix's `[2001:db8::1]`), each optionally followed by `:port`; several hosts separated by
 //! `:` or `,` are fallbacks tried in order (`[a]:[b]`, `a,b`, `[a]:587,[b]:587`).
-//!
-//! A component made only of digits is a port (Postfix's form, and what DESIGN.md specifies);
-//! a host name cannot end in an all-digit label, so nothing is ambiguous.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

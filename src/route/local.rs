@@ -1,10 +1,5 @@
 //! Local domains: sendmail's class `w`, read from `local-host-names`, plus the host's own name and
 //! `localhost`.
-//!
-//! The file holds host names separated by whitespace, usually one per line, with `#` comment
-//! lines; names match exactly (a name does not cover its subdomains), case-insensitively.
-//! Address literals (`[192.0.2.1]`) are accepted in sendmail's file but can never match here,
-//! since postrider refuses address-literal recipients: they are skipped with a warning.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

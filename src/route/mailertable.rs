@@ -1,26 +1,6 @@
 //! The sendmail-compatible router: the virtusertable (for local and virtual domains), local
 //! domains, then the mailertable, then the smart host, then direct delivery to the recipient
 //! domain's MX hosts.
-//!
-//! The tables live in an immutable snapshot behind an `RwLock<Arc<_>>`: a lookup clones the
-//! `Arc` (the lock is held for that instant only) and works on the snapshot, so a
-//! [`reload`](Mailertable::reload) never blocks readers for longer than a pointer swap and a
-//! lookup never sees half of an old table and half of a new one.
-//!
-//! ```
-//! use postrider::route::{Mailertable, SmartHost};
-//! use postrider::{Address, Route};
-//! let (router, warnings) = Mailertable::builder()
-//!     .mailertable_text("mailertable", "gmail.com esmtp:[smtp.gmail.com]:587\n")
-//!     .local_host_names_text("local-host-names", "ourtest.com\n")
-//!     .smart_host("[mail.isp.net]".parse::<SmartHost>()?)
-//!     .build()?;
-//! assert!(warnings.is_empty());
-//! let e = router.explain(&Address::parse("user@gmail.com")?);
-//! assert_eq!(e.to_string(), "user@gmail.com: mailer=esmtp host=[smtp.gmail.com] port=587 mx=no rule=mailertable:gmail.com (line 1)");
-//! assert_eq!(router.lookup(&Address::parse("aaa@ourtest.com")?), Route::local());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};

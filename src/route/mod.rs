@@ -1,24 +1,183 @@
 //! Where a recipient's mail goes: the `Router` trait and the routes it returns.
 //!
 //! The default router is the sendmail-compatible [`Mailertable`] (with a smart host and local
-//! domains); the per-next-hop TLS and credentials policy lives in [`policy`].
+//! domains); the per-next-hop TLS and credentials policy lives in [`PolicyTable`].
 //!
-//! Modules: [`table_file`] (line numbering, origins, warnings), [`hop`] (host lists),
-//! [`value`] (mailertable values), [`table`] (keys and lookup), [`local`] (local-host-names),
-//! [`smart_host`], [`explain`] (`sendmail -bv` lines), [`mailertable`] (the router),
-//! [`policy`] and [`policy_file`] (TLS and credentials per next hop).
-
-pub mod error;
-pub mod explain;
-pub mod hop;
-pub mod local;
-pub mod mailertable;
-pub mod policy;
-pub mod policy_file;
-pub mod smart_host;
-pub mod table;
-pub mod table_file;
-pub mod value;
+//! # The router
+//!
+//! The sendmail-compatible router: the virtusertable (for local and virtual domains), local
+//! domains, then the mailertable, then the smart host, then direct delivery to the recipient
+//! domain's MX hosts.
+//!
+//! The tables live in an immutable snapshot behind an `RwLock<Arc<_>>`: a lookup clones the
+//! `Arc` (the lock is held for that instant only) and works on the snapshot, so a
+//! [`reload`](Mailertable::reload) never blocks readers for longer than a pointer swap and a
+//! lookup never sees half of an old table and half of a new one.
+//!
+//! ```
+//! use postrider::route::{Mailertable, SmartHost};
+//! use postrider::{Address, Route};
+//! let (router, warnings) = Mailertable::builder()
+//!     .mailertable_text("mailertable", "gmail.com esmtp:[smtp.gmail.com]:587\n")
+//!     .local_host_names_text("local-host-names", "ourtest.com\n")
+//!     .smart_host("[mail.isp.net]".parse::<SmartHost>()?)
+//!     .build()?;
+//! assert!(warnings.is_empty());
+//! let e = router.explain(&Address::parse("user@gmail.com")?);
+//! assert_eq!(e.to_string(), "user@gmail.com: mailer=esmtp host=[smtp.gmail.com] port=587 mx=no rule=mailertable:gmail.com (line 1)");
+//! assert_eq!(router.lookup(&Address::parse("aaa@ourtest.com")?), Route::local());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Local domains
+//!
+//! Local domains: sendmail's class `w`, read from `local-host-names`, plus the host's own name and
+//! `localhost`.
+//!
+//! The file holds host names separated by whitespace, usually one per line, with `#` comment
+//! lines; names match exactly (a name does not cover its subdomains), case-insensitively.
+//! Address literals (`[192.0.2.1]`) are accepted in sendmail's file but can never match here,
+//! since postrider refuses address-literal recipients: they are skipped with a warning.
+//!
+//! # The smart host
+//!
+//! The smart host: where mail goes when no mailertable key matches (sendmail's `SMART_HOST`,
+//! Postfix's `relayhost`).
+//!
+//! Written as sendmail and Postfix users write it: `[smtp.gmail.com]:587`, `mail.isp.net`,
+//! `[192.0.2.25]`, with an optional mailer prefix (`smtps:[smtp.gmail.com]:465`,
+//! `relay:[mail.isp.net]`). Without a prefix the mailer is `relay`, as in sendmail, so log lines
+//! read `mailer=relay` for smart-host deliveries just as they did there.
+//!
+//! ```
+//! use postrider::route::SmartHost;
+//! let s: SmartHost = "[smtp.gmail.com]:587".parse()?;
+//! assert_eq!(s.to_string(), "relay:[smtp.gmail.com]:587");
+//! let s: SmartHost = "smtps:[smtp.gmail.com]:465".parse()?;
+//! assert_eq!(s.mailer().name(), "smtps");
+//! # Ok::<(), postrider::route::SmartHostError>(())
+//! ```
+//!
+//! # The policy file
+//!
+//! The per-next-hop TLS and credentials file.
+//!
+//! One entry per line, fields separated by whitespace, `#` comment lines:
+//!
+//! ```text
+//! # NEXT-HOP             [LEVEL]   [OPTION...]        [USER:PASSWORD]
+//! [smtp.gmail.com]:587   encrypt   user@example.com:app-password
+//! [mail.corporate.net]   verify
+//! [10.0.0.5]:25          none      auth-without-tls   relay:s3cret
+//! [smtp.office365.com]:587 verify oauth2=xoauth2 user=voicemail@example.com token-refresh=m365.oauth
+//! [smtp.gmail.com]:465   verify    oauth2 user=pbx@example.com token-command=oama access pbx@example.com
+//! *                      may
+//! ```
+//!
+//! - NEXT-HOP is written as routes display it (`[host]:port`, `[host]`, `host`, `[10.0.0.5]`,
+//!   `[IPv6:2001:db8::1]`); `*` or `default` is the entry for every other hop. A key without a
+//!   port matches the host on any port; brackets are part of the key (`[mail.example.com]` is
+//!   not `mail.example.com`, as in Postfix).
+//! - LEVEL is `none | may | encrypt | verify`. When it is left out and credentials are given,
+//!   the level is `encrypt`, so a Postfix `sasl_passwd` line (`[smtp.gmail.com]:587 user:pass`)
+//!   works unchanged and never sends the password in clear text.
+//! - OPTION: `auth-without-tls` allows AUTH on a connection without TLS (needed with `none`).
+//!   LEVEL and options may come in any order; each at most once.
+//! - OAuth2 instead of a password (Microsoft 365, Google Workspace): `oauth2` (or
+//!   `oauth2=auto`: OAUTHBEARER when the server offers it, else XOAUTH2), `oauth2=xoauth2` or
+//!   `oauth2=oauthbearer`; `user=ACCOUNT`; and where the access token comes from, one of
+//!   `token-file=PATH` (a file another program keeps fresh), `token-refresh=PATH` (the RFC
+//!   6749 refresh-token grant with the credentials in PATH, see
+//!   [`RefreshGrant`](crate::oauth2::RefreshGrant)) or `token-command=COMMAND` (run with
+//!   `/bin/sh -c`; it takes the rest of the line, so it comes last). Relative paths are
+//!   relative to the policy file's folder. Without a level, an OAuth2 line means `encrypt`.
+//! - USER:PASSWORD comes last: the user is everything up to the first `:` (so it cannot contain
+//!   one), the password is the rest of the line (it may contain `:` and spaces; surrounding
+//!   spaces are dropped).
+//! - The first entry for a key is used; a later one is reported as a warning.
+//!
+//! Passwords never appear in errors, warnings, logs or `Debug` output: an error about a field
+//! that may hold a secret names the field's position instead of quoting it (a token command
+//! is never quoted either). A file with passwords that group or others can read gets a
+//! warning (not an error, so a mode change never stops mail), like ssh's check on keys; so
+//! does a token or credentials file named by `token-file=` or `token-refresh=`.
+//!
+//! # Explanations (`sendmail -bv`)
+//!
+//! Why a recipient routes where it does, for `sendmail -bv` and for administrators.
+//!
+//! An [`Explanation`] displays as one line that scripts can read:
+//!
+//! ```text
+//! user@gmail.com: mailer=esmtp host=[smtp.gmail.com] port=587 mx=no rule=mailertable:gmail.com (line 3)
+//! bob@hq.corp.example: mailer=esmtp host=mail.corporate.net port=25 mx=yes rule=mailertable:.corp.example (line 5)
+//! x@bad.example: error dsn=5.7.0 code=550 text="mail to this domain is not accepted" rule=mailertable:bad.example (line 7)
+//! aaa@ourtest.com: mailer=local user=aaa rule=local-host-names
+//! info@ourtest.com: mailer=local user=bob rule=virtusertable:info@ourtest.com (line 2)
+//! sales@ourtest.com: mailer=local forward=team@partner.example rule=virtusertable:sales@ourtest.com (line 3)
+//! ```
+//!
+//! With fallback hosts each host repeats its `host= port= mx=` group, in the order tried. The
+//! port is the one connected to (the mailer's default when the route names none). The rule is
+//! one of `local-host-names`, `hostname`, `localhost`, `virtusertable:KEY (line N)`,
+//! `virtual-domain` (a virtusertable domain without an entry for the address),
+//! `mailertable:KEY (line N)`, `smart-host` or `direct-mx`. The user shown for local mail is
+//! the name aliases are applied to; `sendmail -bv` shows their expansion after this line.
+//!
+//! # Mailertable values
+//!
+//! The mailertable value grammar: `mailer:hosts` for the relaying mailers, `local:` and
+//! `local:user`, and `error:D.S.N:CODE text`.
+//!
+//! ```
+//! use postrider::route::parse_value;
+//! use postrider::Route;
+//! let route = parse_value("esmtp:[smtp.gmail.com]:587")?;
+//! assert!(matches!(route, Route::Relay { .. }));
+//! assert_eq!(parse_value("local:")?, Route::local());
+//! # Ok::<(), postrider::route::ValueError>(())
+//! ```
+//!
+//! # Host lists
+//!
+//! The host-list grammar shared by mailertable values, the smart host and the policy file's
+//! keys: `host` (MX lookup), `[host]` (no MX lookup), `[10.0.0.5]`, `[IPv6:2001:db8::1]` (or
+//! Postfix's `[2001:db8::1]`), each optionally followed by `:port`; several hosts separated by
+//! `:` or `,` are fallbacks tried in order (`[a]:[b]`, `a,b`, `[a]:587,[b]:587`).
+//!
+//! A component made only of digits is a port (Postfix's form, and what DESIGN.md specifies);
+//! a host name cannot end in an all-digit label, so nothing is ambiguous.
+//!
+//! # Table lookup
+//!
+//! A parsed mailertable: keys to routes, and the lookup that gives sendmail's precedence.
+//!
+//! For a recipient domain `a.b.example.com` the lookup tries the exact key `a.b.example.com`,
+//! then the `.parent` keys from the longest down (`.b.example.com`, `.example.com`, `.com`),
+//! then the catch-all `.`. A key with a leading dot matches only names *below* it, as in
+//! sendmail: `.example.com` does not match `example.com` itself. File order does not matter.
+//! Each step is one hash lookup, so a lookup costs a few hundred nanoseconds whatever the
+//! table's size.
+//!
+//! # Table files
+//!
+//! The plumbing shared by postrider's line-oriented table files (mailertable, local-host-names,
+//! the TLS/credentials policy): where a text came from, its numbered content lines, warnings and
+//! read errors that name the file and the line.
+//!
+//! The format is makemap's and postmap's: one entry per line, `#` starts a comment line, blank
+//! lines are ignored, CRLF line ends and a UTF-8 byte-order mark are tolerated.
+mod error;
+mod explain;
+pub(crate) mod hop;
+mod local;
+mod mailertable;
+mod policy;
+mod policy_file;
+mod smart_host;
+mod table;
+pub(crate) mod table_file;
+mod value;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -31,6 +190,7 @@ use crate::status::{Reply, Severity};
 
 pub use error::{KeyProblem, LineError, LineProblem, LoadError};
 pub use explain::{Explanation, Rule};
+pub use hop::{HopError, display_hops, parse_hop, parse_hops};
 pub use local::{LocalDomains, LocalSource};
 pub use mailertable::{Mailertable, MailertableBuilder};
 pub use policy::{Credentials, HopPolicy, PolicyTable, Secret, TlsLevel};
@@ -38,7 +198,7 @@ pub use policy_file::{PolicyError, PolicyLineError, PolicyProblem};
 pub use smart_host::{SmartHost, SmartHostError};
 pub use table::{Key, Match, RouteTable};
 pub use table_file::{Origin, ReadError, Warning, WarningKind};
-pub use value::ValueError;
+pub use value::{ErrorSpecProblem, MAILER_NAMES, ValueError, parse_value};
 
 /// The delivery agent named in a mailertable value. All but `smtps` speak ESMTP over plain TCP
 /// with STARTTLS as the policy allows; `smtps` starts TLS at connect (RFC 8314).

@@ -130,7 +130,7 @@ impl HopPolicy {
 ///
 /// A lookup tries the next hop exactly as the route names it (host, brackets and port), then
 /// the same host without a port (so `[mail.example.com]` covers every port), then the default.
-/// The file format is in [`policy_file`](super::policy_file).
+/// The file format is in [the route module](crate::route#the-policy-file).
 #[derive(Debug, Clone, Default)]
 pub struct PolicyTable {
     entries: HashMap<NextHop, HopPolicy>,

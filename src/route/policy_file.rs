@@ -1,44 +1,4 @@
 //! The per-next-hop TLS and credentials file.
-//!
-//! One entry per line, fields separated by whitespace, `#` comment lines:
-//!
-//! ```text
-//! # NEXT-HOP             [LEVEL]   [OPTION...]        [USER:PASSWORD]
-//! [smtp.gmail.com]:587   encrypt   user@example.com:app-password
-//! [mail.corporate.net]   verify
-//! [10.0.0.5]:25          none      auth-without-tls   relay:s3cret
-//! [smtp.office365.com]:587 verify oauth2=xoauth2 user=voicemail@example.com token-refresh=m365.oauth
-//! [smtp.gmail.com]:465   verify    oauth2 user=pbx@example.com token-command=oama access pbx@example.com
-//! *                      may
-//! ```
-//!
-//! - NEXT-HOP is written as routes display it (`[host]:port`, `[host]`, `host`, `[10.0.0.5]`,
-//!   `[IPv6:2001:db8::1]`); `*` or `default` is the entry for every other hop. A key without a
-//!   port matches the host on any port; brackets are part of the key (`[mail.example.com]` is
-//!   not `mail.example.com`, as in Postfix).
-//! - LEVEL is `none | may | encrypt | verify`. When it is left out and credentials are given,
-//!   the level is `encrypt`, so a Postfix `sasl_passwd` line (`[smtp.gmail.com]:587 user:pass`)
-//!   works unchanged and never sends the password in clear text.
-//! - OPTION: `auth-without-tls` allows AUTH on a connection without TLS (needed with `none`).
-//!   LEVEL and options may come in any order; each at most once.
-//! - OAuth2 instead of a password (Microsoft 365, Google Workspace): `oauth2` (or
-//!   `oauth2=auto`: OAUTHBEARER when the server offers it, else XOAUTH2), `oauth2=xoauth2` or
-//!   `oauth2=oauthbearer`; `user=ACCOUNT`; and where the access token comes from, one of
-//!   `token-file=PATH` (a file another program keeps fresh), `token-refresh=PATH` (the RFC
-//!   6749 refresh-token grant with the credentials in PATH, see
-//!   [`RefreshGrant`](crate::oauth2::RefreshGrant)) or `token-command=COMMAND` (run with
-//!   `/bin/sh -c`; it takes the rest of the line, so it comes last). Relative paths are
-//!   relative to the policy file's folder. Without a level, an OAuth2 line means `encrypt`.
-//! - USER:PASSWORD comes last: the user is everything up to the first `:` (so it cannot contain
-//!   one), the password is the rest of the line (it may contain `:` and spaces; surrounding
-//!   spaces are dropped).
-//! - The first entry for a key is used; a later one is reported as a warning.
-//!
-//! Passwords never appear in errors, warnings, logs or `Debug` output: an error about a field
-//! that may hold a secret names the field's position instead of quoting it (a token command
-//! is never quoted either). A file with passwords that group or others can read gets a
-//! warning (not an error, so a mode change never stops mail), like ssh's check on keys; so
-//! does a token or credentials file named by `token-file=` or `token-refresh=`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -226,7 +186,7 @@ enum PolicyKey {
 }
 
 impl PolicyTable {
-    /// Parses policy text (see the [module documentation](self) for the format).
+    /// Parses policy text (see [the format](crate::route#the-policy-file)).
     pub fn parse(text: &str, origin: Origin) -> Result<(PolicyTable, Vec<Warning>), PolicyError> {
         let mut table = PolicyTable::new();
         let mut first_lines: std::collections::HashMap<String, usize> = Default::default();

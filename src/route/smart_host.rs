@@ -1,19 +1,5 @@
 //! The smart host: where mail goes when no mailertable key matches (sendmail's `SMART_HOST`,
 //! Postfix's `relayhost`).
-//!
-//! Written as sendmail and Postfix users write it: `[smtp.gmail.com]:587`, `mail.isp.net`,
-//! `[192.0.2.25]`, with an optional mailer prefix (`smtps:[smtp.gmail.com]:465`,
-//! `relay:[mail.isp.net]`). Without a prefix the mailer is `relay`, as in sendmail, so log lines
-//! read `mailer=relay` for smart-host deliveries just as they did there.
-//!
-//! ```
-//! use postrider::route::SmartHost;
-//! let s: SmartHost = "[smtp.gmail.com]:587".parse()?;
-//! assert_eq!(s.to_string(), "relay:[smtp.gmail.com]:587");
-//! let s: SmartHost = "smtps:[smtp.gmail.com]:465".parse()?;
-//! assert_eq!(s.mailer().name(), "smtps");
-//! # Ok::<(), postrider::route::SmartHostError>(())
-//! ```
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,11 +1,4 @@
 //! A parsed mailertable: keys to routes, and the lookup that gives sendmail's precedence.
-//!
-//! For a recipient domain `a.b.example.com` the lookup tries the exact key `a.b.example.com`,
-//! then the `.parent` keys from the longest down (`.b.example.com`, `.example.com`, `.com`),
-//! then the catch-all `.`. A key with a leading dot matches only names *below* it, as in
-//! sendmail: `.example.com` does not match `example.com` itself. File order does not matter.
-//! Each step is one hash lookup, so a lookup costs a few hundred nanoseconds whatever the
-//! table's size.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;

@@ -1,9 +1,6 @@
 //! The plumbing shared by postrider's line-oriented table files (mailertable, local-host-names,
 //! the TLS/credentials policy): where a text came from, its numbered content lines, warnings and
 //! read errors that name the file and the line.
-//!
-//! The format is makemap's and postmap's: one entry per line, `#` starts a comment line, blank
-//! lines are ignored, CRLF line ends and a UTF-8 byte-order mark are tolerated.
 
 use std::fmt;
 use std::io;

@@ -1,14 +1,5 @@
 //! The mailertable value grammar: `mailer:hosts` for the relaying mailers, `local:` and
 //! `local:user`, and `error:D.S.N:CODE text`.
-//!
-//! ```
-//! use postrider::route::value::parse_value;
-//! use postrider::Route;
-//! let route = parse_value("esmtp:[smtp.gmail.com]:587")?;
-//! assert!(matches!(route, Route::Relay { .. }));
-//! assert_eq!(parse_value("local:")?, Route::local());
-//! # Ok::<(), postrider::route::value::ValueError>(())
-//! ```
 
 use crate::status::{EnhancedStatus, Reply, StatusError};
 

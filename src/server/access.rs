@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 use crate::address::{Address, Domain};
 use crate::status::{EnhancedStatus, Reply, Severity};
 
+use super::networks::Network;
+
 /// What an entry says about a client, sender or recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -102,6 +104,26 @@ pub struct AccessMatch {
     pub key: String,
     /// Its line, from 1.
     pub line: usize,
+}
+
+/// Which clients an entry names: what a `Connect:` (or untagged) address, prefix or host
+/// name key covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKey {
+    /// Addresses in this network (`192.168.1` is 192.168.1.0/24, `IPv6:2001:db8` is
+    /// 2001:db8::/32).
+    Network(Network),
+    /// Clients whose forward-confirmed host name is this domain or below it.
+    Names(Domain),
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientKey::Network(n) => write!(f, "{n}"),
+            ClientKey::Names(d) => write!(f, "host names under {d}"),
+        }
+    }
 }
 
 /// What is wrong with one line.
@@ -274,6 +296,42 @@ impl AccessTable {
     /// True when the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The entries that let clients relay (`Connect:` or untagged keys naming an address, a
+    /// prefix or a host name, with `RELAY`), each with the clients it covers, in line order.
+    pub fn client_relay_rules(&self) -> Vec<(ClientKey, &AccessMatch)> {
+        let mut rules: Vec<(ClientKey, &AccessMatch)> = self
+            .entries
+            .iter()
+            .filter(|((tag, _), m)| {
+                matches!(tag, Tag::Connect | Tag::Any) && m.action == Action::Relay
+            })
+            .filter_map(|((_, key), m)| {
+                let covered = match key {
+                    Key::V4(octets) => {
+                        let mut a = [0u8; 4];
+                        a[..octets.len()].copy_from_slice(octets);
+                        Network::from_prefix(IpAddr::from(a), (octets.len() * 8) as u8)
+                            .map(ClientKey::Network)
+                    }
+                    Key::V6(groups) => {
+                        let mut g = [0u16; 8];
+                        g[..groups.len()].copy_from_slice(groups);
+                        Network::from_prefix(
+                            IpAddr::from(Ipv6Addr::from(g)),
+                            (groups.len() * 16) as u8,
+                        )
+                        .map(ClientKey::Network)
+                    }
+                    Key::Domain(d) => Domain::parse(d).ok().map(ClientKey::Names),
+                    Key::Address(_) | Key::User(_) => None,
+                };
+                covered.map(|c| (c, m))
+            })
+            .collect();
+        rules.sort_by_key(|(_, m)| m.line);
+        rules
     }
 
     /// The entry for a connecting client: its (forward-confirmed) host name first, from the
@@ -490,6 +548,31 @@ fn looks_like_status(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_relay_rules_say_which_clients_each_relay_entry_covers() {
+        let t = AccessTable::parse(
+            "Connect:192.168.1 RELAY\nConnect:10.0.0.5 RELAY\nIPv6:2001:db8 RELAY\n\
+             Connect:lan.example RELAY\nConnect:192.168.2 REJECT\nTo:backup.example RELAY\n\
+             From:boss@corp.example RELAY\n",
+            "access",
+        )
+        .unwrap();
+        let rules: Vec<(String, usize)> = t
+            .client_relay_rules()
+            .into_iter()
+            .map(|(k, m)| (k.to_string(), m.line))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("192.168.1.0/24".to_string(), 1),
+                ("10.0.0.5/32".to_string(), 2),
+                ("2001:db8::/32".to_string(), 3),
+                ("host names under lan.example".to_string(), 4),
+            ]
+        );
+    }
 
     fn table(text: &str) -> AccessTable {
         AccessTable::parse(text, "access").unwrap()

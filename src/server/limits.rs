@@ -48,6 +48,32 @@ impl Default for ServerLimits {
     }
 }
 
+/// The most the server's `Received:` field can add to a message: its words are bounded (the
+/// HELO name to 255 characters, names to 253, the user to 100, one recipient within a command
+/// line), so 16 KiB leaves room to spare.
+const RECEIVED_BOUND: usize = 16 * 1024;
+
+impl ServerLimits {
+    /// The smallest [`Limits::max_message_size`](crate::engine::Limits::max_message_size) of
+    /// an engine behind this server that never refuses what the server accepted.
+    ///
+    /// `SIZE` counts what the client sends (RFC 1870); the engine counts what it stores: the
+    /// server's `Received:` field, and every bare CR or LF made a CRLF, which at worst doubles
+    /// a message. An engine held to the advertised size would refuse, after DATA, a message
+    /// the client had every right to send.
+    ///
+    /// ```
+    /// use postrider::server::ServerLimits;
+    /// let limits = ServerLimits { max_message_size: 1000, ..ServerLimits::default() };
+    /// assert!(limits.engine_message_size() >= 2 * 1000 + 1000);
+    /// ```
+    pub fn engine_message_size(&self) -> usize {
+        self.max_message_size
+            .saturating_mul(2)
+            .saturating_add(RECEIVED_BOUND)
+    }
+}
+
 /// Server time limits (RFC 5321 §4.5.3.2).
 ///
 /// Each is a deadline for a whole step, never a timer that restarts on every byte: a client

@@ -40,13 +40,16 @@
 //! Modules: [`command`] (the parser), [`data`] and [`bdat`] (message readers), [`limits`],
 //! [`access`], [`networks`] and [`relay`] (who may relay), [`auth`] and [`passwd`] (AUTH),
 //! [`tls`], [`reverse`] (the client's name), [`received`] (the trace field), [`config`]
-//! (the configuration sections); the session and the accept loop are private.
+//! (the configuration sections), [`daemon`] (all of it as `postrider.toml` describes it:
+//! the engine, the server and its listeners, reloaded and stopped together); the session and
+//! the accept loop are private.
 
 pub mod access;
 pub mod auth;
 pub mod bdat;
 pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod data;
 pub mod limits;
 pub mod networks;
@@ -71,7 +74,7 @@ use crate::route::Router;
 pub use auth::Authenticator;
 pub use limits::{ServerLimits, ServerTimeouts};
 pub use relay::RelayPolicy;
-pub use serve::{serve, serve_session};
+pub use serve::{SessionReport, serve, serve_session};
 pub use tls::ServerTls;
 
 /// What a listener is for.

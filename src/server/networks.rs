@@ -94,6 +94,29 @@ impl FromStr for Network {
 }
 
 impl Network {
+    /// The network of `addr`'s first `prefix` bits (the host bits are cleared); `None` when
+    /// `prefix` is longer than the address.
+    pub fn from_prefix(addr: IpAddr, prefix: u8) -> Option<Network> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then(|| {
+            let net = Network { addr, prefix };
+            Network {
+                addr: net.masked(),
+                prefix,
+            }
+        })
+    }
+
+    /// The network's address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits (0: every address of its family).
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     fn masked(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(a) => {
@@ -151,6 +174,11 @@ impl Networks {
     /// True for an empty list.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The networks, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &Network> {
+        self.0.iter()
     }
 }
 

@@ -47,6 +47,11 @@ impl RelayPolicy {
         self.access.as_ref()
     }
 
+    /// Postfix's `mynetworks`.
+    pub fn mynetworks(&self) -> &Networks {
+        &self.mynetworks
+    }
+
     /// The verdict on a client: its address, and its host name once forward-confirmed (an
     /// unconfirmed PTR name is never used: anyone can publish any PTR record for their own
     /// addresses).

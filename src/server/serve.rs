@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use super::session::{Duplex, Session, boxed};
 use super::tls::TlsInfo;
 use super::{Endpoint, Server, Shared};
+use crate::queue_id::QueueId;
 
 /// Serves one listener until `shutdown` completes, then lets every session end (each says
 /// `421` at its next command; a message being submitted is finished first) and returns.
@@ -106,6 +107,15 @@ async fn connection(
     session.run(boxed(stream)).await;
 }
 
+/// What one session of [`serve_session`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionReport {
+    /// The messages it handed to the engine (each answered `250 ... queued as ID`), in order:
+    /// for a program that delivers them itself afterwards, as `sendmail -bs -odi` does.
+    pub queued: Vec<QueueId>,
+}
+
 /// Runs one session on `reader` and `writer` until QUIT or end of input: `sendmail -bs`, or
 /// a daemon that accepts connections itself (inetd style). `client` is the peer's address;
 /// `None` is a local user, who may relay as a loopback client may.
@@ -115,14 +125,16 @@ pub async fn serve_session<R, W>(
     server: &Server,
     endpoint: &Endpoint,
     client: Option<IpAddr>,
-) where
+) -> SessionReport
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     // Never told to stop: the session ends with its input.
     let (_keep, stopped) = watch::channel(false);
     let session = Session::new(&server.shared, endpoint, client, None, stopped).await;
-    session.run(boxed(Duplex { reader, writer })).await;
+    let queued = session.run(boxed(Duplex { reader, writer })).await;
+    SessionReport { queued }
 }
 
 /// A place among the server's sessions, given back on drop.

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::address::{Address, AddressError, ReversePath};
 use crate::engine::SubmitError;
 use crate::envelope::{Envelope, Recipient};
+use crate::queue_id::QueueId;
 use crate::route::{Route, RouteError};
 use crate::spool::SpoolError;
 use crate::status::{Reply, Severity};
@@ -95,6 +96,8 @@ pub(crate) struct Session<'a> {
     out: Vec<u8>,
     /// The access verdict refused the client: only QUIT is answered positively.
     refused: bool,
+    /// The messages this session handed to the engine, in order.
+    queued: Vec<QueueId>,
 }
 
 impl<'a> Session<'a> {
@@ -137,23 +140,25 @@ impl<'a> Session<'a> {
             errors: 0,
             out: Vec::with_capacity(512),
             refused: false,
+            queued: Vec::new(),
         }
     }
 
-    /// Runs the session to its end, upgrading to TLS on STARTTLS.
-    pub(crate) async fn run(mut self, io: Io) {
+    /// Runs the session to its end, upgrading to TLS on STARTTLS; returns the ids of the
+    /// messages it queued.
+    pub(crate) async fn run(mut self, io: Io) -> Vec<QueueId> {
         let mut io = io;
         if !self.greet() {
             let _ = self.flush(&mut io).await;
             let _ = io.shutdown().await;
-            return;
+            return self.queued;
         }
         let ended = loop {
             match self.commands(&mut io).await {
                 Ok(Flow::StartTls) => match self.start_tls(io).await {
                     Ok(upgraded) => io = upgraded,
                     // The handshake failed: the connection is unusable, nothing more to say.
-                    Err(()) => return,
+                    Err(()) => return self.queued,
                 },
                 Ok(Flow::Continue) => unreachable!("commands() returns only to upgrade"),
                 Err(e) => break e,
@@ -169,6 +174,7 @@ impl<'a> Session<'a> {
         }
         let _ = self.flush(&mut io).await;
         let _ = io.shutdown().await;
+        self.queued
     }
 
     /// The greeting, or the access verdict's refusal. False when the session ends at once.
@@ -924,10 +930,12 @@ impl<'a> Session<'a> {
                     self.tls.as_ref().map(|t| format!(", tls={}", t.version)).unwrap_or_default(),
                 );
                 self.reply(&format!("250 2.0.0 OK queued as {id}"));
+                self.queued.push(id);
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(target: "postrider::server", "message from {from} via {} not queued: {e}", self.client());
+                // `e` says "message not queued: ..." or "message refused: ..." itself.
+                tracing::warn!(target: "postrider::server", "client {}, from={from}: {e}", self.client());
                 let (reply, close) = submit_refusal(&e);
                 self.reply(reply);
                 if close { Err(Ended::Closed) } else { Ok(()) }

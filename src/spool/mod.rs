@@ -2,7 +2,7 @@
 //!
 //! A spool holds each message's envelope and body, which never change, and its delivery state,
 //! which is replaced atomically whenever it changes. [`FsSpool`] is the durable one (one file
-//! per message, the state updated in place: see [`format`] and [`slot`]); [`MemorySpool`] is
+//! per message, the state updated in place: see [`format`](mod@format) and [`slot`]); [`MemorySpool`] is
 //! for tests and for embedders that accept losing the queue on restart. With the `postgres`
 //! feature, `PgSpool` keeps the queue in PostgreSQL so that several engines share it.
 //!

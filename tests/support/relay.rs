@@ -61,7 +61,7 @@ impl Relay {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .env(
                     "RUST_LOG",
-                    "warn,postrider::route=info,postrider::transport::esmtp=info,postrider::relay=info",
+                    "warn,postrider::route=info,postrider::transport::esmtp=info,postrider::relay=info,postrider::daemon=info,postrider::server=info",
                 )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -179,7 +179,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until the process listens on `port` (looking at /proc/net/tcp, so no probe session).
-fn wait_listening(port: u16, child: &mut Child) -> bool {
+pub fn wait_listening(port: u16, child: &mut Child) -> bool {
     let local = format!("0100007F:{port:04X}");
     for _ in 0..500 {
         if let Ok(Some(_)) = child.try_wait() {

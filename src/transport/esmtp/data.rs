@@ -81,7 +81,8 @@ impl DotStuffer {
 }
 
 /// The whole wire form of a body in one buffer (for tests and small messages).
-pub fn stuff(body: &[u8]) -> Vec<u8> {
+#[cfg(test)]
+fn stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 5);
     let mut s = DotStuffer::new();
     s.push(body, &mut out);

@@ -70,7 +70,7 @@ use crate::spf::{SpfChecker, SpfPolicy};
 use crate::transport::{DEFAULT_DESTINATION_CONCURRENCY, Delivery, Reports, Transport};
 
 pub(crate) use auth::base64_encode;
-pub use data::{DotStuffer, stuff};
+pub(crate) use data::DotStuffer;
 pub use ehlo::Capabilities;
 pub use identity::LocalAddresses;
 pub use probe::{AuthProbe, CertificateProbe, ProbeReport, TlsProbe};
