@@ -310,6 +310,10 @@ pub struct Envelope {
     /// SMTPUTF8 was requested or is needed by an address.
     #[serde(default)]
     pub smtputf8: bool,
+    /// REQUIRETLS (RFC 8689): deliver only over TLS to an authenticated server (DANE or
+    /// MTA-STS `enforce`, or a `verify` policy line) that itself supports REQUIRETLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
 }
 
 impl Envelope {
@@ -335,6 +339,7 @@ impl Envelope {
             envid: None,
             body: BodyType::SevenBit,
             smtputf8: false,
+            requiretls: false,
         }
     }
 

@@ -220,6 +220,24 @@ impl HttpsClient {
     /// A client that trusts `roots` (e.g. [`default_roots`](crate::transport::esmtp::default_roots),
     /// or a test's own CA).
     pub fn new(roots: RootCertStore, options: HttpsOptions) -> Result<HttpsClient, HttpsError> {
+        HttpsClient::build(roots, options, None)
+    }
+
+    /// A client that looks host names up with `resolver` instead of the system's resolver:
+    /// MTA-STS policy hosts are found through the same DNS as the MX hosts they describe.
+    pub fn with_resolver(
+        roots: RootCertStore,
+        options: HttpsOptions,
+        resolver: Arc<dyn crate::resolve::Resolver>,
+    ) -> Result<HttpsClient, HttpsError> {
+        HttpsClient::build(roots, options, Some(resolver))
+    }
+
+    fn build(
+        roots: RootCertStore,
+        options: HttpsOptions,
+        resolver: Option<Arc<dyn crate::resolve::Resolver>>,
+    ) -> Result<HttpsClient, HttpsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -227,7 +245,11 @@ impl HttpsClient {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(resolver) = resolver {
+            builder = builder.dns_resolver(Arc::new(ViaResolver(resolver)));
+        }
+        let client = builder
             .tls_backend_preconfigured(tls)
             .http1_only()
             .https_only(true)
@@ -321,6 +343,32 @@ impl HttpsClient {
             return HttpsError::Connect { url, reason };
         }
         HttpsError::Failed { url, reason }
+    }
+}
+
+/// reqwest's name lookup through one of ours (port 0: reqwest puts the URL's port in).
+struct ViaResolver(Arc<dyn crate::resolve::Resolver>);
+
+impl reqwest::dns::Resolve for ViaResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let resolver = self.0.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let domain = crate::address::Domain::parse(&host)
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+            let addrs = resolver
+                .addresses(&domain)
+                .await
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+            let addrs: reqwest::dns::Addrs = Box::new(
+                addrs
+                    .into_iter()
+                    .map(|ip| std::net::SocketAddr::new(ip, 0))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+            Ok(addrs)
+        })
     }
 }
 

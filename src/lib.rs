@@ -89,6 +89,7 @@ pub mod spf;
 pub mod spool;
 pub mod status;
 pub mod time;
+pub mod tls_policy;
 pub mod transport;
 
 pub use address::{Address, AddressError, Domain, ReversePath};

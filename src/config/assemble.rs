@@ -108,6 +108,14 @@ pub enum AssembleError {
         /// What is wrong.
         source: DkimConfigError,
     },
+    /// The `[tls]` section cannot be put to work.
+    #[error("{}: {source}", file.display())]
+    Tls {
+        /// The configuration file.
+        file: PathBuf,
+        /// What is wrong.
+        source: super::TlsConfigError,
+    },
     /// The `spool` URL names no usable PostgreSQL database (the password never shown).
     #[cfg(feature = "postgres")]
     #[error("{}: spool: {source}", file.display())]
@@ -303,6 +311,18 @@ impl Config {
                 smart_host_available: self.smart_host.is_some(),
             });
         }
+        // MTA-STS, DANE and TLS-RPT for direct MX delivery, after the trust anchors (the
+        // policy hosts are trusted by the same store as `verify`).
+        let spool_dir = (!crate::spool::is_database_url(&self.spool.to_string_lossy()))
+            .then_some(self.spool.as_path());
+        esmtp.tls_policy = self
+            .tls
+            .outbound(hostname, dns, esmtp.tls_roots.clone(), spool_dir)
+            .map_err(|source| AssembleError::Tls {
+                file: file.clone(),
+                source,
+            })?
+            .map(Arc::new);
         Ok((esmtp, notices))
     }
 

@@ -84,6 +84,7 @@
 mod assemble;
 mod duration;
 mod sections;
+mod tls;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,7 @@ pub use sections::{
     DnsSection, EsmtpSection, MetricsSection, QueueSection, RetrySection, SpfSection,
     TimeoutsSection,
 };
+pub use tls::{TlsConfigError, TlsSection};
 
 /// The spool directory when the configuration names none.
 pub const DEFAULT_SPOOL: &str = "/var/spool/postrider";
@@ -175,6 +177,8 @@ pub struct Config {
     pub esmtp: EsmtpSection,
     /// `[queue]`: the engine's size and concurrency limits and its shutdown grace.
     pub queue: QueueSection,
+    /// `[tls]`: MTA-STS, DANE and TLS-RPT for direct MX delivery.
+    pub tls: TlsSection,
     /// `[metrics]`: where a daemon serves the metrics (`crate::metrics`) for Prometheus.
     pub metrics: MetricsSection,
     /// `[server]`: access control, AUTH and limits of the SMTP server (`crate::server::config`).
@@ -201,6 +205,7 @@ impl Default for Config {
             dkim: Vec::new(),
             esmtp: EsmtpSection::default(),
             queue: QueueSection::default(),
+            tls: TlsSection::default(),
             metrics: MetricsSection::default(),
             server: Default::default(),
             listener: Vec::new(),
@@ -266,6 +271,7 @@ impl Config {
             }
         }
         if let Some(dir) = base {
+            config.tls.resolve_paths(dir);
             config.server.resolve_paths(dir);
             config
                 .listener

@@ -36,6 +36,8 @@ pub enum Check {
     ListenerTls,
     /// Who may relay: not nobody (the LAN's PBX), not everybody (an open relay).
     Relaying,
+    /// The TLS rule mail to a domain meets (policy file, DANE, MTA-STS) and why.
+    TlsPolicy,
     /// Dovecot reads local mail where postrider delivers it.
     Mailbox,
 }
@@ -58,6 +60,7 @@ impl Check {
             Check::Listener => "listener",
             Check::ListenerTls => "listener-tls",
             Check::Relaying => "relaying",
+            Check::TlsPolicy => "tls-policy",
             Check::Mailbox => "mailbox",
         }
     }

@@ -15,6 +15,7 @@
 //! | `smart-host-auth` | it accepts the credentials (AUTH, then QUIT: no mail is sent) | 535 and friends |
 //! | `mailertable` | the mailertable and local-host-names parse | a line has an error (one finding per line) |
 //! | `policy` | the TLS and credentials policy file parses | a line has an error |
+//! | `tls-policy` | the TLS rule (policy file, DANE, MTA-STS) mail to the probe and sender domains meets, and why | a published policy rules a host out or cannot be fetched (warning) |
 //! | `spool` | the spool directory is writable and fsync works there | read-only, full, not a directory |
 //! | `listener-tls` | each `[[listener]]`'s certificate is readable, valid for 14 days more and covers the host name | expired, unreadable, another name (on 587/465; a warning on 25) |
 //! | `listener` | a `submission` listener has a password file and TLS; the access and password files parse | nobody could authenticate, a bad line |
@@ -61,6 +62,7 @@ mod smart_host;
 mod spf;
 mod spool;
 mod tables;
+mod tls_policy;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -250,6 +252,7 @@ impl Doctor {
         findings.extend(smart_host);
         findings.extend(self.check_mailertable());
         findings.extend(self.check_policy());
+        findings.extend(self.check_tls_policy().await);
         findings.extend(spool.await.unwrap_or_else(|e| {
             vec![Finding::fail(
                 Check::Spool,
@@ -315,6 +318,12 @@ impl Doctor {
     /// `policy`: the TLS and credentials policy file parses.
     pub fn check_policy(&self) -> Vec<Finding> {
         tables::policy(&self.config)
+    }
+
+    /// `tls-policy`: the TLS rule mail to the probe domain and to each sender domain would
+    /// meet (the policy file's line, DANE, MTA-STS, or the default) and why.
+    pub async fn check_tls_policy(&self) -> Vec<Finding> {
+        tls_policy::check(self).await
     }
 
     /// `spool`: the spool directory is writable and fsync works there (a file is written,

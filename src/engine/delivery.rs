@@ -267,6 +267,7 @@ impl Reports for Recorder {
             envid: original.envid.clone(),
             body: original.body,
             smtputf8: original.smtputf8,
+            requiretls: original.requiretls,
         };
         if let Err(e) = envelope.validate() {
             return Err(Diagnostic::local(

@@ -341,6 +341,44 @@ impl DnsResolver {
         }
     }
 
+    /// The TXT records at `label.domain` (e.g. `_mta-sts`, `_smtp._tls`), each record's
+    /// strings joined (RFC 7208 §3.3 style). No such name or no TXT records is an empty list;
+    /// only a failure to get an answer is an error (temporary).
+    pub async fn txt_records(
+        &self,
+        label: &str,
+        domain: &Domain,
+    ) -> Result<Vec<Vec<u8>>, ResolveError> {
+        let name = Name::from_ascii(format!("{label}.{}.", domain.as_str())).map_err(|e| {
+            ResolveError::Temporary {
+                name: domain.clone(),
+                reason: format!("{label}.{domain} is not a DNS name: {e}"),
+            }
+        })?;
+        match self.inner.lookup(name, RecordType::TXT).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .flat_map(|s| s.iter().copied())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) => match self.miss(&e) {
+                Miss::NxDomain | Miss::NoData => Ok(Vec::new()),
+                Miss::Temporary(reason) => Err(ResolveError::Temporary {
+                    name: domain.clone(),
+                    reason: format!("TXT lookup of {label}.{domain}: {reason}"),
+                }),
+            },
+        }
+    }
+
     async fn query(&self, name: &Domain, rtype: RecordType) -> Result<Vec<RData>, Miss> {
         match self.inner.lookup(fqdn(name), rtype).await {
             Ok(lookup) => {

@@ -10,6 +10,7 @@
 //! me?) and [`qualify_hostname`] (this host's fully qualified name, for EHLO).
 
 pub mod dns;
+pub mod dnssec;
 pub mod hostname;
 pub mod local;
 pub mod mx;
@@ -25,6 +26,7 @@ use crate::address::Domain;
 use crate::status::{EnhancedStatus, Severity};
 
 pub use dns::{AddressPreference, DnsOptions, DnsProtocol, DnsResolver, ResolveConfigError};
+pub use dnssec::{SecureResolver, Secured, TlsaRecord};
 pub use hostname::{HostnameError, HostnameSources, qualify_hostname};
 pub use local::LocalIdentity;
 pub use targets::{host_addresses, resolve_mx_addresses};

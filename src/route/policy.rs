@@ -161,8 +161,15 @@ impl PolicyTable {
     /// The policy for a next hop: its exact entry, else the entry for the same host without a
     /// port, else the default.
     pub fn lookup(&self, hop: &NextHop) -> &HopPolicy {
+        self.explicit(hop).unwrap_or(&self.default)
+    }
+
+    /// The entry that names `hop` (exactly, or the same host without a port), not the
+    /// default: a line an administrator wrote for this hop, which wins over a TLS policy
+    /// the destination publishes (MTA-STS, DANE).
+    pub fn explicit(&self, hop: &NextHop) -> Option<&HopPolicy> {
         if let Some(p) = self.entries.get(hop) {
-            return p;
+            return Some(p);
         }
         if hop.port.is_some() {
             let any_port = NextHop {
@@ -170,10 +177,10 @@ impl PolicyTable {
                 ..hop.clone()
             };
             if let Some(p) = self.entries.get(&any_port) {
-                return p;
+                return Some(p);
             }
         }
-        &self.default
+        None
     }
 
     /// The number of entries besides the default.

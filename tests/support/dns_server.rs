@@ -134,8 +134,12 @@ impl Zone {
     }
 
     fn into_handler(self) -> (LowerName, InMemoryZoneHandler) {
-        let mut handler =
-            InMemoryZoneHandler::empty(self.origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+        let mut handler = InMemoryZoneHandler::empty(
+            self.origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+            None,
+        );
         let has = |t| {
             self.records
                 .iter()

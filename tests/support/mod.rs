@@ -5,6 +5,7 @@
 
 pub mod dkim;
 pub mod dns_server;
+pub mod dnssec_server;
 pub mod doctor;
 pub mod dovecot;
 pub mod engine;
@@ -27,6 +28,8 @@ pub mod slow_sink;
 pub mod smtp_peer;
 pub mod spool;
 pub mod spool_suite;
+pub mod sts_server;
 pub mod system_users;
+pub mod tls_policy;
 pub mod tmpfs;
 pub mod token_endpoint;

@@ -175,6 +175,31 @@ pub(crate) fn tls_not_offered(peer: &Peer, level: TlsLevel) -> Diagnostic {
     )
 }
 
+/// A TLS policy the destination publishes (MTA-STS, DANE) rules this MX host out; the words
+/// name the policy domain and the rule.
+pub(crate) fn tls_policy_refused(reason: &str) -> Diagnostic {
+    Diagnostic::local(EnhancedStatus::new(4, 7, 5), reason.to_string())
+}
+
+/// A REQUIRETLS message (RFC 8689) and a session whose server was not authenticated: the
+/// message must not go over it, and retrying the same route cannot change that.
+pub(crate) fn requiretls_unauthenticated(peer: &Peer) -> Diagnostic {
+    Diagnostic::local(
+        EnhancedStatus::new(5, 7, 10),
+        format!(
+            "REQUIRETLS: the message may only go to an authenticated server, and {peer} is not one (no DANE or MTA-STS enforce policy, and no verify line in the policy file)"
+        ),
+    )
+}
+
+/// A REQUIRETLS message and a server that does not announce REQUIRETLS (RFC 8689 §4.2.1).
+pub(crate) fn requiretls_unsupported(peer: &Peer) -> Diagnostic {
+    Diagnostic::local(
+        EnhancedStatus::new(5, 7, 30),
+        format!("REQUIRETLS support required: {peer} does not announce REQUIRETLS"),
+    )
+}
+
 /// The policy requires TLS and STARTTLS was refused.
 pub(crate) fn starttls_refused(peer: &Peer, level: TlsLevel, reply: &Reply) -> Diagnostic {
     Diagnostic {

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use super::ehlo::Capabilities;
 use crate::envelope::{BodyType, Envelope, Recipient, xtext_encode};
 
-/// `MAIL FROM:<sender>` with SIZE, BODY=8BITMIME, SMTPUTF8, RET and ENVID as announced.
+/// `MAIL FROM:<sender>` with SIZE, BODY=8BITMIME, SMTPUTF8, REQUIRETLS, RET and ENVID as
+/// announced.
 ///
 /// A parameter the server did not announce is left out: sending it would get the command
 /// refused (RFC 5321 §4.1.1.11).
@@ -19,6 +20,11 @@ pub fn mail_from(env: &Envelope, size: usize, caps: &Capabilities) -> String {
     }
     if env.needs_smtputf8() && caps.smtputf8 {
         line.push_str(" SMTPUTF8");
+    }
+    // Only ever sent over a session the transport has checked (see deliver.rs): RFC 8689
+    // §4.2.1 forbids relaying a REQUIRETLS message any other way.
+    if env.requiretls && caps.requiretls {
+        line.push_str(" REQUIRETLS");
     }
     if caps.dsn {
         if let Some(ret) = env.ret {

@@ -11,13 +11,15 @@
 use super::classify;
 use super::connect;
 use super::preflight::{self, Gate};
+use super::probe::{CertificateProbe, TlsProbe};
 use super::session::{Peer, Session};
-use super::setup::{self, SetupContext, SetupFailure};
+use super::setup::{self, SetupContext, SetupFailure, Trace};
 use super::timeouts::Phase;
 use super::transaction;
 use super::{EsmtpTransport, SpfConfig};
-use crate::route::{Host, Mailer, NextHop, Route};
+use crate::route::{HopPolicy, Host, Mailer, NextHop, Route, TlsLevel};
 use crate::status::{Diagnostic, EnhancedStatus, Outcome};
+use crate::tls_policy::{Discovered, HostRule, OutboundTls, dane};
 use crate::transport::{Delivery, Next, RecipientReport, Redirect, RemoteHost, Reports};
 
 /// The messages of a batch, the recipients still to settle, and where their outcomes go.
@@ -275,17 +277,67 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                 continue;
             }
         };
-        let ctx = SetupContext {
-            hostname: &t.config.hostname,
-            mailer,
-            policy,
-            tls: &t.tls,
-            timeouts: t.config.timeouts,
-            inspector: None,
-            tokens: &t.tokens,
+        // TLS policies the destination publishes, unless the policy file names this hop
+        // (its line wins) or the hop is not a mail domain's MX.
+        let discovered = match (&t.config.tls_policy, mx_of) {
+            (Some(outbound), Some(domain)) if table.explicit(hop).is_none() => {
+                Some((outbound.clone(), outbound.discover(domain).await))
+            }
+            _ => None,
         };
         let port = hop.port_for(mailer);
         for candidate in &candidates {
+            let rule = match (&discovered, &candidate.name) {
+                (Some((outbound, found)), Some(name)) => {
+                    outbound.host_rule(found, name, port).await
+                }
+                _ => HostRule::Normal,
+            };
+            let watch = match (&discovered, &candidate.name) {
+                (Some((outbound, found)), Some(name)) if !matches!(rule, HostRule::Normal) => {
+                    Some(Watch {
+                        outbound,
+                        found,
+                        mx: name,
+                        port,
+                        rule: &rule,
+                    })
+                }
+                _ => None,
+            };
+            if let HostRule::Refuse { reason, result } = &rule {
+                if let Some(w) = &watch {
+                    w.outbound.report_failure(
+                        w.found,
+                        w.rule,
+                        *result,
+                        Some(w.mx),
+                        None,
+                        Some(reason),
+                    );
+                }
+                let name = candidate.name.as_ref().map(|n| named(n.as_str()));
+                failures.record(classify::tls_policy_refused(reason), name);
+                continue;
+            }
+            let host_policy = rule_policy(policy, &rule);
+            let dane = match (&rule, &candidate.name) {
+                (HostRule::Dane { records }, Some(name)) => Some(dane::connector(
+                    dane::DaneVerifier::new(name.as_str(), records),
+                )),
+                _ => None,
+            };
+            let inspector = matches!(rule, HostRule::StsTesting).then(|| t.tls.inspector());
+            let ctx = SetupContext {
+                hostname: &t.config.hostname,
+                mailer,
+                policy: &host_policy,
+                tls: &t.tls,
+                timeouts: t.config.timeouts,
+                inspector: inspector.as_ref(),
+                tokens: &t.tokens,
+                dane: dane.as_ref(),
+            };
             let addrs = match connect::addresses(candidate, mx_of, &*t.resolver).await {
                 Ok(a) => a,
                 Err(d) => {
@@ -324,7 +376,18 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                     addr,
                     port,
                 };
-                match setup::open(&ctx, peer.clone()).await {
+                let mut trace = Trace::default();
+                let opened = setup::open_traced(&ctx, peer.clone(), &mut trace).await;
+                if let Some(w) = &watch {
+                    w.report(&trace, addr);
+                }
+                let opened = opened.map_err(|f| match &watch {
+                    Some(w) if w.rule.requires_tls() && trace.tls != TlsProbe::NotTried => {
+                        w.annotate(f)
+                    }
+                    _ => f,
+                });
+                match opened {
                     Err(SetupFailure::Next(d)) => failures.record(d, Some(peer.remote())),
                     Err(SetupFailure::EndHop(d)) => {
                         failures.record(d, Some(peer.remote()));
@@ -357,6 +420,84 @@ async fn finish(t: &EsmtpTransport, key: &str, session: Session, clean: bool) {
     match &t.cache {
         Some(cache) if clean => cache.park(key, session).await,
         _ => session.quit().await,
+    }
+}
+
+/// The hop's policy with the TLS level a discovered rule asks for.
+fn rule_policy(policy: &HopPolicy, rule: &HostRule) -> HopPolicy {
+    let tls = match rule {
+        HostRule::Dane { .. } | HostRule::StsEnforce => TlsLevel::Verify,
+        HostRule::DaneUnusable => TlsLevel::Encrypt,
+        HostRule::StsTesting | HostRule::Normal | HostRule::Refuse { .. } => policy.tls,
+    };
+    HopPolicy {
+        tls,
+        ..policy.clone()
+    }
+}
+
+/// A session under a discovered policy: what TLS-RPT hears of it, and how a failure names
+/// the policy.
+struct Watch<'a> {
+    outbound: &'a OutboundTls,
+    found: &'a Discovered,
+    mx: &'a crate::address::Domain,
+    port: u16,
+    rule: &'a HostRule,
+}
+
+impl Watch<'_> {
+    fn report(&self, trace: &Trace, addr: std::net::IpAddr) {
+        use mail_auth::report::tlsrpt::ResultType;
+        let fail = |result, reason: &str| {
+            self.outbound.report_failure(
+                self.found,
+                self.rule,
+                result,
+                Some(self.mx),
+                Some(addr),
+                Some(reason),
+            )
+        };
+        match &trace.tls {
+            TlsProbe::NotOffered => fail(ResultType::StartTlsNotSupported, "STARTTLS not offered"),
+            TlsProbe::Refused { reply } => fail(
+                ResultType::StartTlsNotSupported,
+                &format!("STARTTLS refused: {reply}"),
+            ),
+            TlsProbe::Failed { reason } => {
+                fail(crate::tls_policy::result_for_handshake(reason), reason)
+            }
+            TlsProbe::Up {
+                certificate: CertificateProbe::Invalid { reason },
+                ..
+            } => fail(crate::tls_policy::result_for_handshake(reason), reason),
+            TlsProbe::Up { .. } => self.outbound.report_success(self.found, self.rule, self.mx),
+            TlsProbe::NotTried => {}
+        }
+    }
+
+    /// Says which published policy required what failed.
+    fn annotate(&self, failure: SetupFailure) -> SetupFailure {
+        let why = match self.rule {
+            HostRule::Dane { .. } | HostRule::DaneUnusable => format!(
+                "TLS required by DANE: DNSSEC-signed TLSA records at _{}._tcp.{}",
+                self.port, self.mx
+            ),
+            _ => format!(
+                "TLS with a certificate valid for {} required by the MTA-STS policy of {} (mode enforce)",
+                self.mx, self.found.domain
+            ),
+        };
+        let add = |mut d: Diagnostic| {
+            d.text = format!("{}; {why}", d.text);
+            d
+        };
+        match failure {
+            SetupFailure::Next(d) => SetupFailure::Next(add(d)),
+            SetupFailure::EndHop(d) => SetupFailure::EndHop(add(d)),
+            SetupFailure::EndRoute(d) => SetupFailure::EndRoute(add(d)),
+        }
     }
 }
 
@@ -402,6 +543,24 @@ async fn run_jobs(
         if b.jobs[j].pending.is_empty() {
             b.record_settled().await;
             continue;
+        }
+        if b.jobs[j].delivery.envelope.requiretls {
+            // RFC 8689 §4.2.1: only over TLS to an authenticated server that announces
+            // REQUIRETLS itself; otherwise the message is returned, never sent in the clear.
+            let refusal = if !s.authenticated {
+                Some(classify::requiretls_unauthenticated(&s.peer))
+            } else if !s.caps.requiretls {
+                Some(classify::requiretls_unsupported(&s.peer))
+            } else {
+                None
+            };
+            if let Some(d) = refusal {
+                for i in std::mem::take(&mut b.jobs[j].pending) {
+                    b.report(j, i, Outcome::Failed(d.clone()), Some(remote.clone()));
+                }
+                b.record_settled().await;
+                continue;
+            }
         }
         if needs_rset {
             match s.command("RSET", Phase::Rset).await {

@@ -25,6 +25,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// CHUNKING (RFC 3030); recorded, not used.
     pub chunking: bool,
+    /// REQUIRETLS (RFC 8689).
+    pub requiretls: bool,
     /// AUTH mechanisms (RFC 4954), upper-cased, in the order announced.
     pub auth: Vec<String>,
 }
@@ -75,6 +77,7 @@ impl Capabilities {
                 "SMTPUTF8" => caps.smtputf8 = true,
                 "DSN" => caps.dsn = true,
                 "STARTTLS" => caps.starttls = true,
+                "REQUIRETLS" => caps.requiretls = true,
                 "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
                 "CHUNKING" => caps.chunking = true,
                 "AUTH" => caps.add_auth(words),

@@ -127,6 +127,10 @@ pub struct EsmtpConfig {
     /// [`DEFAULT_CONNECTION_CACHE_TIME`] unless changed; `None` ends each call's session with
     /// QUIT (a one-shot command, whose parked sessions would only be cut at exit).
     pub connection_cache: Option<Duration>,
+    /// TLS policies the destination publishes (MTA-STS, DANE) and TLS-RPT, applied to
+    /// direct-to-MX hops the policy file does not name; `None` (the default) keeps MX
+    /// delivery at the policy file's default level.
+    pub tls_policy: Option<Arc<crate::tls_policy::OutboundTls>>,
 }
 
 /// SPF pre-flight: before mail goes straight to a recipient domain's MX (never through a smart
@@ -192,6 +196,7 @@ impl EsmtpConfig {
             tls_roots: default_roots(),
             spf: None,
             connection_cache: Some(DEFAULT_CONNECTION_CACHE_TIME),
+            tls_policy: None,
         }
     }
 

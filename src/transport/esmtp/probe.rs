@@ -172,6 +172,7 @@ pub(super) async fn probe(t: &EsmtpTransport, mailer: Mailer, hop: &NextHop) -> 
         timeouts: t.config.timeouts,
         inspector: inspector.as_ref(),
         tokens: &t.tokens,
+        dane: None,
     };
     let mx_of = match (&hop.host, hop.mx) {
         (Host::Name(domain), true) => Some(domain),

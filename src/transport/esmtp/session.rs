@@ -150,6 +150,9 @@ pub(crate) struct Session {
     pub tls: bool,
     /// The TLS version in use (`TLS 1.3`), once TLS is up.
     pub tls_protocol: Option<String>,
+    /// True when TLS is up and the server's certificate was authenticated (`verify`, DANE,
+    /// MTA-STS `enforce`): what REQUIRETLS needs.
+    pub authenticated: bool,
     /// Our end of the connection: the address the SPF pre-flight checks when no public address
     /// is configured.
     pub local: Option<IpAddr>,
@@ -180,6 +183,7 @@ impl Session {
             caps: Capabilities::default(),
             tls: false,
             tls_protocol: None,
+            authenticated: false,
             opened: Instant::now(),
         })
     }

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use super::ehlo::Capabilities;
 use super::identity::names_us;
@@ -61,6 +62,9 @@ pub(crate) struct SetupContext<'a> {
     pub inspector: Option<&'a Inspector>,
     /// Where OAuth2 access tokens come from.
     pub tokens: &'a Tokens,
+    /// A connector that checks the certificate against the MX host's TLSA records (DANE),
+    /// used instead of the policy level's; TLS is then required.
+    pub dane: Option<&'a TlsConnector>,
 }
 
 /// What a session setup saw, step by step. Delivery drops it; a probe reports it.
@@ -80,12 +84,7 @@ pub(crate) struct Trace {
     pub auth: AuthProbe,
 }
 
-/// Opens a session to `peer`, ready for MAIL FROM.
-pub(crate) async fn open(ctx: &SetupContext<'_>, peer: Peer) -> Result<Session, SetupFailure> {
-    open_traced(ctx, peer, &mut Trace::default()).await
-}
-
-/// [`open`], recording each step in `trace`.
+/// Opens a session to `peer`, ready for MAIL FROM, recording each step in `trace`.
 pub(crate) async fn open_traced(
     ctx: &SetupContext<'_>,
     peer: Peer,
@@ -160,7 +159,11 @@ async fn prepare(
         ))));
     }
 
-    let level = ctx.policy.tls;
+    let level = match ctx.dane {
+        // DANE requires TLS whatever the hop's level says (RFC 7672 §2.2).
+        Some(_) => TlsLevel::Verify,
+        None => ctx.policy.tls,
+    };
     if !s.tls && level != TlsLevel::None {
         if s.caps.starttls {
             let reply = s.command("STARTTLS", Phase::Tls).await?;
@@ -230,13 +233,15 @@ async fn handshake(
     name: ServerName<'static>,
     trace: &mut Trace,
 ) -> Result<(), Step> {
-    let verify = ctx.policy.tls == TlsLevel::Verify;
-    let connector = match ctx.inspector {
-        Some(inspector) if !verify => &inspector.connector,
+    let verify = ctx.policy.tls == TlsLevel::Verify || ctx.dane.is_some();
+    let connector = match (ctx.dane, ctx.inspector) {
+        (Some(dane), _) => dane,
+        (None, Some(inspector)) if !verify => &inspector.connector,
         _ => ctx.tls.connector(verify),
     };
     match s.start_tls(connector, name).await {
         Ok(()) => {
+            s.authenticated = verify;
             let certificate = match (verify, ctx.inspector) {
                 (true, _) => CertificateProbe::Valid,
                 (false, Some(inspector)) => match inspector.take() {

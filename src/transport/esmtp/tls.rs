@@ -256,6 +256,8 @@ fn describe_rustls_error(err: &rustls::Error) -> String {
         E::InvalidMessage(why) => {
             format!("the server sent something that is not TLS ({why:?})")
         }
+        // Our own verifiers (DANE) put their finding in words already.
+        E::General(why) => why.clone(),
         other => other.to_string(),
     }
 }

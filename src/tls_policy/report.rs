@@ -1,0 +1,370 @@
+//! TLS-RPT (RFC 8460): counting sessions per policy domain and sending the daily aggregate
+//! report to the addresses the domain's `_smtp._tls` TXT record names.
+//!
+//! Every session to a domain with a policy (MTA-STS or DANE) counts as a success or as a
+//! failure of one RFC 8460 result type (`starttls-not-supported`,
+//! `certificate-host-mismatch`, `validation-failure`, `sts-policy-fetch-error`, ...), with
+//! the MX host and address. A day is a UTC day (§4.1 suggests 24-hour windows from midnight
+//! UTC); [`TlsReporter::send_due`] turns every finished day into one report per policy
+//! domain (mail-auth's `TlsReport`, gzip-compressed JSON in a `multipart/report`) and
+//! submits it through the engine like any other mail, so it is queued, retried and logged.
+//! Only `mailto:` reporting addresses are served; `https:` ones are logged and skipped.
+//! Counts live in memory: a restart loses the current day's counts (never a queued report).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::mta_sts::{ReportUri, TlsRpt};
+use mail_auth::report::tlsrpt::{
+    DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary, TlsReport,
+};
+
+use crate::address::{Address, Domain, ReversePath};
+use crate::engine::Engine;
+use crate::envelope::Envelope;
+use crate::resolve::DnsResolver;
+
+const DAY: u64 = 86_400;
+
+/// Which policy a session was under, as the report names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReportedPolicy {
+    /// `sts`, `tlsa` or `no-policy-found`.
+    pub kind: PolicyKind,
+    /// The policy domain (the recipient domain).
+    pub domain: Domain,
+    /// The policy as text: the MTA-STS policy's lines, or the TLSA records.
+    pub text: Vec<String>,
+    /// The MTA-STS `mx` patterns (empty for DANE).
+    pub mx: Vec<String>,
+}
+
+/// The policy types of RFC 8460 §4.3.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyKind {
+    /// An MTA-STS policy.
+    Sts,
+    /// DANE TLSA records.
+    Tlsa,
+    /// A policy was announced but none could be used.
+    NoPolicyFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct FailureKey {
+    result: String,
+    mx: Option<String>,
+    ip: Option<IpAddr>,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    success: u32,
+    failures: BTreeMap<FailureKey, (ResultType, u32)>,
+}
+
+/// Collects session results and sends the daily reports.
+#[derive(Debug)]
+pub struct TlsReporter {
+    organization: String,
+    /// (UTC day, policy) -> counts.
+    days: Mutex<HashMap<u64, BTreeMap<ReportedPolicy, Counts>>>,
+}
+
+/// One report ready to send.
+#[derive(Debug, Clone)]
+pub struct DueReport {
+    /// The policy domain it is about (and whose `_smtp._tls` record says where it goes).
+    pub domain: Domain,
+    /// The report.
+    pub report: TlsReport,
+}
+
+fn day_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+        / DAY
+}
+
+impl TlsReporter {
+    /// A reporter; `organization` is the report's `organization-name`.
+    pub fn new(organization: impl Into<String>) -> TlsReporter {
+        TlsReporter {
+            organization: organization.into(),
+            days: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a session that met the policy.
+    pub fn success(&self, policy: &ReportedPolicy, at: SystemTime) {
+        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
+        days.entry(day_of(at))
+            .or_default()
+            .entry(policy.clone())
+            .or_default()
+            .success += 1;
+    }
+
+    /// Counts a session that failed the policy, and how.
+    pub fn failure(
+        &self,
+        policy: &ReportedPolicy,
+        result: ResultType,
+        mx: Option<&Domain>,
+        ip: Option<IpAddr>,
+        reason: Option<&str>,
+        at: SystemTime,
+    ) {
+        let key = FailureKey {
+            result: format!("{result:?}"),
+            mx: mx.map(|m| m.to_string()),
+            ip,
+            reason: reason.map(str::to_string),
+        };
+        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = days
+            .entry(day_of(at))
+            .or_default()
+            .entry(policy.clone())
+            .or_default();
+        counts.failures.entry(key).or_insert((result, 0)).1 += 1;
+    }
+
+    /// Takes the reports of every day that ended before `now`, one per policy domain.
+    pub fn take_due(&self, now: SystemTime, submitter: &Domain) -> Vec<DueReport> {
+        let today = day_of(now);
+        let finished: Vec<(u64, BTreeMap<ReportedPolicy, Counts>)> = {
+            let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
+            let keys: Vec<u64> = days.keys().copied().filter(|d| *d < today).collect();
+            keys.into_iter()
+                .filter_map(|d| days.remove(&d).map(|c| (d, c)))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (day, policies) in finished {
+            let mut by_domain: BTreeMap<Domain, Vec<Policy>> = BTreeMap::new();
+            for (policy, counts) in policies {
+                let failures: u32 = counts.failures.values().map(|(_, n)| n).sum();
+                let mut details = PolicyDetails::new(
+                    match policy.kind {
+                        PolicyKind::Sts => PolicyType::Sts,
+                        PolicyKind::Tlsa => PolicyType::Tlsa,
+                        PolicyKind::NoPolicyFound => PolicyType::NoPolicyFound,
+                    },
+                    policy.domain.to_string(),
+                );
+                details.policy_string = policy.text.clone();
+                details.mx_host = policy.mx.clone();
+                by_domain
+                    .entry(policy.domain.clone())
+                    .or_default()
+                    .push(Policy {
+                        policy: details,
+                        summary: Summary {
+                            total_success: counts.success,
+                            total_failure: failures,
+                        },
+                        failure_details: counts
+                            .failures
+                            .into_iter()
+                            .map(|(key, (result, n))| FailureDetails {
+                                result_type: result,
+                                receiving_mx_hostname: key.mx,
+                                receiving_ip: key.ip,
+                                failed_session_count: n,
+                                additional_information: key.reason,
+                                ..FailureDetails::default()
+                            })
+                            .collect(),
+                    });
+            }
+            for (domain, policies) in by_domain {
+                let start = (day * DAY) as i64;
+                out.push(DueReport {
+                    report: TlsReport {
+                        organization_name: Some(self.organization.clone()),
+                        date_range: DateRange::from_timestamps(start, start + DAY as i64 - 1),
+                        contact_info: Some(format!("postmaster@{submitter}")),
+                        report_id: format!("{day}.{domain}@{submitter}"),
+                        policies,
+                    },
+                    domain,
+                });
+            }
+        }
+        out
+    }
+
+    /// Sends every due report: looks up the domain's `_smtp._tls` record and submits the
+    /// report to its `mailto:` addresses from `from`. Returns how many messages were
+    /// queued; a domain without a usable record is skipped with a log line. A report whose
+    /// record lookup failed temporarily is put back for the next call.
+    pub async fn send_due(
+        &self,
+        engine: &Engine,
+        dns: &DnsResolver,
+        submitter: &Domain,
+        from: &Address,
+        now: SystemTime,
+    ) -> usize {
+        let mut queued = 0;
+        for due in self.take_due(now, submitter) {
+            let records = match dns.txt_records("_smtp._tls", &due.domain).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(domain = %due.domain, "TLS report kept for later: {e}");
+                    self.put_back(due);
+                    continue;
+                }
+            };
+            let rua: Vec<String> = records
+                .iter()
+                .filter(|r| r.starts_with(b"v=TLSRPTv1"))
+                .filter_map(|r| TlsRpt::parse(r).ok())
+                .flat_map(|r| r.rua)
+                .filter_map(|uri| match uri {
+                    ReportUri::Mail(m) => Some(m),
+                    ReportUri::Http(url) => {
+                        tracing::info!(domain = %due.domain, %url, "https TLS-RPT addresses are not served; skipped");
+                        None
+                    }
+                })
+                .collect();
+            let recipients: Vec<Address> =
+                rua.iter().filter_map(|m| Address::parse(m).ok()).collect();
+            if recipients.is_empty() {
+                tracing::info!(domain = %due.domain, "no mailto: TLS-RPT address; report dropped");
+                continue;
+            }
+            let to: Vec<&str> = rua.iter().map(String::as_str).collect();
+            let body = match due.report.to_rfc5322(
+                due.domain.as_str(),
+                submitter.as_str(),
+                from.to_string().as_str(),
+                to.into_iter(),
+            ) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(domain = %due.domain, "cannot build the TLS report: {e}");
+                    continue;
+                }
+            };
+            let envelope = Envelope::new(ReversePath::Address(from.clone()), recipients);
+            match engine.submit(envelope, body.into_bytes()).await {
+                Ok(id) => {
+                    tracing::info!(domain = %due.domain, %id, "TLS report queued");
+                    queued += 1;
+                }
+                Err(e) => tracing::warn!(domain = %due.domain, "cannot queue the TLS report: {e}"),
+            }
+        }
+        queued
+    }
+
+    /// Calls [`TlsReporter::send_due`] once an hour, so each day's reports leave within the
+    /// hour after midnight UTC (RFC 8460 §4.1 asks for reports soon after the window ends).
+    /// The daemon starts it beside the engine; the task holds a clone of the engine, so
+    /// abort the returned handle before shutting the engine down.
+    pub fn spawn_hourly(
+        self: std::sync::Arc<Self>,
+        engine: Engine,
+        dns: DnsResolver,
+        submitter: Domain,
+        from: Address,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                self.send_due(&engine, &dns, &submitter, &from, SystemTime::now())
+                    .await;
+            }
+        })
+    }
+
+    fn put_back(&self, due: DueReport) {
+        // Re-counting from the report keeps one code path for counting.
+        let day = due.report.date_range.start_datetime.to_timestamp() as u64 / DAY;
+        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = days.entry(day).or_default();
+        for p in due.report.policies {
+            let kind = match p.policy.policy_type {
+                PolicyType::Tlsa => PolicyKind::Tlsa,
+                PolicyType::NoPolicyFound => PolicyKind::NoPolicyFound,
+                _ => PolicyKind::Sts,
+            };
+            let key = ReportedPolicy {
+                kind,
+                domain: due.domain.clone(),
+                text: p.policy.policy_string,
+                mx: p.policy.mx_host,
+            };
+            let counts = entry.entry(key).or_default();
+            counts.success += p.summary.total_success;
+            for f in p.failure_details {
+                let fk = FailureKey {
+                    result: format!("{:?}", f.result_type),
+                    mx: f.receiving_mx_hostname,
+                    ip: f.receiving_ip,
+                    reason: f.additional_information,
+                };
+                counts.failures.entry(fk).or_insert((f.result_type, 0)).1 += f.failed_session_count;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_day_becomes_one_report_per_domain_with_its_counts() {
+        let r = TlsReporter::new("Example Sender");
+        let policy = ReportedPolicy {
+            kind: PolicyKind::Sts,
+            domain: Domain::parse("example.com").unwrap(),
+            text: vec!["version: STSv1".into(), "mode: enforce".into()],
+            mx: vec!["mx.example.com".into()],
+        };
+        let day1 = UNIX_EPOCH + Duration::from_secs(20_000 * DAY + 10);
+        r.success(&policy, day1);
+        r.success(&policy, day1);
+        let mx = Domain::parse("mx.example.com").unwrap();
+        r.failure(
+            &policy,
+            ResultType::CertificateHostMismatch,
+            Some(&mx),
+            None,
+            None,
+            day1,
+        );
+        let me = Domain::parse("pbx.example.org").unwrap();
+        assert!(r.take_due(day1, &me).is_empty(), "the day is not over yet");
+        let due = r.take_due(day1 + Duration::from_secs(DAY), &me);
+        assert_eq!(due.len(), 1);
+        let p = &due[0].report.policies[0];
+        assert_eq!((p.summary.total_success, p.summary.total_failure), (2, 1));
+        assert_eq!(
+            p.failure_details[0].result_type,
+            ResultType::CertificateHostMismatch
+        );
+        assert!(
+            due[0]
+                .report
+                .to_json()
+                .contains("\"certificate-host-mismatch\"")
+        );
+        assert!(
+            r.take_due(day1 + Duration::from_secs(DAY), &me).is_empty(),
+            "taken once"
+        );
+        r.put_back(due[0].clone());
+        assert_eq!(r.take_due(day1 + Duration::from_secs(DAY), &me).len(), 1);
+    }
+}
