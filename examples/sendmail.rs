@@ -55,6 +55,9 @@
 //! /root/Maildir)`, `ghost... User unknown`, `ops... forwarded: jane@example.net` followed by
 //! the forward's own route); exit 67 unless every target would take the mail.
 //!
+//! With `-v`, each domain the route delivers to by its MX hosts also gets the TLS rule that
+//! would apply (the policy file's line, else DANE and MTA-STS as the domain publishes them).
+//!
 //! **Aliases.** postrider reads `[local] aliases` when it starts and on SIGHUP: there is no
 //! database to rebuild. `-bi` (newaliases) checks the file as a start would and prints its
 //! summary (`/etc/aliases: 12 aliases, longest 48 bytes, 310 bytes total`) and a warning for
@@ -118,8 +121,8 @@ use postrider::server::daemon::ServerSetup;
 use postrider::server::{Endpoint, ListenerKind, serve_session};
 use postrider::spool::{FsSpool, FsSpoolOptions, QueuedMessage, SpoolError};
 use postrider::{
-    Address, Domain, Envelope, LocalTarget, Notify, Outcome, QueueId, Recipient, Ret, ReversePath,
-    Route, Severity, Spool,
+    Address, Domain, Envelope, Host, LocalTarget, Notify, Outcome, QueueId, Recipient, Ret,
+    ReversePath, Route, Severity, Spool,
 };
 
 /// A line on stderr. A closed or full stderr (`2>/dev/full`, a reader that went away) never
@@ -572,6 +575,9 @@ fn verify(args: &Args) -> ExitCode {
             Ok(address) => {
                 let explanation = router.explain(&address);
                 out!("{explanation}");
+                if args.verbose {
+                    runtime.block_on(print_tls_policy(&parts, &explanation.route));
+                }
                 match &explanation.route {
                     Route::Local { target } => verify_local(&parts, target, &address),
                     _ => explanation.is_reject().then_some(EX_NOUSER),
@@ -587,6 +593,25 @@ fn verify(args: &Args) -> ExitCode {
         }
     }
     ExitCode::from(status)
+}
+
+/// `-bv -v`: the TLS rule for each MX domain the route delivers to directly (the policy
+/// file's line, else what the domain publishes by DANE and MTA-STS); this looks the policies
+/// up, so it is only done when asked.
+async fn print_tls_policy(parts: &Assembly, route: &Route) {
+    let Route::Relay { hops, .. } = route else {
+        return;
+    };
+    let esmtp = parts.esmtp();
+    let policy = esmtp.policy();
+    for hop in hops.iter().filter(|h| h.mx) {
+        if let Host::Name(domain) = &hop.host {
+            let tls = esmtp.config().tls_policy.as_deref();
+            let explanation =
+                postrider::tls_policy::explain(domain, &policy, tls, parts.dns()).await;
+            out!("{explanation}");
+        }
+    }
 }
 
 /// The local half of `-bv`: the aliases expanded as a delivery would, each final target

@@ -113,3 +113,32 @@ fn newaliases_names_the_bad_line_of_a_broken_aliases_file_and_exits_78() {
         "file and line are named: {text}"
     );
 }
+
+#[test]
+fn verify_with_v_shows_the_tls_rule_the_policy_file_pins_for_an_mx_domain() {
+    let site = Site::new(1);
+    site.write("tls-policy", "example.net verify\n");
+    site.write(
+        "postrider.toml",
+        &format!(
+            "hostname = \"{HOSTNAME}\"\nspool = \"spool\"\npolicy = \"tls-policy\"\n\
+             [dns]\nname_servers = [\"127.0.0.1:1\"]\n[spf]\npolicy = \"off\"\n"
+        ),
+    );
+    let out = sendmail(&site, &["-bv", "user@example.net"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("TLS"),
+        "without -v no policy is looked up: {}",
+        stdout(&out)
+    );
+    let out = sendmail(&site, &["-bv", "-v", "user@example.net"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "example.net: TLS verify, pinned by the policy file (discovered policies are not consulted)"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
