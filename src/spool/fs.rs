@@ -28,6 +28,7 @@
 //! share the flushes (`group_commit`).
 
 mod convert;
+mod dirs;
 mod files;
 mod group_commit;
 mod layout;
@@ -37,9 +38,9 @@ mod scan;
 mod spares;
 mod v1;
 
-use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -54,6 +55,8 @@ use super::{
 };
 use crate::envelope::Envelope;
 use crate::queue_id::QueueId;
+pub use dirs::quarantined_in;
+use dirs::{make_dir, not_a_dir, probe_writable};
 use files::{Created, Locked, RangeLock};
 use group_commit::{Flush, GroupSync};
 use layout::Layout;
@@ -291,59 +294,6 @@ impl FsSpool {
                 source: io::Error::other(e.to_string()),
             }),
         }
-    }
-}
-
-/// [`FsSpool::quarantined`] for the spool in `root` without opening it (the doctor looks at
-/// a spool it may not be allowed to open); a spool without `corrupt/` has nothing set aside.
-pub fn quarantined_in(root: &Path) -> Result<Vec<PathBuf>, SpoolError> {
-    let layout = Layout::new(root);
-    let mut names = match scan::list(&layout.corrupt) {
-        Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(Vec::new());
-        }
-        other => other?,
-    };
-    names.sort_unstable();
-    Ok(names.into_iter().map(|n| layout.corrupt.join(n)).collect())
-}
-
-fn not_a_dir(path: &Path, root: &Path) -> SpoolError {
-    SpoolError::Config {
-        path: root.to_path_buf(),
-        reason: format!("{} exists and is not a directory", path.display()),
-    }
-}
-
-fn make_dir(path: &Path, root: &Path) -> Result<(), SpoolError> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => return Ok(()),
-        Ok(_) => return Err(not_a_dir(path, root)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(SpoolError::io("inspect spool directory", path, e)),
-    }
-    match DirBuilder::new()
-        .recursive(true)
-        .mode(files::DIR_MODE)
-        .create(path)
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(not_a_dir(path, root)),
-        Err(e) => Err(SpoolError::io("create spool directory", path, e)),
-    }
-}
-
-fn probe_writable(layout: &Layout) -> Result<(), SpoolError> {
-    let probe = layout
-        .tmp
-        .join(format!("open-probe.{}.tmp", std::process::id()));
-    // A stale probe of a dead process with our pid is in the way: remove it and go on.
-    files::remove_if_exists(&probe).map_err(|e| SpoolError::io("write test", &probe, e))?;
-    match files::create_locked(&probe) {
-        Ok(_) => {
-            files::remove_if_exists(&probe).map_err(|e| SpoolError::io("write test", &probe, e))
-        }
-        Err(e) => Err(SpoolError::io("write test", &layout.tmp, e)),
     }
 }
 
