@@ -499,25 +499,35 @@ fn print_lines(prefix: &str, message: &dyn std::fmt::Display) {
     }
 }
 
-/// Loads the configuration for the modes that use the engine or the spool.
-fn run(args: &Args) -> u8 {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            print_lines("", &e);
-            return EX_CONFIG;
-        }
-    };
-    transcript::init("sendmail", args.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The configuration named by `-C`, or the exit code after its errors are printed.
+fn load_config(args: &Args) -> Result<Config, u8> {
+    Config::load(&args.config).map_err(|e| {
+        print_lines("", &e);
+        EX_CONFIG
+    })
+}
+
+/// The one-threaded runtime every mode runs on.
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             say!("sendmail: cannot start the async runtime: {e}");
-            return EX_OSERR;
-        }
+            EX_OSERR
+        })
+}
+
+/// Loads the configuration for the modes that use the engine or the spool.
+fn run(args: &Args) -> u8 {
+    let config = match load_config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    transcript::init("sendmail", args.verbose);
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
         match args.mode {
@@ -540,22 +550,13 @@ fn verify(args: &Args) -> ExitCode {
         say!("sendmail: -bv needs at least one address\n{USAGE}");
         return ExitCode::from(EX_USAGE);
     }
-    let config = match Config::load(&args.config) {
+    let config = match load_config(args) {
         Ok(c) => c,
-        Err(e) => {
-            print_lines("", &e);
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return ExitCode::from(code),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            say!("sendmail: cannot start the async runtime: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
+        Err(code) => return ExitCode::from(code),
     };
     // The policy does not change routes, but a broken one is a broken configuration: the
     // whole configuration is assembled as a delivery would.
@@ -639,12 +640,9 @@ fn verify_local(parts: &Assembly, target: &LocalTarget, address: &Address) -> Op
 /// there is no database to build; this checks the file as a start would and says what it
 /// found (or every bad line), which is what an administrator runs newaliases to learn.
 fn check_aliases(args: &Args) -> ExitCode {
-    let config = match Config::load(&args.config) {
+    let config = match load_config(args) {
         Ok(c) => c,
-        Err(e) => {
-            print_lines("", &e);
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return ExitCode::from(code),
     };
     let Some(local) = &config.local else {
         say!(
@@ -657,15 +655,9 @@ fn check_aliases(args: &Args) -> ExitCode {
         say!("sendmail: [local] names no aliases file: nothing to check");
         return ExitCode::SUCCESS;
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            say!("sendmail: cannot start the async runtime: {e}");
-            return ExitCode::from(EX_OSERR);
-        }
+        Err(code) => return ExitCode::from(code),
     };
     // A bad line stops the assembly, naming file and line, as it would stop a start.
     let parts = match runtime.block_on(assemble(&config)) {

@@ -12,17 +12,11 @@ use support::sink;
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
-use examples::{HOSTNAME, Site, run, stderr, stdout};
+use examples::{HOSTNAME, Site, run, sendmail, stderr, stdout};
 use sink::{Sink, free_port};
 
 /// Real-time limit for what a detached process does; it only matters when something is broken.
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn sendmail(site: &Site, args: &[&str], stdin: &str) -> Output {
-    let mut cmd = site.command("sendmail");
-    cmd.args(args);
-    run(cmd, stdin)
-}
 
 fn code(out: &Output) -> Option<i32> {
     out.status.code()

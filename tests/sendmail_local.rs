@@ -3,14 +3,12 @@
 //! everywhere; `ghost-…` nowhere), and the aliases file checked as a start would read it.
 
 mod support;
-use support::examples::{HOSTNAME, Site, run, stderr, stdout};
+use support::examples::{HOSTNAME, Site, stderr, stdout};
 
 use std::process::Output;
 
 fn sendmail(site: &Site, args: &[&str]) -> Output {
-    let mut cmd = site.command("sendmail");
-    cmd.args(args);
-    run(cmd, "")
+    support::examples::sendmail(site, args, "")
 }
 
 /// A site whose host name is local, with `[local]` delivering to Maildirs under the site and

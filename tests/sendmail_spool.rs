@@ -3,17 +3,11 @@
 //! `corrupt/`. Each spool is a private tmpfs (needs root, as the spool tests do).
 
 mod support;
-use support::examples::{Site, run, stderr, stdout};
+use support::examples::{Site, sendmail, stderr, stdout};
 use support::sink::{Sink, free_port};
 use support::tmpfs::Tmpfs;
 
 use std::process::Output;
-
-fn sendmail(site: &Site, args: &[&str], stdin: &str) -> Output {
-    let mut cmd = site.command("sendmail");
-    cmd.args(args);
-    run(cmd, stdin)
-}
 
 /// A site whose spool is `spool` (an absolute path), the smart host `[127.0.0.1]:smart_host`
 /// and `y.example` routed by the mailertable to `[127.0.0.1]:other`.

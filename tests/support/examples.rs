@@ -97,6 +97,13 @@ impl Site {
     }
 }
 
+/// Runs the sendmail example of `site` with `args`, `stdin` on its standard input.
+pub fn sendmail(site: &Site, args: &[&str], stdin: &str) -> Output {
+    let mut cmd = site.command("sendmail");
+    cmd.args(args);
+    run(cmd, stdin)
+}
+
 /// Runs `cmd` with `stdin` as its standard input.
 pub fn run(mut cmd: Command, stdin: &str) -> Output {
     use std::io::Write;
