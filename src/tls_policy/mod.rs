@@ -26,13 +26,18 @@ pub mod dane;
 mod explain;
 pub mod mta_sts;
 pub mod report;
+mod report_store;
+mod report_task;
 mod rules;
+mod state_file;
 pub mod sts_cache;
 pub mod sts_policy;
 
 pub use explain::{PolicySource, TlsPolicyExplanation, explain};
 pub use mta_sts::{Clock, MtaSts, StsLookup};
 pub use report::{DueReport, PolicyKind, ReportedPolicy, TlsReporter};
+pub use report_store::ReportStoreError;
+pub use report_task::{ReportSchedule, ReportSender, ReportTask, ReportTrigger};
 pub(crate) use rules::result_for_handshake;
 pub use rules::{Discovered, HostRule, OutboundTls};
 pub use sts_cache::{CachedPolicy, StsCache};
