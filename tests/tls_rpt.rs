@@ -1,7 +1,8 @@
 //! TLS-RPT (RFC 8460) reports sent through the engine to the `_smtp._tls` `mailto:`
 //! address — by the reporter, and by the daemon's loop across a restart (counts kept in the
-//! state directory) to a real smtp-sink mailbox — and the doctor's `tls-policy` check,
-//! against the in-process DNS server and the HTTPS policy host.
+//! state directory) to a real smtp-sink mailbox — or posted to an `https:` address (a
+//! loopback HTTPS endpoint with a test CA), and the doctor's `tls-policy` check, against the
+//! in-process DNS server and the HTTPS policy host.
 
 mod support;
 
@@ -20,6 +21,7 @@ use support::engine::*;
 use support::sink::Sink;
 use support::sts_server::{policy, policy_text};
 use support::tls_policy::*;
+use support::token_endpoint::{Answer, TokenEndpoint};
 
 #[tokio::test]
 async fn a_finished_day_is_mailed_to_the_rua_address_through_the_engine() {
@@ -375,4 +377,82 @@ fn a_damaged_counts_file_is_named_moved_aside_and_replaced_at_the_next_flush() {
     let due = again.take_due(day + Duration::from_secs(86400), &me);
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].report.policies[0].summary.total_success, 1);
+}
+
+#[tokio::test]
+async fn an_https_rua_gets_the_gzip_json_report_posted_and_a_server_error_keeps_it() {
+    let ca = support::smtp_peer::TestCa::new("TLS-RPT endpoint CA");
+    // The first POST meets a server error (the report is kept), the second is accepted.
+    let endpoint = TokenEndpoint::start(
+        &ca,
+        vec![
+            Answer::Json(503, "{}".into()),
+            Answer::Json(200, "{}".into()),
+        ],
+    )
+    .await;
+    let rua = endpoint.url().replace("/token", "/tlsrpt");
+    let dns = DnsServer::start(vec![
+        support::dns_server::Zone::new(&format!("{DOMAIN}."))
+            .txt("_smtp._tls", &format!("v=TLSRPTv1; rua={rua}")),
+    ])
+    .await;
+    let resolver = resolver(&dns);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.clone()).unwrap();
+    let https = postrider::https::HttpsClient::new(roots, Default::default()).unwrap();
+    let reporter = TlsReporter::new("postrider tests").with_https(https);
+    let policy = ReportedPolicy {
+        kind: PolicyKind::Sts,
+        domain: Domain::parse(DOMAIN).unwrap(),
+        text: vec!["version: STSv1".into(), "mode: enforce".into()],
+        mx: vec![MX.into()],
+    };
+    let day = SystemTime::now();
+    reporter.failure(
+        &policy,
+        ResultType::ValidationFailure,
+        Some(&Domain::parse(MX).unwrap()),
+        Some("127.0.0.1".parse().unwrap()),
+        Some("unknown issuer"),
+        day,
+    );
+    let h = harness(Box::new(|_| ok()), exact_retry(), Limits::default()).await;
+    let me = Domain::parse("mta.test.example").unwrap();
+    let from = Address::parse("postmaster@mta.test.example").unwrap();
+    let later = day + Duration::from_secs(86400);
+    assert_eq!(
+        reporter
+            .send_due(&h.engine, &resolver, &me, &from, later)
+            .await,
+        0,
+        "503: not sent"
+    );
+    assert_eq!(
+        reporter
+            .send_due(&h.engine, &resolver, &me, &from, later)
+            .await,
+        1,
+        "kept and posted at the next run"
+    );
+    let requests = endpoint.requests();
+    assert_eq!(requests.len(), 2);
+    let r = &requests[1];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/tlsrpt"));
+    assert_eq!(r.content_type.as_deref(), Some("application/tlsrpt+gzip"));
+    assert_eq!(requests[0].body, r.body, "the same report both times");
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2_reader(&r.body), &mut json).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let p = &report["policies"][0];
+    assert_eq!(p["policy"]["policy-domain"], DOMAIN, "{report}");
+    assert_eq!(p["summary"]["total-failure-session-count"], 1, "{report}");
+    assert_eq!(
+        p["failure-details"][0]["result-type"], "validation-failure",
+        "{report}"
+    );
+    assert!(
+        h.transport.calls_for("tls-reports@example.test").is_empty(),
+        "no mail for an https address"
+    );
 }

@@ -7,7 +7,7 @@
 //! dane = true                    # default: off; DNSSEC-validated with the IANA root keys
 //! dnssec_trust_anchor = "root.key"   # optional: other anchors (a private signed tree)
 //! state_directory = "/var/lib/postrider"   # default: the spool directory (MTA-STS cache, TLS-RPT counts)
-//! tls_rpt = false                # default: off; daily reports to _smtp._tls rua addresses
+//! tls_rpt = false                # default: off; daily reports to _smtp._tls rua addresses (mailto: and https:)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -69,8 +69,8 @@ pub enum TlsConfigError {
     /// The validating resolver could not be built.
     #[error("[tls] dane: {0}")]
     Resolver(#[from] ResolveConfigError),
-    /// The HTTPS client for policy fetches could not be built.
-    #[error("[tls] mta_sts: {0}")]
+    /// The HTTPS client for policy fetches and report posts could not be built.
+    #[error("[tls] the HTTPS client (MTA-STS policies, TLS-RPT reports): {0}")]
     Https(#[from] HttpsError),
 }
 
@@ -102,9 +102,12 @@ impl TlsSection {
         if !self.mta_sts && !self.dane {
             return Ok(None);
         }
+        // One client for policy fetches and report posts: the same trust anchors as
+        // `verify`, the same DNS as the MX hosts.
+        let https =
+            HttpsClient::with_resolver(roots, HttpsOptions::default(), Arc::new(dns.clone()))?;
         let mta_sts = if self.mta_sts {
-            let https =
-                HttpsClient::with_resolver(roots, HttpsOptions::default(), Arc::new(dns.clone()))?;
+            let https = https.clone();
             let dir = self
                 .state_directory
                 .as_deref()
@@ -142,7 +145,7 @@ impl TlsSection {
                 }
                 None => TlsReporter::new(hostname.to_string()),
             };
-            Arc::new(reporter)
+            Arc::new(reporter.with_https(https))
         });
         Ok(Some(OutboundTls::new(mta_sts, dane, reporter)))
     }

@@ -6,9 +6,10 @@
 //! `certificate-host-mismatch`, `validation-failure`, `sts-policy-fetch-error`, ...), with
 //! the MX host and address. A day is a UTC day (§4.1 suggests 24-hour windows from midnight
 //! UTC); [`TlsReporter::send_due`] turns every finished day into one report per policy
-//! domain (mail-auth's `TlsReport`, gzip-compressed JSON in a `multipart/report`) and
-//! submits it through the engine like any other mail, so it is queued, retried and logged.
-//! Only `mailto:` reporting addresses are served; `https:` ones are logged and skipped.
+//! domain (mail-auth's `TlsReport`, gzip-compressed JSON) and sends it to the addresses the
+//! domain's `_smtp._tls` record names: as a `multipart/report` through the engine for
+//! `mailto:` ones, so it is queued, retried and logged like any other mail, and as an HTTPS
+//! POST for `https:` ones (`report_send`).
 //!
 //! With a state directory ([`TlsReporter::open`]) the counts are also kept in a file
 //! (`report_store`), written by [`TlsReporter::flush`], so a restart keeps the day being
@@ -20,8 +21,6 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mail_auth::common::parse::TxtRecordParser;
-use mail_auth::mta_sts::{ReportUri, TlsRpt};
 use mail_auth::report::tlsrpt::{
     DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary, TlsReport,
 };
@@ -29,10 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::report_store::{ReportStore, ReportStoreError, StoredFailure, StoredPolicy};
 
-use crate::address::{Address, Domain, ReversePath};
-use crate::engine::Engine;
-use crate::envelope::Envelope;
-use crate::resolve::DnsResolver;
+use crate::address::Domain;
+use crate::https::HttpsClient;
 
 const DAY: u64 = 86_400;
 
@@ -89,6 +86,8 @@ struct State {
 #[derive(Debug)]
 pub struct TlsReporter {
     organization: String,
+    /// For `https:` reporting addresses; without one they are skipped.
+    pub(super) https: Option<HttpsClient>,
     state: Mutex<State>,
     store: Option<ReportStore>,
     /// Held while a snapshot is written, so an older snapshot never lands after a newer one.
@@ -117,6 +116,7 @@ impl TlsReporter {
     pub fn new(organization: impl Into<String>) -> TlsReporter {
         TlsReporter {
             organization: organization.into(),
+            https: None,
             state: Mutex::new(State::default()),
             store: None,
             writing: Mutex::new(()),
@@ -162,6 +162,13 @@ impl TlsReporter {
             }
         }
         (reporter, error)
+    }
+
+    /// Posts reports to `https:` reporting addresses with `client` (RFC 8460 §5.3.1);
+    /// without one those addresses are skipped with a log line.
+    pub fn with_https(mut self, client: HttpsClient) -> TlsReporter {
+        self.https = Some(client);
+        self
     }
 
     /// The counts file, when the reporter has one.
@@ -300,73 +307,7 @@ impl TlsReporter {
         out
     }
 
-    /// Sends every due report: looks up the domain's `_smtp._tls` record and submits the
-    /// report to its `mailto:` addresses from `from`. Returns how many messages were
-    /// queued; a domain without a usable record is skipped with a log line. A report whose
-    /// record lookup failed temporarily is put back for the next call.
-    pub async fn send_due(
-        &self,
-        engine: &Engine,
-        dns: &DnsResolver,
-        submitter: &Domain,
-        from: &Address,
-        now: SystemTime,
-    ) -> usize {
-        let mut queued = 0;
-        for due in self.take_due(now, submitter) {
-            let records = match dns.txt_records("_smtp._tls", &due.domain).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(domain = %due.domain, "TLS report kept for later: {e}");
-                    self.put_back(due);
-                    continue;
-                }
-            };
-            let rua: Vec<String> = records
-                .iter()
-                .filter(|r| r.starts_with(b"v=TLSRPTv1"))
-                .filter_map(|r| TlsRpt::parse(r).ok())
-                .flat_map(|r| r.rua)
-                .filter_map(|uri| match uri {
-                    ReportUri::Mail(m) => Some(m),
-                    ReportUri::Http(url) => {
-                        tracing::info!(domain = %due.domain, %url, "https TLS-RPT addresses are not served; skipped");
-                        None
-                    }
-                })
-                .collect();
-            let recipients: Vec<Address> =
-                rua.iter().filter_map(|m| Address::parse(m).ok()).collect();
-            if recipients.is_empty() {
-                tracing::info!(domain = %due.domain, "no mailto: TLS-RPT address; report dropped");
-                continue;
-            }
-            let to: Vec<&str> = rua.iter().map(String::as_str).collect();
-            let body = match due.report.to_rfc5322(
-                due.domain.as_str(),
-                submitter.as_str(),
-                from.to_string().as_str(),
-                to.into_iter(),
-            ) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(domain = %due.domain, "cannot build the TLS report: {e}");
-                    continue;
-                }
-            };
-            let envelope = Envelope::new(ReversePath::Address(from.clone()), recipients);
-            match engine.submit(envelope, body.into_bytes()).await {
-                Ok(id) => {
-                    tracing::info!(domain = %due.domain, %id, "TLS report queued");
-                    queued += 1;
-                }
-                Err(e) => tracing::warn!(domain = %due.domain, "cannot queue the TLS report: {e}"),
-            }
-        }
-        queued
-    }
-
-    fn put_back(&self, due: DueReport) {
+    pub(super) fn put_back(&self, due: DueReport) {
         // Re-counting from the report keeps one code path for counting.
         let day = due.report.date_range.start_datetime.to_timestamp() as u64 / DAY;
         let mut state = self.lock();
