@@ -1,5 +1,6 @@
 //! A small HTTPS client for the few web requests a mail transfer agent makes: the OAuth2
-//! token endpoint now, MTA-STS policies (RFC 8461) later.
+//! token endpoint, MTA-STS policies (RFC 8461), TLS-RPT reports to `https:` addresses
+//! (RFC 8460).
 //!
 //! It is reqwest over rustls 0.23 with the ring provider passed explicitly (the same TLS
 //! stack as SMTP; no aws-lc, no OpenSSL), HTTP/1.1, certificates checked against the trust
@@ -281,6 +282,23 @@ impl HttpsClient {
     ) -> Result<HttpsResponse, HttpsError> {
         self.send(url, self.client.post(url.0.clone()).form(form))
             .await
+    }
+
+    /// `POST url` with `body` as `content_type` (a TLS-RPT report: RFC 8460 §5.3).
+    pub async fn post(
+        &self,
+        url: &HttpsUrl,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<HttpsResponse, HttpsError> {
+        self.send(
+            url,
+            self.client
+                .post(url.0.clone())
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body),
+        )
+        .await
     }
 
     async fn send(

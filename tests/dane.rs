@@ -1,7 +1,7 @@
 //! DANE (RFC 7672) for direct MX delivery against a DNSSEC-signed tree served in process
 //! (a private root whose key is the only trust anchor, signed, unsigned and bogus child
 //! zones) and scripted MX hosts with real TLS: DANE-EE match and mismatch, DANE-TA, a bogus
-//! zone, an insecure zone, STARTTLS stripped.
+//! zone, an insecure zone, an MX host whose addresses are insecure, STARTTLS stripped.
 
 mod support;
 
@@ -336,5 +336,61 @@ async fn an_insecure_zone_falls_back_to_the_normal_policy_and_ignores_its_tlsa()
     assert!(
         !p.finish().await[0].tls,
         "may: clear text when STARTTLS is not offered"
+    );
+}
+
+#[tokio::test]
+async fn tlsa_records_of_an_mx_whose_addresses_are_insecure_do_not_apply() {
+    let id = identity(&["mx.example.dane"], false);
+    let p = peer(
+        &id,
+        vec![Script::greet("mx.example.dane", &[]).accept_one(1).quit()],
+    )
+    .await;
+    // The MX answer and the TLSA records are signed, but the MX name is an alias into an
+    // unsigned zone, so its address could be forged: DANE does not apply (RFC 7672 §2.2.2),
+    // and the STARTTLS-less server gets the mail as the normal policy (may) allows.
+    let dns = SignedDns::start(
+        "ns. 3600 IN A 127.0.0.1\n",
+        vec![
+            ChildZone {
+                origin: "dane.".into(),
+                security: Security::Signed,
+                records: format!(
+                    "example 300 IN MX 10 mx.example\nmx.example 300 IN CNAME mx.plain.\n{}",
+                    tlsa_line("mx.example.dane", p.port(), 3, 1, 1, &sha256(&id.spki))
+                ),
+            },
+            ChildZone {
+                origin: "plain.".into(),
+                security: Security::Unsigned,
+                records: "mx 300 IN A 127.0.0.1\n".into(),
+            },
+        ],
+    )
+    .await;
+    let secure = SecureResolver::new(&resolver_at(dns.addr()), Some(dns.anchors())).unwrap();
+    let mx = Domain::parse("mx.example.dane").unwrap();
+    assert!(
+        matches!(secure.tlsa(&mx, p.port()).await, Secured::Secure(r) if r.len() == 1),
+        "the TLSA records themselves are secure"
+    );
+    assert_eq!(secure.addresses(&mx).await, Secured::Insecure);
+    assert_delivered(&send(&transport(&dns), &route("dane", p.port())).await);
+    assert!(
+        !p.finish().await[0].tls,
+        "no DANE: clear text when STARTTLS is not offered"
+    );
+}
+
+#[tokio::test]
+async fn the_address_records_of_a_signed_mx_host_are_secure() {
+    let dns = tree("dane", Security::Signed, String::new()).await;
+    let secure = SecureResolver::new(&resolver_at(dns.addr()), Some(dns.anchors())).unwrap();
+    assert_eq!(
+        secure
+            .addresses(&Domain::parse("mx.example.dane").unwrap())
+            .await,
+        Secured::Secure(vec!["127.0.0.1".parse().unwrap()])
     );
 }

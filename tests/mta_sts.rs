@@ -364,6 +364,62 @@ async fn requiretls_goes_only_to_an_authenticated_server_that_announces_it() {
 }
 
 #[tokio::test]
+async fn requiretls_refused_by_the_first_mx_goes_to_the_second_that_announces_it() {
+    let world = StsWorld::start(enforce(&[MX, "mx2.example.test"])).await;
+    let dns = world.dns_two_mx(Some("1")).await;
+    let cache = tempfile::tempdir().unwrap();
+    // Both authenticated (MTA-STS enforce, certificates for their names); only mx2 (127.0.0.2)
+    // announces REQUIRETLS.
+    let first = ScriptedPeer::start_with_tls(
+        vec![starttls(&[]).quit()],
+        Some(world.ca.server_config(&[MX], Validity::Current)),
+    )
+    .await;
+    let port = first.port();
+    let second = ScriptedPeer::start_at(
+        format!("127.0.0.2:{port}").parse().unwrap(),
+        vec![
+            Script::greet("mx2.example.test", &["PIPELINING", "STARTTLS"])
+                .on("STARTTLS", "220 2.0.0 Ready to start TLS")
+                .starttls()
+                .on("EHLO ", &ehlo_reply("mx2.example.test", &["REQUIRETLS"]))
+                .accept_one(1)
+                .quit(),
+        ],
+        Some(
+            world
+                .ca
+                .server_config(&["mx2.example.test"], Validity::Current),
+        ),
+    )
+    .await;
+    let t = world.transport(&dns, cache.path(), PolicyTable::new());
+    let r = send_envelope(&t, port, true).await;
+    assert_delivered(&r);
+    assert_eq!(
+        r.remote
+            .as_ref()
+            .and_then(|h| h.addr)
+            .map(|a| a.to_string()),
+        Some("127.0.0.2".to_string()),
+        "{r:#?}"
+    );
+    assert!(
+        !first.finish().await[0]
+            .lines
+            .iter()
+            .any(|l| l.starts_with("MAIL")),
+        "nothing was sent to the MX without REQUIRETLS"
+    );
+    assert!(
+        second.finish().await[0]
+            .lines
+            .iter()
+            .any(|l| l.starts_with("MAIL FROM:<pbx@example.com>") && l.ends_with(" REQUIRETLS"))
+    );
+}
+
+#[tokio::test]
 async fn requiretls_without_an_authenticating_policy_is_returned() {
     let world = StsWorld::start(enforce(&[MX])).await;
     let dns = world.dns(None).await; // no MTA-STS record: opportunistic TLS only

@@ -6,8 +6,8 @@
 //! mta_sts = true                 # default: on
 //! dane = true                    # default: off; DNSSEC-validated with the IANA root keys
 //! dnssec_trust_anchor = "root.key"   # optional: other anchors (a private signed tree)
-//! state_directory = "/var/lib/postrider"   # default: the spool directory
-//! tls_rpt = false                # default: off; daily reports to _smtp._tls rua addresses
+//! state_directory = "/var/lib/postrider"   # default: the spool directory (MTA-STS cache, TLS-RPT counts)
+//! tls_rpt = false                # default: off; daily reports to _smtp._tls rua addresses (mailto: and https:)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -32,8 +32,9 @@ pub struct TlsSection {
     /// A DNSSEC trust anchor file (hickory's format: DNSKEY records); the IANA root keys
     /// when absent.
     pub dnssec_trust_anchor: Option<PathBuf>,
-    /// Where the MTA-STS policy cache lives (`mta-sts/` below it); the spool directory when
-    /// absent, memory only when the spool is a database.
+    /// Where the MTA-STS policy cache (`mta-sts/` below it) and the TLS-RPT counts
+    /// (`tls-rpt/counts.json`) live; the spool directory when absent, memory only when the
+    /// spool is a database.
     pub state_directory: Option<PathBuf>,
     /// Collect TLS-RPT counts (RFC 8460) for daily reports.
     pub tls_rpt: bool,
@@ -68,8 +69,8 @@ pub enum TlsConfigError {
     /// The validating resolver could not be built.
     #[error("[tls] dane: {0}")]
     Resolver(#[from] ResolveConfigError),
-    /// The HTTPS client for policy fetches could not be built.
-    #[error("[tls] mta_sts: {0}")]
+    /// The HTTPS client for policy fetches and report posts could not be built.
+    #[error("[tls] the HTTPS client (MTA-STS policies, TLS-RPT reports): {0}")]
     Https(#[from] HttpsError),
 }
 
@@ -101,9 +102,12 @@ impl TlsSection {
         if !self.mta_sts && !self.dane {
             return Ok(None);
         }
+        // One client for policy fetches and report posts: the same trust anchors as
+        // `verify`, the same DNS as the MX hosts.
+        let https =
+            HttpsClient::with_resolver(roots, HttpsOptions::default(), Arc::new(dns.clone()))?;
         let mta_sts = if self.mta_sts {
-            let https =
-                HttpsClient::with_resolver(roots, HttpsOptions::default(), Arc::new(dns.clone()))?;
+            let https = https.clone();
             let dir = self
                 .state_directory
                 .as_deref()
@@ -129,9 +133,20 @@ impl TlsSection {
         } else {
             None
         };
-        let reporter = self
-            .tls_rpt
-            .then(|| Arc::new(TlsReporter::new(hostname.to_string())));
+        let reporter = self.tls_rpt.then(|| {
+            // Counts are kept where the policy cache is, so a restart keeps the day.
+            let reporter = match self.state_directory.as_deref().or(spool_dir) {
+                Some(dir) => {
+                    let (reporter, error) = TlsReporter::open(hostname.to_string(), dir);
+                    if let Some(e) = error {
+                        tracing::error!(target: "postrider::tls_rpt", "{e}");
+                    }
+                    reporter
+                }
+                None => TlsReporter::new(hostname.to_string()),
+            };
+            Arc::new(reporter.with_https(https))
+        });
         Ok(Some(OutboundTls::new(mta_sts, dane, reporter)))
     }
 }

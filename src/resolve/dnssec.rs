@@ -106,6 +106,35 @@ impl SecureResolver {
         .await
     }
 
+    /// The A and AAAA records of `host`, secure only when both answers are (a signed
+    /// denial counts: an IPv4-only host has no AAAA). RFC 7672 §2.2.2: TLSA records apply
+    /// only to an MX host whose addresses were obtained securely, since an attacker who
+    /// can forge the address can otherwise send the client elsewhere (an MX name that is a
+    /// CNAME into an unsigned zone is the common case).
+    pub async fn addresses(&self, host: &Domain) -> Secured<Vec<std::net::IpAddr>> {
+        let v4 = self
+            .query(host.as_str(), RecordType::A, |data| match data {
+                RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+                _ => None,
+            })
+            .await;
+        let v6 = self
+            .query(host.as_str(), RecordType::AAAA, |data| match data {
+                RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .await;
+        match (v4, v6) {
+            (Secured::Bogus(r), _) | (_, Secured::Bogus(r)) => Secured::Bogus(r),
+            (Secured::Failed(r), _) | (_, Secured::Failed(r)) => Secured::Failed(r),
+            (Secured::Secure(mut a), Secured::Secure(b)) => {
+                a.extend(b);
+                Secured::Secure(a)
+            }
+            _ => Secured::Insecure,
+        }
+    }
+
     /// The TLSA records of `_port._tcp.host` (RFC 7672 §2.2.2).
     pub async fn tlsa(&self, host: &Domain, port: u16) -> Secured<Vec<TlsaRecord>> {
         let name = format!("_{port}._tcp.{host}");

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use crate::config::{AssembleError, Assembly, Config, Notice};
 use crate::engine::{Engine, EngineError, Limits};
 use crate::status::Severity;
+use crate::tls_policy::{ReportSchedule, ReportSender, ReportTask, ReportTrigger, TlsReporter};
 
 use super::access::AccessError;
 use super::auth::Authenticator;
@@ -209,6 +210,8 @@ pub struct Daemon {
     server: Server,
     bound: Vec<(TcpListener, Listening, Endpoint)>,
     reloader: Reloader,
+    /// The TLS-RPT loop, with `[tls] tls_rpt = true`.
+    reports: Option<(Arc<TlsReporter>, ReportTask)>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -263,6 +266,7 @@ impl Daemon {
             .await
             .map_err(DaemonError::Engine)?;
         let server = setup.server(engine.clone(), &parts);
+        let reports = start_reports(&parts, &engine);
         let reloader = Reloader {
             inner: Arc::new(ReloadParts {
                 config,
@@ -278,6 +282,7 @@ impl Daemon {
             server,
             bound,
             reloader,
+            reports,
         })
     }
 
@@ -305,6 +310,14 @@ impl Daemon {
     /// A handle that re-reads the files (for SIGHUP).
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()
+    }
+
+    /// A handle that asks the TLS-RPT loop to send what is due at a given time now
+    /// (`None` without `[tls] tls_rpt = true`). The loop sends by itself every hour; this
+    /// is for an administrator's "send the reports now", and for tests, which cannot wait
+    /// for midnight: a time a day ahead makes today a finished day.
+    pub fn tls_reports(&self) -> Option<ReportTrigger> {
+        self.reports.as_ref().map(|(_, task)| task.trigger())
     }
 
     /// Serves every listener until `shutdown` completes; then stops taking connections, lets
@@ -339,8 +352,49 @@ impl Daemon {
         for t in tasks {
             let _ = t.await;
         }
+        // The loop submits through the engine, so it stops first (after the send it is on);
+        // the last flush comes after the engine's, which may still count the sessions that
+        // finish their message.
+        let reporter = match self.reports {
+            Some((reporter, task)) => {
+                task.stop().await;
+                Some(reporter)
+            }
+            None => None,
+        };
         self.engine.shutdown().await;
+        if let Some(Err(e)) = reporter.map(|r| r.flush()) {
+            tracing::warn!(target: TARGET, "{e}");
+        }
     }
+}
+
+/// Starts the TLS-RPT loop over the transport's reporter, when `[tls] tls_rpt` made one.
+/// A reload re-reads tables, never `[tls]`, so this reporter stays the one the transport
+/// counts into for the daemon's whole life: one loop, started once.
+fn start_reports(parts: &Assembly, engine: &Engine) -> Option<(Arc<TlsReporter>, ReportTask)> {
+    let reporter = parts
+        .esmtp()
+        .config()
+        .tls_policy
+        .as_ref()
+        .and_then(|o| o.reporter())?
+        .clone();
+    let from = match crate::address::Address::new("postmaster", parts.hostname().clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(target: TARGET, "TLS-RPT reports not sent: no sender address for {}: {e}", parts.hostname());
+            return None;
+        }
+    };
+    let sender = ReportSender {
+        engine: engine.clone(),
+        dns: parts.dns().clone(),
+        submitter: parts.hostname().clone(),
+        from,
+    };
+    let task = reporter.clone().spawn(sender, ReportSchedule::default());
+    Some((reporter, task))
 }
 
 /// Re-reads a daemon's files, as `postfix reload` or a HUP to sendmail does.

@@ -6,31 +6,35 @@
 //! `certificate-host-mismatch`, `validation-failure`, `sts-policy-fetch-error`, ...), with
 //! the MX host and address. A day is a UTC day (§4.1 suggests 24-hour windows from midnight
 //! UTC); [`TlsReporter::send_due`] turns every finished day into one report per policy
-//! domain (mail-auth's `TlsReport`, gzip-compressed JSON in a `multipart/report`) and
-//! submits it through the engine like any other mail, so it is queued, retried and logged.
-//! Only `mailto:` reporting addresses are served; `https:` ones are logged and skipped.
-//! Counts live in memory: a restart loses the current day's counts (never a queued report).
+//! domain (mail-auth's `TlsReport`, gzip-compressed JSON) and sends it to the addresses the
+//! domain's `_smtp._tls` record names: as a `multipart/report` through the engine for
+//! `mailto:` ones, so it is queued, retried and logged like any other mail, and as an HTTPS
+//! POST for `https:` ones (`report_send`).
+//!
+//! With a state directory ([`TlsReporter::open`]) the counts are also kept in a file
+//! (`report_store`), written by [`TlsReporter::flush`], so a restart keeps the day being
+//! counted; [`TlsReporter::spawn`] runs the daemon's loop that flushes and sends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mail_auth::common::parse::TxtRecordParser;
-use mail_auth::mta_sts::{ReportUri, TlsRpt};
 use mail_auth::report::tlsrpt::{
     DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary, TlsReport,
 };
+use serde::{Deserialize, Serialize};
 
-use crate::address::{Address, Domain, ReversePath};
-use crate::engine::Engine;
-use crate::envelope::Envelope;
-use crate::resolve::DnsResolver;
+use super::report_store::{ReportStore, ReportStoreError, StoredFailure, StoredPolicy};
+
+use crate::address::Domain;
+use crate::https::HttpsClient;
 
 const DAY: u64 = 86_400;
 
 /// Which policy a session was under, as the report names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReportedPolicy {
     /// `sts`, `tlsa` or `no-policy-found`.
     pub kind: PolicyKind,
@@ -43,7 +47,8 @@ pub struct ReportedPolicy {
 }
 
 /// The policy types of RFC 8460 §4.3.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PolicyKind {
     /// An MTA-STS policy.
     Sts,
@@ -67,12 +72,26 @@ struct Counts {
     failures: BTreeMap<FailureKey, (ResultType, u32)>,
 }
 
+type Days = HashMap<u64, BTreeMap<ReportedPolicy, Counts>>;
+
+#[derive(Debug, Default)]
+struct State {
+    /// (UTC day, policy) -> counts.
+    days: Days,
+    /// Changed since the last flush.
+    dirty: bool,
+}
+
 /// Collects session results and sends the daily reports.
 #[derive(Debug)]
 pub struct TlsReporter {
     organization: String,
-    /// (UTC day, policy) -> counts.
-    days: Mutex<HashMap<u64, BTreeMap<ReportedPolicy, Counts>>>,
+    /// For `https:` reporting addresses; without one they are skipped.
+    pub(super) https: Option<HttpsClient>,
+    state: Mutex<State>,
+    store: Option<ReportStore>,
+    /// Held while a snapshot is written, so an older snapshot never lands after a newer one.
+    writing: Mutex<()>,
 }
 
 /// One report ready to send.
@@ -92,18 +111,103 @@ fn day_of(t: SystemTime) -> u64 {
 }
 
 impl TlsReporter {
-    /// A reporter; `organization` is the report's `organization-name`.
+    /// A reporter counting in memory only; `organization` is the report's
+    /// `organization-name`.
     pub fn new(organization: impl Into<String>) -> TlsReporter {
         TlsReporter {
             organization: organization.into(),
-            days: Mutex::new(HashMap::new()),
+            https: None,
+            state: Mutex::new(State::default()),
+            store: None,
+            writing: Mutex::new(()),
         }
+    }
+
+    /// A reporter whose counts are kept in `tls-rpt/counts.json` under `state_dir`, starting
+    /// from what the file holds. A file that cannot be read or is damaged is returned as the
+    /// error beside a reporter that starts empty (a damaged one was moved aside, and the next
+    /// flush writes a good one): the caller logs it, nothing stops.
+    pub fn open(
+        organization: impl Into<String>,
+        state_dir: &Path,
+    ) -> (TlsReporter, Option<ReportStoreError>) {
+        let store = ReportStore::new(state_dir);
+        let (stored, error) = match store.load() {
+            Ok(s) => (s, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let reporter = TlsReporter {
+            store: Some(store),
+            ..TlsReporter::new(organization)
+        };
+        {
+            let mut state = reporter.lock();
+            for p in stored {
+                let counts = state
+                    .days
+                    .entry(p.day)
+                    .or_default()
+                    .entry(p.policy)
+                    .or_default();
+                counts.success += p.success;
+                for f in p.failures {
+                    let key = FailureKey {
+                        result: format!("{:?}", f.result),
+                        mx: f.mx,
+                        ip: f.ip,
+                        reason: f.reason,
+                    };
+                    counts.failures.entry(key).or_insert((f.result, 0)).1 += f.count;
+                }
+            }
+        }
+        (reporter, error)
+    }
+
+    /// Posts reports to `https:` reporting addresses with `client` (RFC 8460 §5.3.1);
+    /// without one those addresses are skipped with a log line.
+    pub fn with_https(mut self, client: HttpsClient) -> TlsReporter {
+        self.https = Some(client);
+        self
+    }
+
+    /// The counts file, when the reporter has one.
+    pub fn store_path(&self) -> Option<&Path> {
+        self.store.as_ref().map(ReportStore::path)
+    }
+
+    /// Writes the counts to the file when they changed since the last flush (nothing to do
+    /// for a reporter in memory). On an error the counts stay marked as changed, so the next
+    /// flush tries again.
+    pub fn flush(&self) -> Result<(), ReportStoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = {
+            let mut state = self.lock();
+            if !state.dirty {
+                return Ok(());
+            }
+            state.dirty = false;
+            snapshot(&state.days)
+        };
+        store
+            .save(snapshot)
+            .inspect_err(|_| self.lock().dirty = true)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts a session that met the policy.
     pub fn success(&self, policy: &ReportedPolicy, at: SystemTime) {
-        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
-        days.entry(day_of(at))
+        let mut state = self.lock();
+        state.dirty = true;
+        state
+            .days
+            .entry(day_of(at))
             .or_default()
             .entry(policy.clone())
             .or_default()
@@ -126,8 +230,10 @@ impl TlsReporter {
             ip,
             reason: reason.map(str::to_string),
         };
-        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
-        let counts = days
+        let mut state = self.lock();
+        state.dirty = true;
+        let counts = state
+            .days
             .entry(day_of(at))
             .or_default()
             .entry(policy.clone())
@@ -139,10 +245,11 @@ impl TlsReporter {
     pub fn take_due(&self, now: SystemTime, submitter: &Domain) -> Vec<DueReport> {
         let today = day_of(now);
         let finished: Vec<(u64, BTreeMap<ReportedPolicy, Counts>)> = {
-            let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
-            let keys: Vec<u64> = days.keys().copied().filter(|d| *d < today).collect();
+            let mut state = self.lock();
+            let keys: Vec<u64> = state.days.keys().copied().filter(|d| *d < today).collect();
+            state.dirty |= !keys.is_empty();
             keys.into_iter()
-                .filter_map(|d| days.remove(&d).map(|c| (d, c)))
+                .filter_map(|d| state.days.remove(&d).map(|c| (d, c)))
                 .collect()
         };
         let mut out = Vec::new();
@@ -200,98 +307,12 @@ impl TlsReporter {
         out
     }
 
-    /// Sends every due report: looks up the domain's `_smtp._tls` record and submits the
-    /// report to its `mailto:` addresses from `from`. Returns how many messages were
-    /// queued; a domain without a usable record is skipped with a log line. A report whose
-    /// record lookup failed temporarily is put back for the next call.
-    pub async fn send_due(
-        &self,
-        engine: &Engine,
-        dns: &DnsResolver,
-        submitter: &Domain,
-        from: &Address,
-        now: SystemTime,
-    ) -> usize {
-        let mut queued = 0;
-        for due in self.take_due(now, submitter) {
-            let records = match dns.txt_records("_smtp._tls", &due.domain).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(domain = %due.domain, "TLS report kept for later: {e}");
-                    self.put_back(due);
-                    continue;
-                }
-            };
-            let rua: Vec<String> = records
-                .iter()
-                .filter(|r| r.starts_with(b"v=TLSRPTv1"))
-                .filter_map(|r| TlsRpt::parse(r).ok())
-                .flat_map(|r| r.rua)
-                .filter_map(|uri| match uri {
-                    ReportUri::Mail(m) => Some(m),
-                    ReportUri::Http(url) => {
-                        tracing::info!(domain = %due.domain, %url, "https TLS-RPT addresses are not served; skipped");
-                        None
-                    }
-                })
-                .collect();
-            let recipients: Vec<Address> =
-                rua.iter().filter_map(|m| Address::parse(m).ok()).collect();
-            if recipients.is_empty() {
-                tracing::info!(domain = %due.domain, "no mailto: TLS-RPT address; report dropped");
-                continue;
-            }
-            let to: Vec<&str> = rua.iter().map(String::as_str).collect();
-            let body = match due.report.to_rfc5322(
-                due.domain.as_str(),
-                submitter.as_str(),
-                from.to_string().as_str(),
-                to.into_iter(),
-            ) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(domain = %due.domain, "cannot build the TLS report: {e}");
-                    continue;
-                }
-            };
-            let envelope = Envelope::new(ReversePath::Address(from.clone()), recipients);
-            match engine.submit(envelope, body.into_bytes()).await {
-                Ok(id) => {
-                    tracing::info!(domain = %due.domain, %id, "TLS report queued");
-                    queued += 1;
-                }
-                Err(e) => tracing::warn!(domain = %due.domain, "cannot queue the TLS report: {e}"),
-            }
-        }
-        queued
-    }
-
-    /// Calls [`TlsReporter::send_due`] once an hour, so each day's reports leave within the
-    /// hour after midnight UTC (RFC 8460 §4.1 asks for reports soon after the window ends).
-    /// The daemon starts it beside the engine; the task holds a clone of the engine, so
-    /// abort the returned handle before shutting the engine down.
-    pub fn spawn_hourly(
-        self: std::sync::Arc<Self>,
-        engine: Engine,
-        dns: DnsResolver,
-        submitter: Domain,
-        from: Address,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                self.send_due(&engine, &dns, &submitter, &from, SystemTime::now())
-                    .await;
-            }
-        })
-    }
-
-    fn put_back(&self, due: DueReport) {
+    pub(super) fn put_back(&self, due: DueReport) {
         // Re-counting from the report keeps one code path for counting.
         let day = due.report.date_range.start_datetime.to_timestamp() as u64 / DAY;
-        let mut days = self.days.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = days.entry(day).or_default();
+        let mut state = self.lock();
+        state.dirty = true;
+        let entry = state.days.entry(day).or_default();
         for p in due.report.policies {
             let kind = match p.policy.policy_type {
                 PolicyType::Tlsa => PolicyKind::Tlsa,
@@ -317,6 +338,33 @@ impl TlsReporter {
             }
         }
     }
+}
+
+/// The counts as the store keeps them, in a stable order (days, then policies).
+fn snapshot(days: &Days) -> Vec<StoredPolicy> {
+    let mut ordered: Vec<(&u64, &BTreeMap<ReportedPolicy, Counts>)> = days.iter().collect();
+    ordered.sort_by_key(|(d, _)| **d);
+    ordered
+        .into_iter()
+        .flat_map(|(day, policies)| {
+            policies.iter().map(|(policy, counts)| StoredPolicy {
+                day: *day,
+                policy: policy.clone(),
+                success: counts.success,
+                failures: counts
+                    .failures
+                    .iter()
+                    .map(|(key, (result, n))| StoredFailure {
+                        result: *result,
+                        mx: key.mx.clone(),
+                        ip: key.ip,
+                        reason: key.reason.clone(),
+                        count: *n,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

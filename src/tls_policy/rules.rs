@@ -1,5 +1,6 @@
-//! From discovered policies to the rule for one MX host: DANE first (when the MX answer and
-//! the host's TLSA records are DNSSEC-secure), then MTA-STS, then the hop's own policy.
+//! From discovered policies to the rule for one MX host: DANE first (when the MX answer, the
+//! host's address records and its TLSA records are DNSSEC-secure), then MTA-STS, then the
+//! hop's own policy.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -170,36 +171,9 @@ impl OutboundTls {
         }
         if let (Some(hosts), Some(resolver)) = (&d.secure_mx, &self.dane)
             && hosts.contains(mx)
+            && let Some(rule) = dane_rule(resolver, &d.domain, mx, port).await
         {
-            match resolver.tlsa(mx, port).await {
-                Secured::Secure(records) if !records.is_empty() => {
-                    let usable: Vec<TlsaRecord> =
-                        records.into_iter().filter(dane::usable).collect();
-                    return if usable.is_empty() {
-                        HostRule::DaneUnusable
-                    } else {
-                        HostRule::Dane { records: usable }
-                    };
-                }
-                Secured::Bogus(reason) => {
-                    return HostRule::Refuse {
-                        reason: format!(
-                            "the TLSA records of _{port}._tcp.{mx} fail DNSSEC validation ({reason}); DANE requires skipping {mx}"
-                        ),
-                        result: ResultType::TlsaInvalid,
-                    };
-                }
-                Secured::Failed(reason) => {
-                    return HostRule::Refuse {
-                        reason: format!(
-                            "cannot look up the TLSA records of _{port}._tcp.{mx} ({reason}); the MX records of {} are DNSSEC-signed, so DANE may apply",
-                            d.domain
-                        ),
-                        result: ResultType::DnssecInvalid,
-                    };
-                }
-                Secured::Secure(_) | Secured::Insecure => {}
-            }
+            return rule;
         }
         if let Some(StsLookup::Policy { cached, .. }) = &d.sts {
             let listed = cached.policy.allows_mx(mx);
@@ -301,6 +275,61 @@ impl OutboundTls {
         if let Some(policy) = policy {
             rep.failure(&policy, result, mx, ip, reason, (self.clock)());
         }
+    }
+}
+
+/// The DANE rule for an MX host learnt from a secure MX answer, or `None` when DANE does
+/// not apply to it (then MTA-STS or the hop's policy does).
+async fn dane_rule(
+    resolver: &SecureResolver,
+    domain: &Domain,
+    mx: &Domain,
+    port: u16,
+) -> Option<HostRule> {
+    // RFC 7672 §2.2.2: TLSA records count only for a host whose address records are
+    // secure; insecure ones mean no DANE for this host, bogus ones that it is skipped.
+    match resolver.addresses(mx).await {
+        Secured::Secure(_) => {}
+        Secured::Insecure => return None,
+        Secured::Bogus(reason) => {
+            return Some(HostRule::Refuse {
+                reason: format!(
+                    "the address records of {mx} fail DNSSEC validation ({reason}); DANE requires skipping {mx}"
+                ),
+                result: ResultType::DnssecInvalid,
+            });
+        }
+        Secured::Failed(reason) => {
+            return Some(HostRule::Refuse {
+                reason: format!(
+                    "cannot look up the address records of {mx} securely ({reason}); the MX records of {domain} are DNSSEC-signed, so DANE may apply"
+                ),
+                result: ResultType::DnssecInvalid,
+            });
+        }
+    }
+    match resolver.tlsa(mx, port).await {
+        Secured::Secure(records) if !records.is_empty() => {
+            let usable: Vec<TlsaRecord> = records.into_iter().filter(dane::usable).collect();
+            Some(if usable.is_empty() {
+                HostRule::DaneUnusable
+            } else {
+                HostRule::Dane { records: usable }
+            })
+        }
+        Secured::Bogus(reason) => Some(HostRule::Refuse {
+            reason: format!(
+                "the TLSA records of _{port}._tcp.{mx} fail DNSSEC validation ({reason}); DANE requires skipping {mx}"
+            ),
+            result: ResultType::TlsaInvalid,
+        }),
+        Secured::Failed(reason) => Some(HostRule::Refuse {
+            reason: format!(
+                "cannot look up the TLSA records of _{port}._tcp.{mx} ({reason}); the MX records of {domain} are DNSSEC-signed, so DANE may apply"
+            ),
+            result: ResultType::DnssecInvalid,
+        }),
+        Secured::Secure(_) | Secured::Insecure => None,
     }
 }
 

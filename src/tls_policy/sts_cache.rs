@@ -9,7 +9,7 @@
 //! is logged with its path and treated as absent: the next delivery fetches the policy again.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -147,10 +147,6 @@ fn read(path: &Path, domain: &Domain) -> Option<CachedPolicy> {
 }
 
 fn write(path: &Path, domain: &Domain, cached: &CachedPolicy) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .expect("invariant: a cache path is a file inside the cache directory");
-    std::fs::create_dir_all(dir)?;
     let stored = Stored {
         domain: domain.as_str().to_string(),
         id: cached.id.clone(),
@@ -162,13 +158,7 @@ fn write(path: &Path, domain: &Domain, cached: &CachedPolicy) -> io::Result<()> 
         policy: cached.text.clone(),
     };
     let json = serde_json::to_vec_pretty(&stored).map_err(io::Error::other)?;
-    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&json)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    super::state_file::write_atomically(path, &json)
 }
 
 #[cfg(test)]

@@ -427,6 +427,21 @@ impl TestCa {
         }
     }
 
+    /// The CA certificate as PEM (a trust anchors file, `[esmtp] trust_anchors`).
+    pub fn pem(&self) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.cert);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
     /// A server configuration (ring provider) presenting a certificate for `names` (DNS names
     /// or IP addresses) signed by this CA.
     pub fn server_config(&self, names: &[&str], validity: Validity) -> Arc<ServerConfig> {

@@ -1,6 +1,7 @@
 //! An OAuth2 token endpoint on loopback over real TLS (a certificate for 127.0.0.1 from a
 //! test CA that only the test trusts): each request gets the next scripted answer, and every
-//! request's form is recorded. HTTP/1.1, one request per connection (`Connection: close`).
+//! request's form (and raw body and content type: a TLS-RPT report endpoint too) is
+//! recorded. HTTP/1.1, one request per connection (`Connection: close`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,10 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub form: HashMap<String, String>,
+    /// The `Content-Type` sent, if any.
+    pub content_type: Option<String>,
+    /// The body as sent (a TLS-RPT report is gzip, not a form).
+    pub body: Vec<u8>,
 }
 
 pub struct TokenEndpoint {
@@ -117,15 +122,20 @@ async fn read_request<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<Request> {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.lines();
-    let mut first = lines.next()?.split_whitespace();
+    let mut first = head.lines().next()?.split_whitespace();
     let method = first.next()?.to_string();
     let path = first.next()?.to_string();
-    let length: usize = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let content_type = header("content-type");
     while buf.len() < head_end + length {
         let n = s.read(&mut chunk).await.ok()?;
         if n == 0 {
@@ -133,14 +143,21 @@ async fn read_request<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<Request> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    let raw = buf[head_end..].to_vec();
+    let body = String::from_utf8_lossy(&raw).into_owned();
     let form = body
         .split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (decode(k), decode(v)))
         .collect();
-    Some(Request { method, path, form })
+    Some(Request {
+        method,
+        path,
+        form,
+        content_type,
+        body: raw,
+    })
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` an octet.

@@ -28,6 +28,9 @@ struct Batch<'a> {
     reports: &'a dyn Reports,
     /// The engine asked for no further message in this call.
     stopped: bool,
+    /// REQUIRETLS messages the last session could not carry (its server is not
+    /// authenticated or lacks the extension): still pending, for the next host to try.
+    refused: Vec<(Diagnostic, RemoteHost)>,
 }
 
 struct Job<'a> {
@@ -49,6 +52,7 @@ impl<'a> Batch<'a> {
             jobs: Vec::with_capacity(batch.len()),
             reports,
             stopped: false,
+            refused: Vec::new(),
         };
         for delivery in batch {
             let mut pending = Vec::with_capacity(delivery.recipients.len());
@@ -144,6 +148,15 @@ impl<'a> Batch<'a> {
                 }
             }
         }
+    }
+
+    /// Moves the last session's REQUIRETLS refusals into `failures`; true when messages
+    /// are still pending (refused ones among them), so the next host is tried.
+    fn take_refused(&mut self, failures: &mut Failures) -> bool {
+        for (d, remote) in self.refused.drain(..) {
+            failures.record(d, Some(remote));
+        }
+        self.pending()
     }
 
     /// Every pending recipient of every message gets `outcome`.
@@ -262,10 +275,13 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
             match run_jobs(t, &mut session, b, spf_hop).await {
                 Ok(clean) => {
                     finish(t, &key, session, clean && !b.stopped).await;
-                    return;
+                    if !b.take_refused(&mut failures) {
+                        return;
+                    }
                 }
                 Err(d) => failures.record(d, Some(session.peer.remote())),
             }
+            b.take_refused(&mut failures);
             if !b.pending() {
                 return;
             }
@@ -397,13 +413,18 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
                         b.settle_all(classify::outcome(d), Some(peer.remote()));
                         return;
                     }
-                    Ok(mut session) => match run_jobs(t, &mut session, b, spf_hop).await {
-                        Ok(clean) => {
-                            finish(t, &key, session, clean && !b.stopped).await;
-                            return;
+                    Ok(mut session) => {
+                        match run_jobs(t, &mut session, b, spf_hop).await {
+                            Ok(clean) => {
+                                finish(t, &key, session, clean && !b.stopped).await;
+                                if !b.take_refused(&mut failures) {
+                                    return;
+                                }
+                            }
+                            Err(d) => failures.record(d, Some(peer.remote())),
                         }
-                        Err(d) => failures.record(d, Some(peer.remote())),
-                    },
+                        b.take_refused(&mut failures);
+                    }
                 }
             }
         }
@@ -546,7 +567,9 @@ async fn run_jobs(
         }
         if b.jobs[j].delivery.envelope.requiretls {
             // RFC 8689 §4.2.1: only over TLS to an authenticated server that announces
-            // REQUIRETLS itself; otherwise the message is returned, never sent in the clear.
+            // REQUIRETLS itself, never sent otherwise. Another MX host may be one, so the
+            // message stays pending for the next host (the RFC lets the client try them);
+            // when none is, the refusal is its verdict (returned, 5.7.10 / 5.7.30).
             let refusal = if !s.authenticated {
                 Some(classify::requiretls_unauthenticated(&s.peer))
             } else if !s.caps.requiretls {
@@ -555,10 +578,7 @@ async fn run_jobs(
                 None
             };
             if let Some(d) = refusal {
-                for i in std::mem::take(&mut b.jobs[j].pending) {
-                    b.report(j, i, Outcome::Failed(d.clone()), Some(remote.clone()));
-                }
-                b.record_settled().await;
+                b.refused.push((d, remote.clone()));
                 continue;
             }
         }
