@@ -5,7 +5,11 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use postrider::route::{PolicyTable, TlsLevel};
+use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
 use postrider::{Delivery, Envelope, RecipientReport};
 use support::esmtp::*;
 use support::smtp_peer::{Script, ScriptedPeer, SessionLog, Validity, ehlo_reply};
@@ -134,4 +138,45 @@ async fn a_tls_required_field_in_the_body_or_with_another_value_changes_nothing(
     for m in &batch {
         assert_deferred_containing(report(&reports, m, 0), "4.7.5", "mode enforce");
     }
+}
+
+#[tokio::test]
+async fn a_session_parked_after_a_tls_required_no_message_never_carries_ordinary_mail() {
+    let world = StsWorld::start(policy(&policy_text("enforce", &[MX], 86400))).await;
+    let server = world.dns(Some("1")).await;
+    let cache = tempfile::tempdir().unwrap();
+    let wrong_name = world
+        .ca
+        .server_config(&["not-the-mx.example.test"], Validity::Current);
+    // The first session would take a second message too, if it were given one.
+    let peer = ScriptedPeer::start_with_tls(
+        vec![
+            starttls(false).accept_one(1).accept_one(1).quit(),
+            starttls(false).quit(),
+        ],
+        Some(wrong_name),
+    )
+    .await;
+    let dns = resolver(&server);
+    let mut config = EsmtpConfig {
+        connection_cache: Some(Duration::from_secs(30)),
+        ..config()
+    };
+    config.tls_roots = world.roots();
+    config.tls_policy = Some(Arc::new(world.outbound(&dns, cache.path())));
+    let t = EsmtpTransport::new(config, Arc::new(dns), Arc::new(PolicyTable::new()));
+    let route = mx_route(peer.port());
+    let relaxed = [message("relaxed", Some("TLS-Required: No"), false)];
+    let reports = t.deliver_all(&route, &relaxed).await;
+    assert_delivered(report(&reports, &relaxed[0], 0));
+    let ordinary = [message("ordinary", None, false)];
+    let reports = t.deliver_all(&route, &ordinary).await;
+    assert_deferred_containing(
+        report(&reports, &ordinary[0], 0),
+        "4.7.5",
+        "required by the MTA-STS policy of example.test (mode enforce)",
+    );
+    drop(t);
+    let logs = peer.finish().await;
+    assert_eq!(logs[0].messages.len(), 1, "{:#?}", logs[0]);
 }
