@@ -1,4 +1,4 @@
-//! `TLS-Required: No` (RFC 8689 §3, §4.2.2) against an MTA-STS `enforce` domain on loopback:
+//! `TLS-Required: No` (RFC 8689 §3) against an MTA-STS `enforce` domain on loopback:
 //! the in-process DNS server publishes the policy, the HTTPS policy host serves it, and the
 //! scripted MX host presents a certificate from the trusted test CA for the wrong name, so
 //! the policy refuses it while opportunistic TLS would not.
