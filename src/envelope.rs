@@ -497,4 +497,24 @@ mod tests {
         let json = serde_json::to_string(&env).unwrap();
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), env);
     }
+
+    #[test]
+    fn requiretls_is_stored_only_when_set_and_records_without_it_read_as_unset() {
+        let mut env = Envelope::new(
+            ReversePath::parse("s@a.example").unwrap(),
+            [Address::parse("r@b.example").unwrap()],
+        );
+        let plain = serde_json::to_string(&env).unwrap();
+        assert!(!plain.contains("requiretls"), "{plain}");
+        // A record written before the flag existed is this very JSON: it reads as unset.
+        assert!(!serde_json::from_str::<Envelope>(&plain).unwrap().requiretls);
+        env.requiretls = true;
+        let flagged = serde_json::to_string(&env).unwrap();
+        assert!(flagged.contains("\"requiretls\":true"), "{flagged}");
+        assert!(
+            serde_json::from_str::<Envelope>(&flagged)
+                .unwrap()
+                .requiretls
+        );
+    }
 }

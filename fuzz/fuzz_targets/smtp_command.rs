@@ -37,6 +37,13 @@ fn check_command(line: &[u8], cmd: &Command) {
             if let Some(e) = &params.envid {
                 assert!(e.len() <= 100);
             }
+            // REQUIRETLS is set only by a bare keyword the line carries (RFC 8689 §2).
+            if params.requiretls {
+                assert!(
+                    text.split(' ').any(|w| w.eq_ignore_ascii_case("REQUIRETLS")),
+                    "REQUIRETLS set from {text:?}"
+                );
+            }
         }
         Command::Rcpt { to, .. } => {
             if let ForwardPath::Mailbox(a) = to {

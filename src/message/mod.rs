@@ -33,6 +33,7 @@ mod encode;
 mod header;
 mod mime;
 mod submission;
+mod tls_required;
 
 pub use address_list::{AddressListError, parse_address_list};
 pub use downgrade::{
@@ -47,6 +48,7 @@ pub use submission::{
     Extracted, LocalSubmission, MessageError, complete_headers, display_name, extract_recipients,
     field_addresses, truncate_at_lone_dot,
 };
+pub use tls_required::{MAX_HEADER_SECTION, tls_required_no};
 
 #[cfg(test)]
 mod proptests {

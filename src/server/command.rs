@@ -1,6 +1,6 @@
 //! The SMTP commands a client sends, parsed once into types (RFC 5321 §4.1 with the ESMTP
 //! parameters of RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 3461 DSN, RFC 3030
-//! CHUNKING and RFC 4954 AUTH).
+//! CHUNKING, RFC 4954 AUTH and RFC 8689 REQUIRETLS).
 //!
 //! Pure: a line (without its CRLF) in, a [`Command`] or a [`CommandError`] out, so it is tested
 //! and fuzzed without a socket. Whether a command is allowed *now* (sequence, TLS, AUTH) is the
@@ -155,6 +155,9 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// `AUTH=` (RFC 4954 §5), decoded from xtext; `None` also for `AUTH=<>`.
     pub auth: Option<String>,
+    /// `REQUIRETLS` (RFC 8689): the message must travel only over authenticated TLS.
+    /// Whether the session may take it (it must be inside TLS) is the session's business.
+    pub requiretls: bool,
 }
 
 /// RCPT's ESMTP parameters.
@@ -358,6 +361,14 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
                     .set_envid(&decoded)
                     .map_err(|e| bad("ENVID", &e.to_string()))?;
                 p.envid = Some(decoded);
+            }
+            "REQUIRETLS" => {
+                seen.once("REQUIRETLS")?;
+                // RFC 8689 §2: the MAIL FROM parameter REQUIRETLS has no value.
+                if value.is_some() {
+                    return Err(bad("REQUIRETLS", "it takes no value"));
+                }
+                p.requiretls = true;
             }
             "AUTH" => {
                 seen.once("AUTH")?;

@@ -384,6 +384,11 @@ impl<'a> Session<'a> {
         if self.auth_offered() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
+        // RFC 8689 §4.1: offered only inside TLS (after STARTTLS or on the implicit-TLS
+        // listener), where MAIL FROM ... REQUIRETLS may be given.
+        if self.tls.is_some() {
+            lines.push("REQUIRETLS".to_string());
+        }
         lines.push("HELP".to_string());
         let n = lines.len();
         for (i, l) in lines.into_iter().enumerate() {

@@ -165,6 +165,18 @@ pub fn assert_failed(r: &RecipientReport, status: &str, text: &str) {
     }
 }
 
+/// Deferred with this status and a text containing `part`.
+#[track_caller]
+pub fn assert_deferred_containing(r: &RecipientReport, status: &str, part: &str) {
+    match &r.outcome {
+        Outcome::Deferred(d) => {
+            assert_eq!(d.status.to_string(), status, "{r:#?}");
+            assert!(d.text.contains(part), "{part:?} not in {:?}", d.text);
+        }
+        other => panic!("expected a deferral, got {other:#?}"),
+    }
+}
+
 /// `[127.0.0.1]:port` as diagnostics show a literal peer.
 pub fn lit(port: u16) -> String {
     format!("[127.0.0.1]:{port}")

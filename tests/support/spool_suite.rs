@@ -87,7 +87,8 @@ macro_rules! spool_suite {
             next_due_is_the_earliest_message_not_held,
             list_pages_through_the_whole_queue_in_id_order,
             admin_holds_releases_flushes_and_deletes_a_free_message,
-            admin_on_a_message_being_delivered_is_never_lost_and_never_clobbers_the_outcome
+            admin_on_a_message_being_delivered_is_never_lost_and_never_clobbers_the_outcome,
+            a_requiretls_envelope_keeps_its_flag_and_others_stay_without
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {
@@ -123,6 +124,32 @@ pub async fn an_inserted_message_reads_back_with_its_envelope_body_and_fresh_sta
             .iter()
             .all(|r| r.status == RecipientStatus::Pending)
     );
+}
+
+/// RFC 8689 §4.1: the REQUIRETLS tag must stay with the message until it is relayed, across
+/// handles (a restart, another node) and in the scan that rebuilds the queue.
+pub async fn a_requiretls_envelope_keeps_its_flag_and_others_stay_without(
+    a: &dyn Spool,
+    b: &dyn Spool,
+) {
+    let mut flagged = envelope_for(3, 300);
+    flagged.requiretls = true;
+    let id = a
+        .insert(&flagged, Bytes::from(body_for(3, 300)), at(1))
+        .await
+        .unwrap();
+    let plain = insert(a, 4, at(2)).await;
+    assert_eq!(b.load(&id).await.unwrap().envelope, flagged);
+    assert!(!b.load(&plain).await.unwrap().envelope.requiretls);
+    let scanned = b.scan().await.unwrap().messages;
+    let flag_of = |want: &QueueId| {
+        scanned
+            .iter()
+            .find(|m| &m.id == want)
+            .map(|m| m.envelope.requiretls)
+    };
+    assert_eq!(flag_of(&id), Some(true));
+    assert_eq!(flag_of(&plain), Some(false));
 }
 
 pub async fn a_saved_state_replaces_the_old_one_and_every_handle_sees_it(

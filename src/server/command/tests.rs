@@ -164,3 +164,23 @@ fn replies_never_carry_control_characters_from_the_client() {
         e.reply()
     );
 }
+
+#[test]
+fn requiretls_is_a_flag_without_value_given_at_most_once() {
+    let Ok(Command::Mail { params, .. }) = parse_command(b"MAIL FROM:<a@b.example> requiretls")
+    else {
+        panic!("not parsed")
+    };
+    assert!(params.requiretls);
+    let Ok(Command::Mail { params, .. }) = parse_command(b"MAIL FROM:<a@b.example> SIZE=5") else {
+        panic!("not parsed")
+    };
+    assert!(!params.requiretls);
+    assert_eq!(code("MAIL FROM:<a@b.example> REQUIRETLS=YES"), "501 5.5.4");
+    assert_eq!(code("MAIL FROM:<a@b.example> REQUIRETLS="), "501 5.5.4");
+    assert_eq!(
+        code("MAIL FROM:<a@b.example> REQUIRETLS SIZE=1 REQUIRETLS"),
+        "501 5.5.4"
+    );
+    assert_eq!(code("RCPT TO:<a@b.example> REQUIRETLS"), "555 5.5.4");
+}

@@ -22,6 +22,11 @@ impl Session<'_> {
             self.error("555 5.5.4 MAIL parameters need EHLO");
             return;
         }
+        // RFC 8689 §4.1: REQUIRETLS is taken only over TLS; 5.7.10 is "Encryption Needed".
+        if params.requiretls && self.tls.is_none() {
+            self.error("530 5.7.10 REQUIRETLS needs a TLS session: send STARTTLS first");
+            return;
+        }
         let limit = self.shared.limits.max_message_size;
         if params.size.is_some_and(|s| s > limit as u64) {
             self.error(&format!(

@@ -183,6 +183,7 @@ impl Session<'_> {
         envelope.ret = t.params.ret;
         envelope.envid = t.params.envid;
         envelope.smtputf8 = t.params.smtputf8;
+        envelope.requiretls = t.params.requiretls;
         match self.shared.engine.submit(envelope, body).await {
             Ok(id) => {
                 tracing::info!(

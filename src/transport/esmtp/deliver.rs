@@ -47,7 +47,7 @@ struct Job<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(batch: &'a [Delivery], reports: &'a dyn Reports) -> Batch<'a> {
+    fn new(batch: Vec<&'a Delivery>, reports: &'a dyn Reports) -> Batch<'a> {
         let mut b = Batch {
             jobs: Vec::with_capacity(batch.len()),
             reports,
@@ -198,22 +198,36 @@ impl Failures {
     }
 }
 
+/// Whether the TLS policies a recipient domain publishes (MTA-STS, DANE) apply to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Published {
+    /// Discovered and applied (the usual case).
+    Apply,
+    /// Not looked up: every message of the batch carries `TLS-Required: No` without
+    /// REQUIRETLS. The policy file and its default still apply.
+    Ignore,
+}
+
+/// RFC 8689 §4.1: `TLS-Required: No` counts only when the message is not also REQUIRETLS.
+fn asks_to_ignore_published_policy(d: &Delivery) -> bool {
+    !d.envelope.requiretls && crate::message::tls_required_no(&d.body)
+}
+
 pub(super) async fn deliver(
     t: &EsmtpTransport,
     route: &Route,
     batch: &[Delivery],
     reports: &dyn Reports,
 ) {
-    let mut b = Batch::new(batch, reports);
     if reports.stopping() {
         return;
     }
     match route {
-        Route::Relay { mailer, hops } => relay(t, *mailer, hops, &mut b).await,
-        Route::Local { .. } => b.settle_all(
-            Outcome::Deferred(classify::misrouted("a local route")),
-            None,
-        ),
+        Route::Relay { mailer, hops } => relay_batches(t, *mailer, hops, batch, reports).await,
+        Route::Local { .. } => {
+            let misrouted = Outcome::Deferred(classify::misrouted("a local route"));
+            settle_every_recipient(batch, reports, misrouted).await;
+        }
         Route::Reject { reply } => {
             let outcome = if reply.is_transient() || reply.is_permanent() {
                 classify::outcome(Diagnostic::remote(reply.clone()))
@@ -222,13 +236,48 @@ pub(super) async fn deliver(
                     "a reject route with the non-error reply {reply}"
                 )))
             };
-            b.settle_all(outcome, None);
+            settle_every_recipient(batch, reports, outcome).await;
         }
     }
+}
+
+async fn settle_every_recipient(batch: &[Delivery], reports: &dyn Reports, outcome: Outcome) {
+    let mut b = Batch::new(batch.iter().collect(), reports);
+    b.settle_all(outcome, None);
     b.record_settled().await;
 }
 
-async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Batch<'_>) {
+/// Messages with `TLS-Required: No` go in a batch of their own, after the others: a session
+/// opened without the published policy never carries a message the policy protects, in this
+/// call or (parked under its own key) in a later one.
+async fn relay_batches(
+    t: &EsmtpTransport,
+    mailer: Mailer,
+    hops: &[NextHop],
+    batch: &[Delivery],
+    reports: &dyn Reports,
+) {
+    let (loose, strict): (Vec<&Delivery>, Vec<&Delivery>) = batch
+        .iter()
+        .partition(|d| t.config.tls_policy.is_some() && asks_to_ignore_published_policy(d));
+    let mut b = Batch::new(strict, reports);
+    relay(t, mailer, hops, &mut b, Published::Apply).await;
+    b.record_settled().await;
+    if loose.is_empty() || b.stopped || reports.stopping() {
+        return;
+    }
+    let mut b = Batch::new(loose, reports);
+    relay(t, mailer, hops, &mut b, Published::Ignore).await;
+    b.record_settled().await;
+}
+
+async fn relay(
+    t: &EsmtpTransport,
+    mailer: Mailer,
+    hops: &[NextHop],
+    b: &mut Batch<'_>,
+    published: Published,
+) {
     let mut failures = Failures::default();
     'hops: for hop in hops {
         if !b.pending() {
@@ -266,7 +315,10 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
             }
         }
         // A session parked by an earlier call to this hop skips DNS, connect, EHLO, TLS, AUTH.
-        let key = format!("{mailer}:{hop}#{generation}");
+        let key = match published {
+            Published::Apply => format!("{mailer}:{hop}#{generation}"),
+            Published::Ignore => format!("{mailer}:{hop}#{generation}#tls-required-no"),
+        };
         let cached = t.cache.as_ref().and_then(|cache| cache.take(&key));
         if t.cache.is_some() {
             crate::metrics::connection_cache(cached.is_some());
@@ -296,7 +348,9 @@ async fn relay(t: &EsmtpTransport, mailer: Mailer, hops: &[NextHop], b: &mut Bat
         // TLS policies the destination publishes, unless the policy file names this hop
         // (its line wins) or the hop is not a mail domain's MX.
         let discovered = match (&t.config.tls_policy, mx_of) {
-            (Some(outbound), Some(domain)) if table.explicit(hop).is_none() => {
+            (Some(outbound), Some(domain))
+                if table.explicit(hop).is_none() && published == Published::Apply =>
+            {
                 Some((outbound.clone(), outbound.discover(domain).await))
             }
             _ => None,
