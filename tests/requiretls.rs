@@ -10,14 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postrider::Outcome;
-use postrider::engine::Engine;
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
 use postrider::server::{Endpoint, ListenerKind, Server, ServerTls, serve};
 use postrider::spool::MemorySpool;
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
 use support::engine::temp;
-use support::server::{Options, TestServer, write_certificate};
+use support::server::{Options, TestServer, engine_relaying_to, write_certificate};
 use support::sink::Sink;
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -144,29 +140,8 @@ async fn settled(
 async fn a_requiretls_message_relayed_to_a_next_hop_without_tls_is_returned_and_never_sent() {
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let hostname: postrider::Domain = "mail.test.example".parse().unwrap();
-    let (router, _) = Mailertable::builder()
-        .hostname(hostname.clone())
-        .mailertable_text(
-            "mailertable",
-            format!("example.org  esmtp:[127.0.0.1]:{}\n", sink.port()),
-        )
-        .build()
-        .unwrap();
-    let router = Arc::new(router);
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
-    let engine = Engine::builder()
-        .hostname(hostname.clone())
-        .spool(Arc::new(MemorySpool::new()))
-        .router(router.clone())
-        .transport(Arc::new(transport))
-        .start()
-        .await
-        .unwrap();
+    let (engine, router, hostname) =
+        engine_relaying_to(sink.port(), Arc::new(MemorySpool::new())).await;
     let mut events = engine.subscribe();
     let server = Server::builder(engine.clone(), router, hostname).build();
     let (cert, key) = write_certificate(dir.path());

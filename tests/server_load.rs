@@ -9,13 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postrider::engine::{Engine, Limits};
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
 use postrider::server::{Endpoint, ListenerKind, Server, ServerLimits, serve};
 use postrider::spool::FsSpool;
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use support::server::Client;
+use support::server::{Client, engine_relaying_to};
 use support::sink::Sink;
 use tokio::sync::watch;
 
@@ -35,30 +31,11 @@ fn peak_rss_kib() -> u64 {
 async fn two_hundred_clients_times_five_messages_each_arrive_exactly_once() {
     let sink = Sink::start_with(&[], true).await;
     let dir = tempfile::tempdir().unwrap();
-    let hostname: postrider::Domain = "mail.test.example".parse().unwrap();
-    let (router, _) = Mailertable::builder()
-        .hostname(hostname.clone())
-        .mailertable_text(
-            "mailertable",
-            format!("example.org  esmtp:[127.0.0.1]:{}\n", sink.port()),
-        )
-        .build()
-        .unwrap();
-    let router = Arc::new(router);
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
-    let engine = Engine::builder()
-        .hostname(hostname.clone())
-        .spool(Arc::new(FsSpool::open(dir.path().join("spool")).unwrap()))
-        .router(router.clone())
-        .transport(Arc::new(transport))
-        .limits(Limits::default())
-        .start()
-        .await
-        .unwrap();
+    let (engine, router, hostname) = engine_relaying_to(
+        sink.port(),
+        Arc::new(FsSpool::open(dir.path().join("spool")).unwrap()),
+    )
+    .await;
     let limits = ServerLimits {
         max_connections_per_client: CLIENTS,
         ..ServerLimits::default()

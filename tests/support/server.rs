@@ -359,3 +359,39 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+/// An engine that relays `example.org` through its mailertable to the smtp-sink on
+/// `sink_port` with the real ESMTP transport, and the router a [`Server`] is built over.
+pub async fn engine_relaying_to(
+    sink_port: u16,
+    spool: Arc<dyn Spool>,
+) -> (Engine, Arc<Mailertable>, postrider::Domain) {
+    use postrider::resolve::StaticResolver;
+    use postrider::route::PolicyTable;
+    use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
+
+    let hostname: postrider::Domain = HOSTNAME.parse().unwrap();
+    let (router, _) = Mailertable::builder()
+        .hostname(hostname.clone())
+        .mailertable_text(
+            "mailertable",
+            format!("example.org  esmtp:[127.0.0.1]:{sink_port}\n"),
+        )
+        .build()
+        .unwrap();
+    let router = Arc::new(router);
+    let transport = EsmtpTransport::new(
+        EsmtpConfig::new(hostname.clone()),
+        Arc::new(StaticResolver::new()),
+        Arc::new(PolicyTable::new()),
+    );
+    let engine = Engine::builder()
+        .hostname(hostname.clone())
+        .spool(spool)
+        .router(router.clone())
+        .transport(Arc::new(transport))
+        .start()
+        .await
+        .unwrap();
+    (engine, router, hostname)
+}
