@@ -428,6 +428,41 @@ async fn flush_tries_a_deferred_message_before_its_retry_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_flush_of_more_messages_than_may_be_active_at_once_sends_every_one_now() {
+    let limits = Limits {
+        max_active_messages: 2,
+        ..Limits::default()
+    };
+    let mut h = harness(Box::new(|_| temp()), exact_retry(), limits).await;
+    for n in 0..6 {
+        h.submit(
+            "pbx@sender.example",
+            &[&format!("u{n}@remote.example")],
+            "x\r\n",
+        )
+        .await;
+    }
+    for _ in 0..6 {
+        h.next_event().await;
+    }
+    settle().await;
+    h.transport.set_rule(Box::new(|_| ok()));
+    let start = tokio::time::Instant::now();
+    // The flush's rescan of the spool finds the waiting four still due in five minutes there.
+    let summary = h.engine.flush(FlushFilter::All).await.unwrap();
+    assert_eq!(
+        (summary.attempted, summary.completed),
+        (6, 6),
+        "{summary:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "the last of them went after {:?}, at their retry time, not at the flush",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_bounce_made_during_a_flush_is_sent_before_the_flush_returns() {
     let mut h = harness(Box::new(|_| temp()), exact_retry(), Limits::default()).await;
     h.submit("pbx@sender.example", &["bob@remote.example"], "x\r\n")

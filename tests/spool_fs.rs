@@ -800,6 +800,55 @@ async fn the_listing_streams_every_message_oldest_first_and_changes_nothing() {
     assert!(names(&spool.path().join("corrupt")).is_empty());
 }
 
+#[tokio::test]
+async fn paging_through_the_queue_goes_on_from_the_first_pages_reading_of_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let insert = |seed: u64| {
+        let spool = spool.clone();
+        async move {
+            spool
+                .insert(
+                    &envelope_for(seed, 100),
+                    Bytes::from(body_for(seed, 100)),
+                    std::time::SystemTime::now(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let mut ids = Vec::new();
+    for seed in 0..6u64 {
+        ids.push(insert(seed).await);
+    }
+    let page = |after| spool.list(after, 2);
+    let first = page(None).await.unwrap();
+    let listed: Vec<QueueId> = first.messages.iter().map(|m| m.message.id).collect();
+    assert_eq!(listed, ids[..2]);
+    assert_eq!(first.next, Some(ids[1]));
+    // Between pages one message is delivered and another queued.
+    spool.remove(&ids[2]).await.unwrap();
+    let late = insert(6).await;
+    let second = page(first.next).await.unwrap();
+    let listed: Vec<QueueId> = second.messages.iter().map(|m| m.message.id).collect();
+    assert_eq!(listed, [ids[3], ids[4]], "the removed one is skipped");
+    let third = page(second.next).await.unwrap();
+    let listed: Vec<QueueId> = third.messages.iter().map(|m| m.message.id).collect();
+    assert_eq!(
+        listed,
+        [ids[5]],
+        "the continued listing is the directory as its first page read it"
+    );
+    assert_eq!(third.next, None);
+    // A new listing reads the directory again; so does a page after an id no listing ended at.
+    let again = spool.list(None, 10).await.unwrap();
+    let listed: Vec<QueueId> = again.messages.iter().map(|m| m.message.id).collect();
+    assert_eq!(listed, [ids[0], ids[1], ids[3], ids[4], ids[5], late]);
+    let from_middle = spool.list(Some(ids[3]), 10).await.unwrap();
+    let listed: Vec<QueueId> = from_middle.messages.iter().map(|m| m.message.id).collect();
+    assert_eq!(listed, [ids[4], ids[5], late]);
+}
+
 #[test]
 fn the_commit_mode_is_syncfs_only_where_the_spool_has_a_file_system_of_its_own() {
     let dir = tempfile::tempdir().unwrap();

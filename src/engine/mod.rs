@@ -427,6 +427,7 @@ impl EngineBuilder {
             ),
         }
         let scheduler = Scheduler::new(shared.clone(), rx, scan.messages);
+        return_freed_memory();
         tokio::spawn(scheduler.run());
         Ok(Engine {
             handle: Arc::new(Handle {
@@ -579,5 +580,18 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         self.handle.shared.send(Command::Shutdown(Some(tx)));
         let _ = rx.await;
+    }
+}
+
+/// Hands the pages the start-up scan used back to the system. The scan reads every message in
+/// full (about 900 octets each) and the index keeps a fifth of that; the allocator keeps the
+/// freed rest mapped, so a queue of 100,000 would cost the process some 90 MiB it never uses
+/// again.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it takes no pointers and has
+    // no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

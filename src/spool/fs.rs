@@ -60,6 +60,7 @@ use dirs::{make_dir, not_a_dir, probe_writable};
 use files::{Created, Locked, RangeLock};
 use group_commit::{Flush, GroupSync};
 use layout::Layout;
+use listing::Continuations;
 pub use listing::Listing;
 use message::ReadError;
 use spares::Spares;
@@ -162,6 +163,8 @@ struct Inner {
     spares: Spares,
     /// Format-1 records quarantined while converting at open, reported by the next scan.
     pending_quarantine: Mutex<Vec<Quarantined>>,
+    /// Listings a pager is walking through ([`Spool::list`]).
+    continuations: Continuations,
 }
 
 impl std::fmt::Debug for FsSpool {
@@ -241,6 +244,7 @@ impl FsSpool {
                 read_only: options.read_only,
                 sync: GroupSync::new(queue, flush),
                 pending_quarantine: Mutex::new(Vec::new()),
+                continuations: Continuations::default(),
             }),
         };
         if !options.read_only {
@@ -708,10 +712,28 @@ impl Spool for FsSpool {
         self.blocking(move |inner| inner.claim(&id)).await
     }
 
-    /// Reads only the page's messages (the directory is listed once per page), not the whole
-    /// queue as the default does, and changes nothing on disk.
+    /// Reads only the page's messages, not the whole queue as the default does, and changes
+    /// nothing on disk. The directory is read for a listing's first page; the page that
+    /// continues it (`after` is the `next` just returned) goes on from that reading, so paging
+    /// through the queue lists it once (see `Continuations` for what a continued page sees).
     async fn list(&self, after: Option<QueueId>, limit: usize) -> Result<QueuePage, SpoolError> {
-        self.blocking(move |inner| Ok(Listing::new(inner.layout.clone())?.page(after, limit)))
-            .await
+        self.blocking(move |inner| {
+            let mut listing = match after.and_then(|a| inner.continuations.take(a)) {
+                Some(rest) => rest,
+                None => {
+                    let mut fresh = Listing::new(inner.layout.clone())?;
+                    if let Some(after) = after {
+                        fresh.skip_past(after);
+                    }
+                    fresh
+                }
+            };
+            let page = listing.page(after, limit);
+            if let Some(next) = page.next {
+                inner.continuations.keep(next, listing);
+            }
+            Ok(page)
+        })
+        .await
     }
 }

@@ -245,25 +245,28 @@ impl IdleIndex {
 
     /// Takes in what a scan found of a message: a new message, or a change another process
     /// made to one it knows (held, released, partly delivered). Unsaved entries keep their
-    /// own state: it is newer than the spool's.
+    /// own state: it is newer than the spool's. A flush's "due now" lives only here, so a
+    /// flushed message keeps its earlier due time over the spool's.
     pub(super) fn update(&mut self, id: QueueId, envelope: &Envelope, state: &MessageState) {
-        let generation = match self.entries.get(&id) {
-            Some(idle) if idle.unsaved.is_some() => return,
-            Some(idle) => {
-                let keys = self.symbols.keys(envelope, state);
-                if idle.next_attempt == state.next_attempt
-                    && idle.held == state.held
-                    && idle.keys == keys
-                {
-                    return;
-                }
-                idle.generation
-            }
-            None => return,
+        let Some(known) = self.entries.get(&id) else {
+            return;
         };
-        let forced = self.entries.get(&id).is_some_and(|i| i.forced);
+        if known.unsaved.is_some() {
+            return;
+        }
+        let (generation, forced) = (known.generation, known.forced);
+        let next_attempt = if forced {
+            known.next_attempt.min(state.next_attempt)
+        } else {
+            state.next_attempt
+        };
+        let keys = self.symbols.keys(envelope, state);
+        if known.next_attempt == next_attempt && known.held == state.held && known.keys == keys {
+            return;
+        }
         let mut idle = Idle::new(&mut self.symbols, envelope, state, generation);
         idle.forced = forced;
+        idle.next_attempt = next_attempt;
         self.insert(id, idle);
     }
 
@@ -346,5 +349,34 @@ mod tests {
         assert!(index.pop_due(SystemTime::now()).is_none());
         assert!(index.remove(&held).is_some());
         assert_eq!(index.bytes(), 0);
+    }
+
+    #[test]
+    fn a_rescan_does_not_undo_a_flush_of_a_message_still_waiting_its_turn() {
+        let mut index = IdleIndex::default();
+        let (env, mut state) = message("a@b.example", &["c@d.example"]);
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(3600);
+        state.next_attempt = later;
+        let id = QueueId::generate();
+        index.learn(id, &env, &state, 0);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        index.make_due(&id, now, true);
+        // The spool still says "in an hour": the flush was not written there.
+        index.update(id, &env, &state);
+        assert_eq!(index.first_due(), Some(now));
+        assert!(index.get(&id).is_some_and(|i| i.forced));
+        // A change another process made is still taken.
+        state.held = true;
+        index.update(id, &env, &state);
+        assert!(index.get(&id).is_some_and(|i| i.held));
+        assert_eq!(index.first_due(), None);
+        // Without a flush the spool's due time wins.
+        let other = QueueId::generate();
+        state.held = false;
+        state.next_attempt = now;
+        index.learn(other, &env, &state, 0);
+        state.next_attempt = later;
+        index.update(other, &env, &state);
+        assert_eq!(index.get(&other).map(|i| i.next_attempt), Some(later));
     }
 }

@@ -163,6 +163,12 @@ pub(crate) struct Scheduler {
     deliveries: HashMap<u64, Running>,
     next_delivery: u64,
     generation: u64,
+    /// Rescans of the spool under way.
+    scans: usize,
+    /// Messages this engine finished (removed from the spool) while a rescan was under way,
+    /// with the generation then: the rescan may have read them before they went, and must not
+    /// bring them back into the index.
+    gone_during_scan: HashMap<QueueId, u64>,
     flushes: Vec<FlushWaiter>,
     draining: Option<Draining>,
     /// Bytes of the bodies kept in `Entry::body`.
@@ -190,6 +196,8 @@ impl Scheduler {
             deliveries: HashMap::new(),
             next_delivery: 0,
             generation: 0,
+            scans: 0,
+            gone_during_scan: HashMap::new(),
             flushes: Vec::new(),
             draining: None,
             fresh_bytes: 0,
@@ -400,6 +408,14 @@ impl Scheduler {
         }
     }
 
+    /// Forgets a message that is no longer in the spool.
+    fn forget(&mut self, id: QueueId) {
+        self.messages.remove(&id);
+        if self.scans > 0 {
+            self.gone_during_scan.insert(id, self.generation);
+        }
+    }
+
     /// Forgets the body kept for the attempt that is ending.
     fn drop_body(&mut self, id: QueueId) {
         if let Some(body) = self.messages.get_mut(&id).and_then(|e| e.body.take()) {
@@ -483,7 +499,7 @@ impl Scheduler {
             }
             Prepared::Gone => {
                 self.drop_body(id);
-                self.messages.remove(&id);
+                self.forget(id);
                 self.active_messages -= 1;
                 self.resolve_flush(id, |s| s.completed += 1);
             }

@@ -258,12 +258,12 @@ impl Scheduler {
         }
         match f {
             Finalized::Removed => {
-                self.messages.remove(&id);
+                self.forget(id);
                 self.resolve_flush(id, |s| s.completed += 1);
             }
             Finalized::LeaseLost => {
                 // Another engine took the message over: its state is that engine's business.
-                self.messages.remove(&id);
+                self.forget(id);
                 self.resolve_flush(id, |s| s.busy += 1);
             }
             Finalized::Kept(state) | Finalized::Unsaved(state) => {

@@ -76,7 +76,7 @@ impl Scheduler {
         };
         match result {
             Ok(None) => {
-                self.messages.remove(&id);
+                self.forget(id);
                 let _ = reply.send(Ok(()));
             }
             Ok(Some(state)) => {
@@ -86,7 +86,7 @@ impl Scheduler {
             Err(err) => {
                 match (&err, before) {
                     (EngineError::NotFound(_), _) | (_, None) => {
-                        self.messages.remove(&id);
+                        self.forget(id);
                     }
                     (_, Some((next_attempt, held))) => self.set_idle(id, next_attempt, held),
                 }
@@ -101,6 +101,7 @@ impl Scheduler {
     /// disappear); returns the scan's generation.
     pub(super) fn start_scan(&mut self) -> u64 {
         self.generation += 1;
+        self.scans += 1;
         let generation = self.generation;
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -120,11 +121,20 @@ impl Scheduler {
         generation: u64,
         result: Result<Vec<QueuedMessage>, SpoolError>,
     ) {
+        self.scans -= 1;
         match result {
             Ok(found) => {
                 let on_disk: HashSet<QueueId> = found.iter().map(|m| m.id).collect();
                 for m in found {
                     if self.messages.contains_key(&m.id) {
+                        continue;
+                    }
+                    if self
+                        .gone_during_scan
+                        .get(&m.id)
+                        .is_some_and(|&at| at >= generation)
+                    {
+                        // Read before this engine removed it: it is not queued any more.
                         continue;
                     }
                     if self.index.contains(&m.id) {
@@ -141,6 +151,9 @@ impl Scheduler {
                 }
             }
             Err(e) => tracing::error!(target: "postrider::engine", "queue scan failed: {e}"),
+        }
+        if self.scans == 0 {
+            self.gone_during_scan.clear();
         }
         // Flushes that waited for this scan match again: it may have found more.
         let mut waiters = std::mem::take(&mut self.flushes);

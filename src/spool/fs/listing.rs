@@ -1,5 +1,8 @@
 //! A listing of the queue that reads one message at a time (`mailq` of a large queue).
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use super::layout::{Layout, QueueFile};
 use super::scan::{self, Verdict};
 use super::v1;
@@ -53,19 +56,23 @@ impl Listing {
         })
     }
 
-    /// One page of [`crate::spool::Spool::list`]: up to `limit` messages whose id sorts after
-    /// `after`. A message that cannot be read is left out (and logged): the next scan
-    /// quarantines it, and one damaged file must not hide the rest of the queue from an
-    /// administrator.
-    pub(super) fn page(mut self, after: Option<QueueId>, limit: usize) -> QueuePage {
-        if let Some(after) = after {
-            let rest: Vec<_> = self
-                .entries
-                .by_ref()
-                .filter(|(id, _)| *id > after)
-                .collect();
-            self.entries = rest.into_iter();
+    /// Leaves out every message whose id sorts at or before `after` (the ids are sorted, so
+    /// this is a search, not a pass over the queue).
+    pub(super) fn skip_past(&mut self, after: QueueId) {
+        let skip = self
+            .entries
+            .as_slice()
+            .partition_point(|(id, _)| *id <= after);
+        if skip > 0 {
+            self.entries.nth(skip - 1);
         }
+    }
+
+    /// One page of [`crate::spool::Spool::list`]: up to `limit` messages from where the
+    /// listing stands. A message that cannot be read is left out (and logged): the next scan
+    /// quarantines it, and one damaged file must not hide the rest of the queue from an
+    /// administrator. `after` is where the page started, the page's `next` when it is empty.
+    pub(super) fn page(&mut self, after: Option<QueueId>, limit: usize) -> QueuePage {
         let mut messages = Vec::new();
         while messages.len() < limit {
             let Some((id, format_one)) = self.entries.next() else {
@@ -139,5 +146,55 @@ impl Iterator for Listing {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.entries.len()))
+    }
+}
+
+/// The rest of listings whose last page was handed out, so that the page after it continues
+/// from the same reading of the directory instead of listing (and sorting) 100,000 names
+/// again: paging through a large queue reads its directory once.
+///
+/// A continued listing sees the queue as it was when its first page was read, less the
+/// messages removed since; messages queued since are in the next listing from the start (their
+/// ids sort after everything listed, so a pager misses nothing older than its first page).
+#[derive(Debug, Default)]
+pub(super) struct Continuations {
+    kept: Mutex<Vec<Continuation>>,
+}
+
+#[derive(Debug)]
+struct Continuation {
+    next: QueueId,
+    kept_at: Instant,
+    rest: Listing,
+}
+
+/// Listings kept at once: a few administrators paging at the same time.
+const KEPT: usize = 8;
+
+/// A listing not continued for this long is read again: a pager that slow is not walking the
+/// queue in one go.
+const FRESH_FOR: Duration = Duration::from_secs(60);
+
+impl Continuations {
+    /// The listing whose last page ended at `after`, if it is kept and fresh.
+    pub(super) fn take(&self, after: QueueId) -> Option<Listing> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|c| c.kept_at.elapsed() < FRESH_FOR);
+        let at = kept.iter().position(|c| c.next == after)?;
+        Some(kept.swap_remove(at).rest)
+    }
+
+    /// Keeps the rest of a listing whose page ended at `next`, dropping the oldest kept one
+    /// when there are too many.
+    pub(super) fn keep(&self, next: QueueId, rest: Listing) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= KEPT {
+            kept.remove(0);
+        }
+        kept.push(Continuation {
+            next,
+            kept_at: Instant::now(),
+            rest,
+        });
     }
 }
