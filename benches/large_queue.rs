@@ -13,72 +13,23 @@
 //! taken. Not a criterion bench: one queue of 100,000 takes a minute to fill. Figures:
 //! `benches/README.md`, "Large queue".
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "support/dead_queue.rs"]
+mod dead_queue;
+#[path = "support/heap.rs"]
+mod heap;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use heap::{live, peak, reset_peak, rss};
 use postrider::engine::Engine;
 use postrider::resolve::StaticResolver;
 use postrider::route::{Mailertable, PolicyTable};
 use postrider::spool::{CommitMode, FsSpool, FsSpoolOptions, Spool};
 use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Diagnostic, Domain, EnhancedStatus, Envelope, ReversePath};
-
-/// Counts the heap in use and its peak, to tell what a result holds per message.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed on to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            let now = if new_size >= layout.size() {
-                LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
-                    - layout.size()
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed)
-                    - (layout.size() - new_size)
-            };
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-/// Resident set size of this process, from /proc.
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+use postrider::{Address, Domain, Envelope, ReversePath};
 
 /// CPU time (user + system) this process has used, all threads.
 fn cpu() -> Duration {
@@ -157,38 +108,6 @@ fn envelope(i: u64) -> Envelope {
     e
 }
 
-/// Fills the spool: `n` messages of 1–3 KiB, each deferred once for an hour with the reason a
-/// dead next hop gives, as the engine leaves them.
-async fn fill(spool: &FsSpool, n: u64) {
-    const TASKS: u64 = 64;
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let spool = spool.clone();
-            tokio::spawn(async move {
-                for i in (t..n).step_by(TASKS as usize) {
-                    let body = Bytes::from(vec![b'x'; 1024 + (i as usize * 37) % 2048]);
-                    let now = SystemTime::now();
-                    let id = spool.insert(&envelope(i), body, now).await.unwrap();
-                    let mut state = spool.load(&id).await.unwrap().state;
-                    state.attempts = 1;
-                    state.next_attempt = now + Duration::from_secs(3600);
-                    let r = &mut state.recipients[0];
-                    r.attempts = 1;
-                    r.last_attempt = Some(now);
-                    r.last = Some(Diagnostic::local(
-                        EnhancedStatus::new(4, 4, 1),
-                        "Connection refused by [127.0.0.1]:1",
-                    ));
-                    spool.save_state(&id, &state).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-}
-
 fn main() {
     let n: u64 = std::env::var("POSTRIDER_BENCH_MESSAGES")
         .ok()
@@ -227,7 +146,7 @@ fn main() {
         }
     );
     let start = Instant::now();
-    rt.block_on(fill(&spool, n));
+    rt.block_on(dead_queue::fill(&spool, n, envelope));
     let took = start.elapsed();
     eprintln!(
         "filled: {n} inserts + {n} save_state in {took:.1?} ({:.0} messages/s)",
@@ -273,8 +192,7 @@ fn main() {
             fs.remount();
         }
         let spool = FsSpool::open_with(&root, options).unwrap();
-        let (heap0, cpu0) = (live(), cpu());
-        PEAK.store(heap0, Ordering::Relaxed);
+        let (heap0, cpu0) = (reset_peak(), cpu());
         let start = Instant::now();
         let mut count = 0u64;
         let mut recipients = 0usize;
@@ -285,7 +203,7 @@ fn main() {
         let (took, cpu1) = (start.elapsed(), cpu() - cpu0);
         assert_eq!(count, n);
         assert_eq!(recipients as u64, n);
-        let peak = PEAK.load(Ordering::Relaxed) - heap0;
+        let peak = peak() - heap0;
         note(format!(
             "list ({label}): {n} messages in {took:.2?} ({:.0}/s, CPU {cpu1:.2?} = {:.1} µs/message); \
              at most {:.1} MiB of heap at once ({:.0} B/message)",

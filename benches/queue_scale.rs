@@ -16,60 +16,27 @@
 //! `POSTRIDER_BENCH_DIR` (else cargo's `target/tmp`) and is deleted afterwards. Figures:
 //! `benches/README.md`, "Engine at scale".
 
+#[path = "support/dead_queue.rs"]
+mod dead_queue;
+#[path = "support/heap.rs"]
+mod heap;
 #[path = "../tests/support/sink.rs"]
 mod sink;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use heap::{live, peak, reset_peak, rss};
 use postrider::engine::mailq::Mailq;
 use postrider::engine::{Engine, FlushFilter};
 use postrider::resolve::StaticResolver;
 use postrider::route::{Mailertable, PolicyTable};
 use postrider::spool::{FsSpool, Spool};
 use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Diagnostic, Domain, EnhancedStatus, Envelope, ReversePath};
+use postrider::{Address, Domain, Envelope, ReversePath};
 use sink::Sink;
-
-/// Counts the heap in use and its peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call goes to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
 
 const DOMAINS: u64 = 10;
 
@@ -78,37 +45,6 @@ fn envelope(i: u64) -> Envelope {
         ReversePath::parse("pbx@example.com").unwrap(),
         [Address::parse(&format!("user{}@hop{}.example", i % 1000, i % DOMAINS)).unwrap()],
     )
-}
-
-/// `n` messages of 1–3 KiB, each deferred for an hour as a dead next hop leaves them.
-async fn fill(spool: &FsSpool, n: u64) {
-    const TASKS: u64 = 64;
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let spool = spool.clone();
-            tokio::spawn(async move {
-                for i in (t..n).step_by(TASKS as usize) {
-                    let body = Bytes::from(vec![b'x'; 1024 + (i as usize * 37) % 2048]);
-                    let now = SystemTime::now();
-                    let id = spool.insert(&envelope(i), body, now).await.unwrap();
-                    let mut state = spool.load(&id).await.unwrap().state;
-                    state.attempts = 1;
-                    state.next_attempt = now + Duration::from_secs(3600);
-                    let r = &mut state.recipients[0];
-                    r.attempts = 1;
-                    r.last_attempt = Some(now);
-                    r.last = Some(Diagnostic::local(
-                        EnhancedStatus::new(4, 4, 1),
-                        "Connection refused by [127.0.0.1]",
-                    ));
-                    spool.save_state(&id, &state).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
 }
 
 async fn start_engine(spool: Arc<dyn Spool>, port: u16) -> Engine {
@@ -178,7 +114,7 @@ fn main() {
     {
         let spool = FsSpool::open(root.path()).unwrap();
         let start = Instant::now();
-        rt.block_on(fill(&spool, n));
+        rt.block_on(dead_queue::fill(&spool, n, envelope));
         let took = start.elapsed();
         note(format!(
             "fill: {n} inserts + {n} save_state in {took:.1?} ({:.0} messages/s)",
@@ -205,8 +141,7 @@ fn main() {
     ));
 
     // 2. mailq.
-    let heap0 = live();
-    PEAK.store(heap0, Ordering::Relaxed);
+    let heap0 = reset_peak();
     let start = Instant::now();
     let mut listing = Mailq::start(std::io::sink(), root.path(), n as usize).unwrap();
     let mut listed = 0u64;
@@ -236,7 +171,7 @@ fn main() {
     listing.finish().unwrap();
     let took = start.elapsed();
     assert_eq!(listed, n);
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(heap0);
+    let peak = peak().saturating_sub(heap0);
     note(format!(
         "mailq: {n} messages in {took:.2?} ({}), at most {:.1} MiB of heap at once \
          ({:.0} B/message)",

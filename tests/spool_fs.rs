@@ -15,7 +15,7 @@ use postrider::QueueId;
 use postrider::spool::fs::{CommitMode, FsSpoolOptions};
 use postrider::spool::{FsSpool, RecipientStatus, Spool, SpoolError};
 use postrider::{Diagnostic, EnhancedStatus, Reply};
-use spool_support::{body_for, envelope, envelope_for, names, seed_of};
+use spool_support::{body_for, envelope, envelope_for, insert_seeded, names, seed_of};
 use tmpfs::Tmpfs;
 
 fn queue(spool: &FsSpool) -> std::path::PathBuf {
@@ -583,16 +583,7 @@ async fn disk_full_state_updates(mode: CommitMode) {
         FsSpool::open_with(fs_.path().join("spool"), FsSpoolOptions::new().commit(mode)).unwrap();
     let mut ids = Vec::new();
     for seed in 0..24u64 {
-        ids.push(
-            spool
-                .insert(
-                    &envelope_for(seed, 4096),
-                    Bytes::from(body_for(seed, 4096)),
-                    std::time::SystemTime::now(),
-                )
-                .await
-                .unwrap(),
-        );
+        ids.push(insert_seeded(&spool, seed, 4096).await);
     }
     fs_.fill();
     let err = spool
@@ -760,16 +751,7 @@ async fn the_listing_streams_every_message_oldest_first_and_changes_nothing() {
     let spool = FsSpool::open(dir.path()).unwrap();
     let mut ids = Vec::new();
     for seed in 0..10u64 {
-        ids.push(
-            spool
-                .insert(
-                    &envelope_for(seed, 100),
-                    Bytes::from(body_for(seed, 100)),
-                    std::time::SystemTime::now(),
-                )
-                .await
-                .unwrap(),
-        );
+        ids.push(insert_seeded(&spool, seed, 100).await);
     }
     fs::write(message_path(&spool, &ids[3]), b"damaged").unwrap();
     let mut listing = spool.listing().unwrap();
@@ -804,22 +786,9 @@ async fn the_listing_streams_every_message_oldest_first_and_changes_nothing() {
 async fn paging_through_the_queue_goes_on_from_the_first_pages_reading_of_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
-    let insert = |seed: u64| {
-        let spool = spool.clone();
-        async move {
-            spool
-                .insert(
-                    &envelope_for(seed, 100),
-                    Bytes::from(body_for(seed, 100)),
-                    std::time::SystemTime::now(),
-                )
-                .await
-                .unwrap()
-        }
-    };
     let mut ids = Vec::new();
     for seed in 0..6u64 {
-        ids.push(insert(seed).await);
+        ids.push(insert_seeded(&spool, seed, 100).await);
     }
     let page = |after| spool.list(after, 2);
     let first = page(None).await.unwrap();
@@ -828,7 +797,7 @@ async fn paging_through_the_queue_goes_on_from_the_first_pages_reading_of_the_di
     assert_eq!(first.next, Some(ids[1]));
     // Between pages one message is delivered and another queued.
     spool.remove(&ids[2]).await.unwrap();
-    let late = insert(6).await;
+    let late = insert_seeded(&spool, 6, 100).await;
     let second = page(first.next).await.unwrap();
     let listed: Vec<QueueId> = second.messages.iter().map(|m| m.message.id).collect();
     assert_eq!(listed, [ids[3], ids[4]], "the removed one is skipped");

@@ -244,3 +244,20 @@ pub fn saved_k(
         });
     (same_numbers && recipients_agree).then_some(k)
 }
+
+/// Inserts the self-checking message of `seed` and `len` ([`envelope_for`], [`body_for`]),
+/// arriving now.
+pub async fn insert_seeded(
+    spool: &dyn postrider::spool::Spool,
+    seed: u64,
+    len: usize,
+) -> postrider::QueueId {
+    spool
+        .insert(
+            &envelope_for(seed, len),
+            bytes::Bytes::from(body_for(seed, len)),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap()
+}
