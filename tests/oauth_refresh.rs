@@ -5,37 +5,13 @@
 
 mod support;
 
-use postrider::Mailer;
 use postrider::oauth2::{OAuth2Mechanism, TokenSpec};
-use postrider::resolve::StaticResolver;
-use postrider::route::HopPolicy;
-use postrider::transport::esmtp::EsmtpTransport;
 use support::esmtp::*;
-use support::oauth::{GMAIL_CHALLENGE, USER, policy, sasl, starttls_offering, xoauth2};
-use support::smtp_peer::{Script, ScriptedPeer, TestCa, Validity};
+use support::oauth::{
+    GMAIL_CHALLENGE, USER, one, policy, sasl, starttls_offering, tls_peer, transport_for, xoauth2,
+};
+use support::smtp_peer::{Script, TestCa};
 use support::token_endpoint::{Answer, TokenEndpoint, credentials_file, token};
-
-fn transport_for(ca: &TestCa, port: u16, p: HopPolicy) -> EsmtpTransport {
-    let mut cfg = config();
-    cfg.add_trust_anchor(ca.cert.clone()).unwrap();
-    transport(
-        cfg,
-        StaticResolver::new().with_host(d("smtp.test"), LOCALHOST),
-        policy_for(&named_hop("smtp.test", port), p),
-    )
-}
-
-async fn one(t: &EsmtpTransport, port: u16) -> postrider::RecipientReport {
-    let m = message(&["alice@example.org"], &body("refresh"));
-    let reports = t
-        .deliver_all(
-            &named_route(Mailer::Esmtp, "smtp.test", port),
-            std::slice::from_ref(&m),
-        )
-        .await;
-    assert_complete(&reports, std::slice::from_ref(&m));
-    report(&reports, &m, 0).clone()
-}
 
 /// One accepted XOAUTH2 delivery.
 fn accepting() -> Script {
@@ -59,11 +35,7 @@ async fn the_grant_posts_the_credentials_and_the_token_is_cached_across_connecti
     let endpoint = TokenEndpoint::start(&ca, vec![token("ya29.first", 3599)]).await;
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials_file(dir.path(), &endpoint.url(), "1//refresh-1");
-    let peer = ScriptedPeer::start_with_tls(
-        vec![accepting(), accepting()],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
-    )
-    .await;
+    let peer = tls_peer(&ca, vec![accepting(), accepting()]).await;
     let t = transport_for(
         &ca,
         peer.port(),
@@ -103,11 +75,7 @@ async fn a_token_close_to_its_expiry_is_refreshed_before_the_next_connection() {
         TokenEndpoint::start(&ca, vec![token("short-1", 60), token("short-2", 60)]).await;
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials_file(dir.path(), &endpoint.url(), "r");
-    let peer = ScriptedPeer::start_with_tls(
-        vec![accepting(), accepting()],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
-    )
-    .await;
+    let peer = tls_peer(&ca, vec![accepting(), accepting()]).await;
     let t = transport_for(
         &ca,
         peer.port(),
@@ -131,7 +99,8 @@ async fn a_token_the_server_calls_expired_is_refreshed_and_auth_retried_on_the_s
     .await;
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials_file(dir.path(), &endpoint.url(), "r");
-    let peer = ScriptedPeer::start_with_tls(
+    let peer = tls_peer(
+        &ca,
         vec![
             starttls_offering("smtp.test", "AUTH XOAUTH2")
                 .on("AUTH XOAUTH2 ", GMAIL_CHALLENGE)
@@ -140,7 +109,6 @@ async fn a_token_the_server_calls_expired_is_refreshed_and_auth_retried_on_the_s
                 .accept_one(1)
                 .quit(),
         ],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
     let t = transport_for(
@@ -174,11 +142,7 @@ async fn a_refresh_token_the_endpoint_replaces_is_written_back_to_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials_file(dir.path(), &endpoint.url(), "M.R3_BAY.original");
     let before = std::fs::read_to_string(&creds).unwrap();
-    let peer = ScriptedPeer::start_with_tls(
-        vec![accepting()],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
-    )
-    .await;
+    let peer = tls_peer(&ca, vec![accepting()]).await;
     let t = transport_for(
         &ca,
         peer.port(),
@@ -203,11 +167,7 @@ async fn an_endpoint_that_is_down_defers_naming_it_and_no_smtp_connection_is_mad
     let url = format!("https://127.0.0.1:{closed}/token");
     let dir = tempfile::tempdir().unwrap();
     let creds = credentials_file(dir.path(), &url, "r");
-    let peer = ScriptedPeer::start_with_tls(
-        vec![accepting()],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
-    )
-    .await;
+    let peer = tls_peer(&ca, vec![accepting()]).await;
     let t = transport_for(
         &ca,
         peer.port(),

@@ -4,37 +4,14 @@
 
 mod support;
 
-use postrider::Mailer;
-
 use postrider::oauth2::{OAuth2Mechanism, TokenSpec};
 use postrider::resolve::StaticResolver;
 use postrider::route::{Origin, PolicyTable};
-use postrider::transport::esmtp::EsmtpTransport;
 use support::esmtp::*;
-use support::oauth::{GMAIL_CHALLENGE, USER, policy, sasl, starttls_offering, xoauth2};
-use support::smtp_peer::{ScriptedPeer, TestCa, Validity};
-
-fn transport_for(ca: &TestCa, port: u16, p: postrider::route::HopPolicy) -> EsmtpTransport {
-    let mut cfg = config();
-    cfg.add_trust_anchor(ca.cert.clone()).unwrap();
-    transport(
-        cfg,
-        StaticResolver::new().with_host(d("smtp.test"), LOCALHOST),
-        policy_for(&named_hop("smtp.test", port), p),
-    )
-}
-
-async fn one(t: &EsmtpTransport, port: u16) -> postrider::RecipientReport {
-    let m = message(&["alice@example.org"], &body("oauth"));
-    let reports = t
-        .deliver_all(
-            &named_route(Mailer::Esmtp, "smtp.test", port),
-            std::slice::from_ref(&m),
-        )
-        .await;
-    assert_complete(&reports, std::slice::from_ref(&m));
-    report(&reports, &m, 0).clone()
-}
+use support::oauth::{
+    GMAIL_CHALLENGE, USER, one, policy, sasl, starttls_offering, tls_peer, transport_for, xoauth2,
+};
+use support::smtp_peer::TestCa;
 
 fn token_file(dir: &tempfile::TempDir, token: &str) -> std::path::PathBuf {
     let path = dir.path().join("token");
@@ -45,14 +22,14 @@ fn token_file(dir: &tempfile::TempDir, token: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn xoauth2_sends_user_and_bearer_token_from_the_token_file() {
     let ca = TestCa::new("test CA");
-    let peer = ScriptedPeer::start_with_tls(
+    let peer = tls_peer(
+        &ca,
         vec![
             starttls_offering("smtp.test", "AUTH LOGIN XOAUTH2")
                 .on("AUTH XOAUTH2 ", "235 2.7.0 Accepted")
                 .accept_one(1)
                 .quit(),
         ],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -77,14 +54,14 @@ async fn xoauth2_sends_user_and_bearer_token_from_the_token_file() {
 #[tokio::test]
 async fn oauthbearer_carries_the_gs2_header_host_port_and_the_token_from_a_command() {
     let ca = TestCa::new("test CA");
-    let peer = ScriptedPeer::start_with_tls(
+    let peer = tls_peer(
+        &ca,
         vec![
             starttls_offering("smtp.test", "AUTH XOAUTH2 OAUTHBEARER")
                 .on("AUTH OAUTHBEARER ", "235 2.7.0 Accepted")
                 .accept_one(1)
                 .quit(),
         ],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
     let t = transport_for(
@@ -117,7 +94,8 @@ async fn oauthbearer_carries_the_gs2_header_host_port_and_the_token_from_a_comma
 #[tokio::test]
 async fn an_xoauth2_error_challenge_gets_an_empty_response_and_the_535_defers() {
     let ca = TestCa::new("test CA");
-    let peer = ScriptedPeer::start_with_tls(
+    let peer = tls_peer(
+        &ca,
         vec![
             starttls_offering("smtp.test", "AUTH XOAUTH2")
                 .on("AUTH XOAUTH2 ", GMAIL_CHALLENGE)
@@ -127,7 +105,6 @@ async fn an_xoauth2_error_challenge_gets_an_empty_response_and_the_535_defers() 
                 )
                 .quit(),
         ],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -172,14 +149,14 @@ async fn an_oauthbearer_error_challenge_is_answered_with_the_dummy_0x01() {
     let ca = TestCa::new("test CA");
     // RFC 7628 §4.3's challenge.
     let challenge = "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NvcGUiOiJleGFtcGxlX3Njb3BlIiwib3BlbmlkLWNvbmZpZ3VyYXRpb24iOiJodHRwczovL2V4YW1wbGUuY29tLy53ZWxsLWtub3duL29wZW5pZC1jb25maWd1cmF0aW9uIn0=";
-    let peer = ScriptedPeer::start_with_tls(
+    let peer = tls_peer(
+        &ca,
         vec![
             starttls_offering("smtp.test", "AUTH OAUTHBEARER")
                 .on("AUTH OAUTHBEARER ", challenge)
                 .on("AQ==", "535 5.7.8 Authentication credentials invalid")
                 .quit(),
         ],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
     // The policy comes from a policy file, so the deferral names its line.
@@ -220,7 +197,8 @@ async fn an_oauthbearer_error_challenge_is_answered_with_the_dummy_0x01() {
 #[tokio::test]
 async fn a_refused_token_is_retried_once_when_the_command_gives_a_new_one() {
     let ca = TestCa::new("test CA");
-    let peer = ScriptedPeer::start_with_tls(
+    let peer = tls_peer(
+        &ca,
         vec![
             starttls_offering("smtp.test", "AUTH XOAUTH2")
                 .on("AUTH XOAUTH2 ", GMAIL_CHALLENGE)
@@ -229,7 +207,6 @@ async fn a_refused_token_is_retried_once_when_the_command_gives_a_new_one() {
                 .accept_one(1)
                 .quit(),
         ],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
     // The command prints a new token on each run (a counter in a file).
@@ -259,9 +236,9 @@ async fn a_refused_token_is_retried_once_when_the_command_gives_a_new_one() {
 #[tokio::test]
 async fn a_server_without_the_mechanism_asked_for_defers_saying_what_it_offers() {
     let ca = TestCa::new("test CA");
-    let peer = ScriptedPeer::start_with_tls(
+    let peer = tls_peer(
+        &ca,
         vec![starttls_offering("smtp.test", "AUTH PLAIN LOGIN XOAUTH2").quit()],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -288,11 +265,7 @@ async fn a_server_without_the_mechanism_asked_for_defers_saying_what_it_offers()
 #[tokio::test]
 async fn a_token_command_that_fails_defers_without_connecting() {
     let ca = TestCa::new("test CA");
-    let peer = ScriptedPeer::start_with_tls(
-        vec![],
-        Some(ca.server_config(&["smtp.test"], Validity::Current)),
-    )
-    .await;
+    let peer = tls_peer(&ca, vec![]).await;
     let t = transport_for(
         &ca,
         peer.port(),

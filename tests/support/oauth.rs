@@ -6,7 +6,16 @@ use base64::engine::general_purpose::STANDARD;
 use postrider::oauth2::{OAuth2Mechanism, OAuth2Policy, TokenSpec};
 use postrider::route::{HopPolicy, TlsLevel};
 
-use super::smtp_peer::{Script, ehlo_reply};
+use postrider::Mailer;
+use postrider::resolve::StaticResolver;
+use postrider::transport::esmtp::EsmtpTransport;
+
+use super::esmtp::{
+    DeliverAll, LOCALHOST, assert_complete, body, config, d, message, named_hop, named_route,
+    policy_for, report, transport,
+};
+use super::smtp_peer::ehlo_reply;
+use super::smtp_peer::{Script, ScriptedPeer, TestCa, Validity};
 
 /// The account the tests authenticate as.
 pub const USER: &str = "voicemail@ourtest.com";
@@ -48,4 +57,37 @@ pub fn sasl(line: &str) -> String {
 /// What XOAUTH2 should carry for `token`.
 pub fn xoauth2(token: &str) -> String {
     format!("user={USER}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// A scripted peer for `smtp.test` with TLS from `ca`, playing `scripts` in turn.
+pub async fn tls_peer(ca: &TestCa, scripts: Vec<Script>) -> ScriptedPeer {
+    ScriptedPeer::start_with_tls(
+        scripts,
+        Some(ca.server_config(&["smtp.test"], Validity::Current)),
+    )
+    .await
+}
+
+/// The transport under test: `smtp.test` on loopback `port`, trusting `ca`, with policy `p`.
+pub fn transport_for(ca: &TestCa, port: u16, p: HopPolicy) -> EsmtpTransport {
+    let mut cfg = config();
+    cfg.add_trust_anchor(ca.cert.clone()).unwrap();
+    transport(
+        cfg,
+        StaticResolver::new().with_host(d("smtp.test"), LOCALHOST),
+        policy_for(&named_hop("smtp.test", port), p),
+    )
+}
+
+/// Delivers one message to alice@example.org through `smtp.test` on `port`; its report.
+pub async fn one(t: &EsmtpTransport, port: u16) -> postrider::RecipientReport {
+    let m = message(&["alice@example.org"], &body("oauth"));
+    let reports = t
+        .deliver_all(
+            &named_route(Mailer::Esmtp, "smtp.test", port),
+            std::slice::from_ref(&m),
+        )
+        .await;
+    assert_complete(&reports, std::slice::from_ref(&m));
+    report(&reports, &m, 0).clone()
 }
