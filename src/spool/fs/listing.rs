@@ -1,6 +1,6 @@
 //! A listing of the queue that reads one message at a time (`mailq` of a large queue).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::layout::{Layout, QueueFile};
@@ -179,17 +179,16 @@ const FRESH_FOR: Duration = Duration::from_secs(60);
 impl Continuations {
     /// The listing whose last page ended at `after`, if it is kept and fresh.
     pub(super) fn take(&self, after: QueueId) -> Option<Listing> {
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        kept.retain(|c| c.kept_at.elapsed() < FRESH_FOR);
+        let mut kept = self.fresh();
         let at = kept.iter().position(|c| c.next == after)?;
-        Some(kept.swap_remove(at).rest)
+        // `remove`, not `swap_remove`: the list stays oldest first for `keep` to evict from.
+        Some(kept.remove(at).rest)
     }
 
     /// Keeps the rest of a listing whose page ended at `next`, dropping the oldest kept one
     /// when there are too many.
     pub(super) fn keep(&self, next: QueueId, rest: Listing) {
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        kept.retain(|c| c.kept_at.elapsed() < FRESH_FOR);
+        let mut kept = self.fresh();
         if kept.len() >= KEPT {
             kept.remove(0);
         }
@@ -198,5 +197,41 @@ impl Continuations {
             kept_at: Instant::now(),
             rest,
         });
+    }
+
+    /// The kept listings, oldest first, without those gone stale.
+    fn fresh(&self) -> MutexGuard<'_, Vec<Continuation>> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|c| c.kept_at.elapsed() < FRESH_FOR);
+        kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Listing {
+        Listing {
+            layout: Layout::new(std::path::Path::new("/nonexistent")),
+            entries: Vec::new().into_iter(),
+        }
+    }
+
+    #[test]
+    fn a_full_set_of_kept_listings_gives_way_oldest_first_even_after_one_was_taken() {
+        let kept = Continuations::default();
+        let ids: Vec<QueueId> = (0..=KEPT).map(|_| QueueId::generate()).collect();
+        for id in &ids[..KEPT] {
+            kept.keep(*id, empty());
+        }
+        // A pager continues the oldest listing and keeps its rest again: it is now the newest.
+        let first = kept.take(ids[0]).expect("kept");
+        kept.keep(ids[0], first);
+        kept.keep(ids[KEPT], empty());
+        assert!(kept.take(ids[1]).is_none(), "the oldest gave way");
+        for id in ids.iter().filter(|id| **id != ids[1]) {
+            assert!(kept.take(*id).is_some(), "{id} was dropped instead");
+        }
     }
 }
