@@ -427,7 +427,9 @@ impl EngineBuilder {
             ),
         }
         let scheduler = Scheduler::new(shared.clone(), rx, scan.messages);
-        return_freed_memory();
+        if startup.recovered > 0 {
+            return_freed_memory();
+        }
         tokio::spawn(scheduler.run());
         Ok(Engine {
             handle: Arc::new(Handle {
