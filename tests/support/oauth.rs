@@ -14,8 +14,7 @@ use super::esmtp::{
     DeliverAll, LOCALHOST, assert_complete, body, config, d, message, named_hop, named_route,
     policy_for, report, transport,
 };
-use super::smtp_peer::ehlo_reply;
-use super::smtp_peer::{Script, ScriptedPeer, TestCa, Validity};
+use super::smtp_peer::{Script, ScriptedPeer, TestCa, Validity, ehlo_reply};
 
 /// The account the tests authenticate as.
 pub const USER: &str = "voicemail@ourtest.com";
