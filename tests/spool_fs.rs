@@ -1049,8 +1049,12 @@ async fn a_message_inserted_claimed_is_durable_and_nobody_else_can_claim_it_unti
     );
 }
 
+fn inode(spool: &FsSpool, id: &QueueId) -> u64 {
+    fs::metadata(message_path(spool, id)).unwrap().ino()
+}
+
 #[tokio::test]
-async fn the_file_of_a_removed_message_is_reused_by_the_next_insert() {
+async fn the_file_of_a_removed_message_is_reused_once_its_removal_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
     let now = std::time::SystemTime::now();
@@ -1058,26 +1062,30 @@ async fn the_file_of_a_removed_message_is_reused_by_the_next_insert() {
         .insert(&envelope_for(1, 3000), Bytes::from(body_for(1, 3000)), now)
         .await
         .unwrap();
-    let inode = fs::metadata(message_path(&spool, &a)).unwrap().ino();
+    let recycled = inode(&spool, &a);
     let mut state = spool.load(&a).await.unwrap().state;
     state.attempts = 9;
     spool.save_state(&a, &state).await.unwrap();
     spool.remove(&a).await.unwrap();
     assert!(names(&queue(&spool)).is_empty());
 
-    // A shorter message in the recycled file: nothing of the old one shows through.
-    let b = spool
-        .insert(&envelope_for(2, 100), Bytes::from(body_for(2, 100)), now)
+    // Not yet durable: a power loss could bring `a` back, so its file is not rewritten yet.
+    let b = insert_seeded(&spool, 2, 100).await;
+    assert_ne!(inode(&spool, &b), recycled);
+    // b's insert flushed queue/, which made a's removal durable: now the file is reused, and
+    // nothing of the longer old message shows through.
+    let c = spool
+        .insert(&envelope_for(3, 100), Bytes::from(body_for(3, 100)), now)
         .await
         .unwrap();
-    assert_eq!(fs::metadata(message_path(&spool, &b)).unwrap().ino(), inode);
-    assert_eq!(spool.body(&b).await.unwrap(), body_for(2, 100));
-    let loaded = spool.load(&b).await.unwrap();
-    assert_eq!(loaded.envelope, envelope_for(2, 100));
+    assert_eq!(inode(&spool, &c), recycled);
+    assert_eq!(spool.body(&c).await.unwrap(), body_for(3, 100));
+    let loaded = spool.load(&c).await.unwrap();
+    assert_eq!(loaded.envelope, envelope_for(3, 100));
     assert_eq!(loaded.state.attempts, 0);
     assert!(names(&spool.path().join("tmp")).is_empty());
     let scan = spool.scan().await.unwrap();
-    assert_eq!(scan.messages.len(), 1);
+    assert_eq!(scan.messages.len(), 2);
     assert!(scan.quarantined.is_empty());
     assert_eq!(scan.orphans_removed, 0);
     // The removed message stays removed, even to a stale caller.
@@ -1085,7 +1093,34 @@ async fn the_file_of_a_removed_message_is_reused_by_the_next_insert() {
         spool.save_state(&a, &state).await,
         Err(SpoolError::NotFound(_))
     ));
-    assert_eq!(spool.load(&b).await.unwrap(), loaded);
+    assert_eq!(spool.load(&c).await.unwrap(), loaded);
+
+    // Asked for, the flush comes at once.
+    spool.remove(&b).await.unwrap();
+    let b_file = {
+        let tmp = names(&spool.path().join("tmp"));
+        assert_eq!(tmp.len(), 1, "{tmp:?}");
+        fs::metadata(spool.path().join("tmp").join(&tmp[0]))
+            .unwrap()
+            .ino()
+    };
+    spool.sync_removals().await.unwrap();
+    let d = insert_seeded(&spool, 4, 100).await;
+    assert_eq!(inode(&spool, &d), b_file);
+}
+
+#[tokio::test]
+async fn a_removal_no_insert_follows_is_made_durable_by_the_spool_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let a = insert_seeded(&spool, 1, 100).await;
+    let recycled = inode(&spool, &a);
+    spool.remove(&a).await.unwrap();
+    // The spool flushes removals at most 50 ms after the first one; an insert takes a spare
+    // before it flushes anything itself, so it reuses a's file only if that flush ran.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let b = insert_seeded(&spool, 2, 100).await;
+    assert_eq!(inode(&spool, &b), recycled);
 }
 
 #[tokio::test]

@@ -13,8 +13,10 @@
 //!   with the next sequence number and a checksum, in place, and `fdatasync` it: no new
 //!   block, no rename, no directory sync. A torn write leaves the other slot, so a reader sees the previous state or
 //!   the new one, never a mixture; a save that returned is never undone.
-//! - **remove**: move the file out of `queue/` and make that durable; it becomes a spare a later
-//!   insert overwrites instead of allocating an inode.
+//! - **remove**: move the file out of `queue/`; the next flush of `queue/` makes that durable
+//!   (an insert's, or the spool's own at most `removals::SYNC_DELAY` later, see `removals`).
+//!   Once durable the file becomes a spare a later insert overwrites instead of allocating an
+//!   inode.
 //! - **claim**: `flock` on the message file, whose inode never changes while the message lives.
 //! - **scan**: list every message; quarantine unreadable files to `corrupt/`; delete leftovers
 //!   of writers that died (see `scan`). Format-1 messages (`ID.qf` + `ID.df`) are converted
@@ -34,6 +36,7 @@ mod group_commit;
 mod layout;
 mod listing;
 mod message;
+mod removals;
 mod scan;
 mod spares;
 mod v1;
@@ -42,7 +45,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -63,6 +66,7 @@ use layout::Layout;
 use listing::Continuations;
 pub use listing::Listing;
 use message::ReadError;
+use removals::Removals;
 use spares::Spares;
 
 /// How many fresh names an insert tries before giving up: each retry means another process
@@ -165,6 +169,21 @@ struct Inner {
     pending_quarantine: Mutex<Vec<Quarantined>>,
     /// Listings a pager is walking through ([`Spool::list`]).
     continuations: Continuations,
+    /// Removals done but not yet flushed.
+    removals: Removals,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone (or the runtime that ran the delayed flush): make the last
+        // removals durable now rather than leave them to the kernel's writeback.
+        if self.removals.any_pending()
+            && let Err(e) = self.sync_names()
+        {
+            tracing::warn!(spool = %self.layout.root.display(), error = %e,
+                "could not make the last removals durable");
+        }
+    }
 }
 
 impl std::fmt::Debug for FsSpool {
@@ -245,6 +264,7 @@ impl FsSpool {
                 sync: GroupSync::new(queue, flush),
                 pending_quarantine: Mutex::new(Vec::new()),
                 continuations: Continuations::default(),
+                removals: Removals::default(),
             }),
         };
         if !options.read_only {
@@ -282,6 +302,13 @@ impl FsSpool {
         quarantined_in(&self.inner.layout.root)
     }
 
+    /// Makes every removal so far durable now, instead of with the next insert or at most
+    /// 50 ms later ([`Spool::remove`]): for a caller that must know a deleted message cannot
+    /// come back even after a power loss.
+    pub async fn sync_removals(&self) -> Result<(), SpoolError> {
+        self.blocking(|inner| inner.sync_removals()).await
+    }
+
     /// Runs `f` on a blocking thread: file I/O never stalls the async runtime.
     async fn blocking<T, F>(&self, f: F) -> Result<T, SpoolError>
     where
@@ -297,6 +324,39 @@ impl FsSpool {
                 path: self.inner.layout.root.clone(),
                 source: io::Error::other(e.to_string()),
             }),
+        }
+    }
+}
+
+/// The delayed flush of removals: after [`removals::SYNC_DELAY`], unless an insert's flush
+/// covered them meanwhile (then it finds nothing to do). A flush that fails is tried again
+/// after the same delay, with a warning each time, until one succeeds or the spool is closed
+/// (closing it flushes them: it holds no handle meanwhile).
+async fn sync_removals_later(spool: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(removals::SYNC_DELAY).await;
+        let Some(running) = spool.upgrade() else {
+            return;
+        };
+        let flushed = tokio::task::spawn_blocking(move || {
+            if running.removals.disarm() {
+                running.sync_names()
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        match flushed {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "removals not yet durable; trying again");
+            }
+            // The runtime is shutting down: dropping the last handle flushes them.
+            Err(_) => return,
+        }
+        match spool.upgrade() {
+            Some(inner) if inner.removals.rearm() => {}
+            _ => return,
         }
     }
 }
@@ -349,13 +409,28 @@ impl Inner {
         }
     }
 
-    /// Makes the renames and unlinks in `queue/` made before the call durable.
+    /// Makes the renames and unlinks in `queue/` made before the call durable, the pending
+    /// removals' among them, whose files then become spares.
     fn sync_names(&self) -> Result<(), SpoolError> {
         let (op, path) = match self.mode {
             CommitMode::FileSystem => ("syncfs spool", &self.layout.root),
             _ => ("fsync spool directory", &self.layout.queue),
         };
-        self.sync.sync().map_err(|e| SpoolError::io(op, path, e))
+        let mark = self.removals.mark();
+        self.sync.sync().map_err(|e| SpoolError::io(op, path, e))?;
+        for (spare, size) in self.removals.flushed(mark) {
+            self.spares.keep(spare, size);
+        }
+        Ok(())
+    }
+
+    /// Makes every removal made so far durable (nothing to do when none is pending).
+    fn sync_removals(&self) -> Result<(), SpoolError> {
+        if self.removals.any_pending() {
+            self.sync_names()
+        } else {
+            Ok(())
+        }
     }
 
     fn writable(&self) -> Result<(), SpoolError> {
@@ -387,27 +462,34 @@ impl Inner {
         arrival: SystemTime,
     ) -> Result<(QueueId, Locked), SpoolError> {
         self.writable()?;
-        let result = self.insert_file(envelope, body, arrival);
+        let mut result = self.insert_file(&envelope, &body, arrival);
         if let Err(SpoolError::NoSpace { .. }) = result {
-            // Give back the space the spares hold, so the sender's retry can succeed.
-            self.spares.clear();
+            if self.removals.any_pending() {
+                // Files of recent removals are held back until the removals are durable:
+                // flush them, and the message may fit into one of them.
+                self.sync_removals()?;
+                result = self.insert_file(&envelope, &body, arrival);
+            }
+            if let Err(SpoolError::NoSpace { .. }) = result {
+                // Give back the space the spares hold, so the sender's retry can succeed.
+                self.spares.clear();
+            }
         }
         result
     }
 
     fn insert_file(
         &self,
-        envelope: Envelope,
-        body: Bytes,
+        envelope: &Envelope,
+        body: &Bytes,
         arrival: SystemTime,
     ) -> Result<(QueueId, Locked), SpoolError> {
         let id = QueueId::generate();
-        let state = MessageState::new(&envelope, body.len() as u64, arrival);
-        let meta =
-            format::render(&id, &envelope, &state).map_err(|e| SpoolError::InvalidState {
-                id,
-                reason: e.to_string(),
-            })?;
+        let state = MessageState::new(envelope, body.len() as u64, arrival);
+        let meta = format::render(&id, envelope, &state).map_err(|e| SpoolError::InvalidState {
+            id,
+            reason: e.to_string(),
+        })?;
         let (tmp_path, file, recycled) = self.new_file(&id)?;
         let mut undo = Undo {
             paths: vec![tmp_path.clone()],
@@ -425,7 +507,7 @@ impl Inner {
                 None
             };
             let per_file = self.mode != CommitMode::FileSystem;
-            files::write_parts(&file.0, &[&meta, &body], recycled, per_file)
+            files::write_parts(&file.0, &[&meta, body], recycled, per_file)
                 .map_err(|e| SpoolError::io("write message file", &tmp_path, e))?;
         }
         if self.mode == CommitMode::FileSystem {
@@ -602,7 +684,9 @@ impl Inner {
         self.still_here(id, &path, &file)
     }
 
-    fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
+    /// Takes the message out of `queue/`; true when the caller must schedule the delayed
+    /// flush that makes it durable (see `removals`).
+    fn remove(&self, id: &QueueId) -> Result<bool, SpoolError> {
         self.writable()?;
         let path = self.layout.message(id);
         let spare = match self.spares.retire(&path) {
@@ -610,13 +694,10 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SpoolError::NotFound(*id)),
             Err(e) => return Err(SpoolError::io("remove message file", &path, e)),
         };
-        self.sync_names()?;
-        // Reused only now: overwritten before the removal was durable, a crash could bring
-        // the file back under this message's name with another message in it.
-        if let Some((spare, size)) = spare {
-            self.spares.keep(spare, size);
-        }
-        Ok(())
+        // The spare is reused only after a flush: overwritten before the removal was
+        // durable, a power loss could bring the file back under this message's name with
+        // another message in it.
+        Ok(self.removals.note(spare))
     }
 
     fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError> {
@@ -698,9 +779,16 @@ impl Spool for FsSpool {
             .await
     }
 
+    /// Returns once the message is out of `queue/`: no process finds it after that. Its
+    /// removal is durable with the next flush of `queue/`, at the latest 50 ms later; a power
+    /// loss before then can bring it back, to be delivered again (see
+    /// [`FsSpool::sync_removals`]).
     async fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
         let id = *id;
-        self.blocking(move |inner| inner.remove(&id)).await
+        if self.blocking(move |inner| inner.remove(&id)).await? {
+            tokio::spawn(sync_removals_later(Arc::downgrade(&self.inner)));
+        }
+        Ok(())
     }
 
     async fn scan(&self) -> Result<ScanReport, SpoolError> {
