@@ -61,7 +61,7 @@ use crate::queue_id::QueueId;
 pub use dirs::quarantined_in;
 use dirs::{make_dir, not_a_dir, probe_writable};
 use files::{Created, Locked, RangeLock};
-use group_commit::{Flush, GroupSync};
+use group_commit::{Expected, Flush, GroupSync};
 use layout::Layout;
 use listing::Continuations;
 pub use listing::Listing;
@@ -412,12 +412,21 @@ impl Inner {
     /// Makes the renames and unlinks in `queue/` made before the call durable, the pending
     /// removals' among them, whose files then become spares.
     fn sync_names(&self) -> Result<(), SpoolError> {
+        self.sync_names_as(None)
+    }
+
+    /// [`Inner::sync_names`] for a writer that announced itself ([`GroupSync::expect`]).
+    fn sync_names_as(&self, writer: Option<Expected<'_>>) -> Result<(), SpoolError> {
         let (op, path) = match self.mode {
             CommitMode::FileSystem => ("syncfs spool", &self.layout.root),
             _ => ("fsync spool directory", &self.layout.queue),
         };
         let mark = self.removals.mark();
-        self.sync.sync().map_err(|e| SpoolError::io(op, path, e))?;
+        match writer {
+            Some(writer) => writer.sync(),
+            None => self.sync.sync(),
+        }
+        .map_err(|e| SpoolError::io(op, path, e))?;
         for (spare, size) in self.removals.flushed(mark) {
             self.spares.keep(spare, size);
         }
@@ -490,7 +499,12 @@ impl Inner {
             id,
             reason: e.to_string(),
         })?;
-        let (tmp_path, file, recycled) = self.new_file(&id)?;
+        // Announced before the write, so a flush of queue/ that starts meanwhile waits for
+        // this insert's rename instead of leaving it a flush of its own. (In FileSystem mode
+        // the insert's first flush is its data's, which must not wait for the insert itself.)
+        let writer = (self.mode != CommitMode::FileSystem).then(|| self.sync.expect());
+        let (tmp_path, file, old_len) = self.new_file(&id)?;
+        let recycled = old_len.is_some();
         let mut undo = Undo {
             paths: vec![tmp_path.clone()],
         };
@@ -507,7 +521,7 @@ impl Inner {
                 None
             };
             let per_file = self.mode != CommitMode::FileSystem;
-            files::write_parts(&file.0, &[&meta, body], recycled, per_file)
+            files::write_parts(&file.0, &[&meta, body], old_len.unwrap_or(0), per_file)
                 .map_err(|e| SpoolError::io("write message file", &tmp_path, e))?;
         }
         if self.mode == CommitMode::FileSystem {
@@ -527,22 +541,23 @@ impl Inner {
             }
             Err(e) => return Err(SpoolError::io("commit message file", &path, e)),
         }
-        self.sync_names()?;
+        self.sync_names_as(writer)?;
         undo.disarm();
         // The lock taken at creation is what `claim` takes: holding it on makes the caller
         // the message's claimant from the first instant, with nobody else in between.
         Ok((id, file))
     }
 
-    /// A locked file in `tmp/` to write a new message into: a spare (`true`) or a new file.
-    fn new_file(&self, id: &QueueId) -> Result<(PathBuf, Locked, bool), SpoolError> {
-        if let Some((path, locked)) = self.spares.take() {
-            return Ok((path, locked, true));
+    /// A locked file in `tmp/` to write a new message into: a spare (with its length) or a
+    /// new file (`None`).
+    fn new_file(&self, id: &QueueId) -> Result<(PathBuf, Locked, Option<u64>), SpoolError> {
+        if let Some((path, locked, len)) = self.spares.take() {
+            return Ok((path, locked, Some(len)));
         }
         for _ in 0..CREATE_ATTEMPTS {
             let path = self.layout.tmp_message(id);
             match files::create_locked(&path) {
-                Ok(Created::File(f)) => return Ok((path, f, false)),
+                Ok(Created::File(f)) => return Ok((path, f, None)),
                 Ok(Created::Exists) | Ok(Created::Unlinked) => continue,
                 Err(e) => return Err(SpoolError::io("create message file", &path, e)),
             }

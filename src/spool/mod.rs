@@ -411,7 +411,10 @@ pub trait Spool: Send + Sync + 'static {
     /// Replaces the delivery state of a message atomically.
     async fn save_state(&self, id: &QueueId, state: &MessageState) -> Result<(), SpoolError>;
 
-    /// Deletes a message (delivered, bounced or deleted by an administrator).
+    /// Deletes a message (delivered, bounced or deleted by an administrator). Once it returns
+    /// no caller finds the message. An implementation may make the deletion durable a little
+    /// later ([`FsSpool`] does with its next flush, at most 50 ms later): a crash of the
+    /// machine in between brings the message back to be delivered again, never loses one.
     async fn remove(&self, id: &QueueId) -> Result<(), SpoolError>;
 
     /// Every message in the spool, oldest first; cleans up after interrupted inserts and

@@ -190,7 +190,7 @@ fn convert_one(
         match files::create_locked(&tmp) {
             Ok(Created::File(file)) => {
                 let per_file = mode != CommitMode::FileSystem;
-                if let Err(e) = files::write_parts(&file.0, &[&meta, &body], false, per_file) {
+                if let Err(e) = files::write_parts(&file.0, &[&meta, &body], 0, per_file) {
                     let _ = files::remove_if_exists(&tmp);
                     return Err(SpoolError::io("write message file", &tmp, e));
                 }

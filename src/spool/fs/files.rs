@@ -2,7 +2,7 @@
 //! needs. Everything here blocks; callers run it on a blocking thread.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -63,24 +63,33 @@ pub(crate) fn create_locked(path: &Path) -> io::Result<Created> {
     Ok(Created::File(Locked(file)))
 }
 
-/// Writes `parts` one after another from the start of `file`, cuts the file to their total
-/// length when it was longer (a recycled file), and, when `sync` is set, makes it durable.
+/// Writes `parts` one after another from the start of `file` (one `writev`), cuts the file to
+/// their total length when it was longer (`old_len`: a recycled file), and, when `sync` is
+/// set, makes it durable.
 ///
 /// `fdatasync` suffices: the size is the only metadata needed to read the data back, and it
-/// is flushed with the data.
+/// is flushed with the data. A recycled file no longer than the new contents is not
+/// truncated: on ext4 even a truncate to the same size frees preallocated blocks and dirties
+/// the inode, which then costs the `fdatasync` a synchronous inode write (benches/README.md).
 pub(crate) fn write_parts(
     file: &File,
     parts: &[&[u8]],
-    recycled: bool,
+    old_len: u64,
     sync: bool,
 ) -> io::Result<()> {
-    let mut len = 0u64;
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
+    let len: u64 = parts.iter().map(|part| part.len() as u64).sum();
+    let mut rest = &mut slices[..];
     let mut writer = file;
-    for part in parts {
-        writer.write_all(part)?;
-        len += part.len() as u64;
+    while !rest.is_empty() {
+        match writer.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
     }
-    if recycled {
+    if old_len > len {
         file.set_len(len)?;
     }
     if sync {

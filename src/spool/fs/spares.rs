@@ -40,6 +40,9 @@ pub(crate) struct Spares {
     tmp: PathBuf,
     pool: Mutex<Pool>,
     next: AtomicU64,
+    /// This process's id, part of every spare's name: read once (glibc does not cache it, and
+    /// a removal is frequent).
+    pid: u32,
 }
 
 #[derive(Default)]
@@ -72,6 +75,7 @@ impl Spares {
             tmp: tmp.to_path_buf(),
             pool: Mutex::new(Pool::default()),
             next: AtomicU64::new(0),
+            pid: std::process::id(),
         }
     }
 
@@ -82,9 +86,10 @@ impl Spares {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A spare, open for writing and locked by us, and its name in `tmp/`; `None` when there
-    /// is none to take. Its old contents are still there: overwrite and truncate it.
-    pub(crate) fn take(&self) -> Option<(PathBuf, Locked)> {
+    /// A spare, open for writing and locked by us, its name in `tmp/` and its length; `None`
+    /// when there is none to take. Its old contents are still there: overwrite it, and
+    /// truncate it when the new contents are shorter.
+    pub(crate) fn take(&self) -> Option<(PathBuf, Locked, u64)> {
         for _ in 0..TAKE_ATTEMPTS {
             let (path, size) = self.pool().pop()?;
             let Ok(file) = OpenOptions::new().write(true).open(&path) else {
@@ -104,7 +109,7 @@ impl Spares {
             // A scan unlinks a spare only while holding its lock: one that did so between our
             // open and our lock leaves us an unlinked file.
             match locked.0.metadata() {
-                Ok(m) if m.nlink() > 0 && m.is_file() => return Some((path, locked)),
+                Ok(m) if m.nlink() > 0 && m.is_file() => return Some((path, locked, m.len())),
                 _ => continue,
             }
         }
@@ -120,9 +125,7 @@ impl Spares {
         let size = std::fs::symlink_metadata(path)?.len();
         if size <= MAX_SPARE_SIZE && self.pool().has_room(size) {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let spare = self
-                .tmp
-                .join(format!("{SPARE_PREFIX}{}.{n}", std::process::id()));
+            let spare = self.tmp.join(format!("{SPARE_PREFIX}{}.{n}", self.pid));
             match files::rename_noreplace(path, &spare) {
                 Ok(()) => return Ok(Some((spare, size))),
                 // A name left by a dead process with our pid: unlink instead.
@@ -181,9 +184,10 @@ mod tests {
         let (spare, size) = spares.retire(&old).unwrap().expect("kept as a spare");
         assert!(!old.exists());
         spares.keep(spare, size);
-        let (path, locked) = spares.take().unwrap();
+        let (path, locked, old_len) = spares.take().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
-        files::write_parts(&locked.0, &[b"new"], true, true).unwrap();
+        assert_eq!(old_len, 25);
+        files::write_parts(&locked.0, &[b"new"], old_len, true).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert!(spares.take().is_none());
     }
