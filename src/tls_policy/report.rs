@@ -33,6 +33,11 @@ use crate::https::HttpsClient;
 
 const DAY: u64 = 86_400;
 
+/// How many days a report that could not be sent is kept and tried again. A report about a
+/// week-old day has lost most of its use to the receiving domain, and a domain whose `rua`
+/// never answers must not make the kept counts (and the state file) grow without end.
+pub const KEEP_DAYS: u64 = 7;
+
 /// Which policy a session was under, as the report names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReportedPolicy {
@@ -241,7 +246,9 @@ impl TlsReporter {
         counts.failures.entry(key).or_insert((result, 0)).1 += 1;
     }
 
-    /// Takes the reports of every day that ended before `now`, one per policy domain.
+    /// Takes the reports of every day that ended before `now`, one per policy domain. Days
+    /// more than [`KEEP_DAYS`] old (reports that kept failing to go out) are dropped instead,
+    /// with a warning naming their domains.
     pub fn take_due(&self, now: SystemTime, submitter: &Domain) -> Vec<DueReport> {
         let today = day_of(now);
         let finished: Vec<(u64, BTreeMap<ReportedPolicy, Counts>)> = {
@@ -252,6 +259,17 @@ impl TlsReporter {
                 .filter_map(|d| state.days.remove(&d).map(|c| (d, c)))
                 .collect()
         };
+        let (finished, expired): (Vec<_>, Vec<_>) = finished
+            .into_iter()
+            .partition(|(day, _)| day + KEEP_DAYS >= today);
+        for (day, policies) in expired {
+            let domains: std::collections::BTreeSet<String> =
+                policies.keys().map(|p| p.domain.to_string()).collect();
+            tracing::warn!(target: "postrider::tls_rpt",
+                "TLS reports for {} (day starting {}) not sent within {KEEP_DAYS} days; dropped",
+                domains.into_iter().collect::<Vec<_>>().join(", "),
+                crate::time::rfc3339(UNIX_EPOCH + Duration::from_secs(day * DAY)));
+        }
         let mut out = Vec::new();
         for (day, policies) in finished {
             let mut by_domain: BTreeMap<Domain, Vec<Policy>> = BTreeMap::new();
@@ -414,5 +432,30 @@ mod tests {
         );
         r.put_back(due[0].clone());
         assert_eq!(r.take_due(day1 + Duration::from_secs(DAY), &me).len(), 1);
+    }
+
+    #[test]
+    fn a_report_that_never_goes_out_is_dropped_after_a_week() {
+        let r = TlsReporter::new("Example Sender");
+        let policy = ReportedPolicy {
+            kind: PolicyKind::Tlsa,
+            domain: Domain::parse("example.net").unwrap(),
+            text: vec!["3 1 1 aa".into()],
+            mx: vec![],
+        };
+        let day1 = UNIX_EPOCH + Duration::from_secs(20_000 * DAY + 10);
+        r.success(&policy, day1);
+        let me = Domain::parse("pbx.example.org").unwrap();
+        // Tried (and put back) on each of the seven following days.
+        for late in 1..=KEEP_DAYS {
+            let due = r.take_due(day1 + Duration::from_secs(late * DAY), &me);
+            assert_eq!(due.len(), 1, "day {late}");
+            r.put_back(due[0].clone());
+        }
+        assert!(
+            r.take_due(day1 + Duration::from_secs((KEEP_DAYS + 1) * DAY), &me)
+                .is_empty()
+        );
+        assert!(r.lock().days.is_empty(), "the counts are gone too");
     }
 }
