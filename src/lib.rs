@@ -76,6 +76,7 @@ pub mod dkim;
 pub mod doctor;
 pub mod engine;
 pub mod envelope;
+mod handshake_signatures;
 pub mod https;
 pub mod local;
 pub mod message;
