@@ -10,6 +10,8 @@
 
 #[path = "../tests/support/sink.rs"]
 mod sink;
+#[path = "support/smart_host.rs"]
+mod smart_host;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,34 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postrider::engine::Engine;
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
 use postrider::spool::{FsSpool, MemorySpool, Spool};
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Domain, Envelope, Outcome, ReversePath};
+use postrider::{Address, Envelope, Outcome, ReversePath};
 use sink::Sink;
-
-async fn engine(spool: Arc<dyn Spool>, port: u16) -> Engine {
-    let hostname = Domain::parse("bench.postrider.test").unwrap();
-    let (router, _) = Mailertable::builder()
-        .smart_host(format!("[127.0.0.1]:{port}").parse().unwrap())
-        .hostname(hostname.clone())
-        .build()
-        .unwrap();
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
-    Engine::builder()
-        .hostname(hostname)
-        .spool(spool)
-        .router(Arc::new(router))
-        .transport(Arc::new(transport))
-        .start()
-        .await
-        .unwrap()
-}
+use smart_host::engine;
 
 fn percentiles(mut v: Vec<Duration>) -> String {
     v.sort();

@@ -13,43 +13,21 @@
 mod postgres;
 #[path = "../tests/support/sink.rs"]
 mod sink;
+#[path = "support/smart_host.rs"]
+mod smart_host;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use postrider::engine::Engine;
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
 use postrider::spool::pg::{PgSpool, PgSpoolConfig};
 use postrider::spool::{FsSpool, Spool};
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Domain, Envelope, ReversePath};
+use postrider::{Address, Envelope, ReversePath};
 use sink::Sink;
+use smart_host::engine;
 
 const SUBMITTERS: usize = 64;
-
-async fn engine(spool: Arc<dyn Spool>, port: u16) -> Engine {
-    let hostname = Domain::parse("bench.postrider.test").unwrap();
-    let (router, _) = Mailertable::builder()
-        .smart_host(format!("[127.0.0.1]:{port}").parse().unwrap())
-        .hostname(hostname.clone())
-        .build()
-        .unwrap();
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
-    Engine::builder()
-        .hostname(hostname)
-        .spool(spool)
-        .router(Arc::new(router))
-        .transport(Arc::new(transport))
-        .start()
-        .await
-        .unwrap()
-}
 
 fn own_cpu() -> f64 {
     // SAFETY: an all-zero rusage is a valid out-parameter, filled by the call.
