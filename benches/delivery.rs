@@ -12,6 +12,8 @@
 //! fsync is free), and `MemorySpool`, to tell the spool's cost from the delivery's.
 //! Figures: `benches/README.md`, section "Delivery".
 
+#[path = "support/engine.rs"]
+mod engine;
 #[path = "../tests/support/sink.rs"]
 mod sink;
 
@@ -21,12 +23,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use postrider::engine::{Engine, Limits};
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
+use engine::to_smart_host;
+use postrider::engine::Engine;
 use postrider::spool::{FsSpool, MemorySpool, Spool};
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Domain, Envelope, ReversePath};
+use postrider::{Address, Envelope, ReversePath};
 use sink::Sink;
 
 /// Concurrent submitters: as many as smtp-source's `-s 20` in the Postfix comparison (and
@@ -76,31 +76,6 @@ fn envelope() -> Envelope {
         ReversePath::parse("bench@example.test").unwrap(),
         [Address::parse("rcpt@example.org").unwrap()],
     )
-}
-
-async fn engine(spool: Arc<dyn Spool>, sink_port: u16) -> Engine {
-    let hostname = Domain::parse("bench.postrider.test").unwrap();
-    let (router, warnings) = Mailertable::builder()
-        .smart_host(format!("[127.0.0.1]:{sink_port}").parse().unwrap())
-        .hostname(hostname.clone())
-        .build()
-        .unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
-    // The defaults: idle sessions kept for the next batch.
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
-    Engine::builder()
-        .hostname(hostname)
-        .spool(spool)
-        .router(Arc::new(router))
-        .transport(Arc::new(transport))
-        .limits(Limits::default())
-        .start()
-        .await
-        .unwrap()
 }
 
 /// Submits `n` messages from `SUBMITTERS` tasks; returns when the sink has counted them all.
@@ -163,8 +138,14 @@ fn delivery(c: &mut Criterion) {
     let fs_spool: Arc<dyn Spool> = Arc::new(FsSpool::open(spool_dir.path()).unwrap());
     let memory: Arc<dyn Spool> = Arc::new(MemorySpool::new());
     let engines = [
-        ("fs_spool", rt.block_on(engine(fs_spool, sink.port()))),
-        ("memory_spool", rt.block_on(engine(memory, sink.port()))),
+        (
+            "fs_spool",
+            rt.block_on(to_smart_host(fs_spool, sink.port())),
+        ),
+        (
+            "memory_spool",
+            rt.block_on(to_smart_host(memory, sink.port())),
+        ),
     ];
 
     let mut group = c.benchmark_group("submit_to_smtp_sink");

@@ -7,6 +7,8 @@
 //! (`Limits::max_deliveries_per_hop`, 20 by default) is what bounds the connections.
 //! Figures: `benches/README.md`, "Engine at scale".
 
+#[path = "support/engine.rs"]
+mod engine;
 #[path = "../tests/support/sink.rs"]
 mod sink;
 
@@ -15,11 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use postrider::engine::{Engine, Limits};
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
+use postrider::route::Mailertable;
 use postrider::spool::{FsSpool, Spool};
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Domain, Envelope, Outcome, ReversePath};
+use postrider::{Address, Envelope, Outcome, ReversePath};
 use sink::Sink;
 
 const HOPS: usize = 5;
@@ -118,17 +118,7 @@ fn main() {
     let table: String = (0..DOMAINS)
         .map(|d| format!("d{d}.example esmtp:[127.0.0.1]:{}\n", ports[d % HOPS]))
         .collect();
-    let hostname = Domain::parse("bench.postrider.test").unwrap();
-    let (router, _) = Mailertable::builder()
-        .mailertable_text("mailertable", table)
-        .hostname(hostname.clone())
-        .build()
-        .unwrap();
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
+    let builder = engine::builder(Mailertable::builder().mailertable_text("mailertable", table));
     let base = std::env::var_os("POSTRIDER_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
@@ -141,15 +131,7 @@ fn main() {
     let limits = Limits::default();
     let per_hop = limits.max_deliveries_per_hop;
     let engine = rt
-        .block_on(
-            Engine::builder()
-                .hostname(hostname)
-                .spool(spool)
-                .router(Arc::new(router))
-                .transport(Arc::new(transport))
-                .limits(limits)
-                .start(),
-        )
+        .block_on(builder.spool(spool).limits(limits).start())
         .unwrap();
     let mut singles = Vec::new();
     let mut most_single = 0;

@@ -8,21 +8,21 @@
 //! `POSTRIDER_BENCH_DIR` (else cargo's `target/tmp`). Figures: `benches/README.md`,
 //! "Engine at scale".
 
+#[path = "support/engine.rs"]
+mod engine;
 #[path = "../tests/support/sink.rs"]
 mod sink;
-#[path = "support/smart_host.rs"]
-mod smart_host;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::to_smart_host;
 use postrider::engine::Engine;
 use postrider::spool::{FsSpool, MemorySpool, Spool};
 use postrider::{Address, Envelope, Outcome, ReversePath};
 use sink::Sink;
-use smart_host::engine;
 
 fn percentiles(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -106,10 +106,10 @@ fn main() {
     std::fs::create_dir_all(&raw_dir).unwrap();
     let raw = raw_durable(&raw_dir, samples.min(500));
     let fs: Arc<dyn Spool> = Arc::new(FsSpool::open(dir.path().join("spool")).unwrap());
-    let fs_engine = rt.block_on(engine(fs, sink.port()));
+    let fs_engine = rt.block_on(to_smart_host(fs, sink.port()));
     let fs_lat = rt.block_on(one_at_a_time(&fs_engine, samples));
     rt.block_on(fs_engine.shutdown());
-    let mem_engine = rt.block_on(engine(Arc::new(MemorySpool::new()), sink.port()));
+    let mem_engine = rt.block_on(to_smart_host(Arc::new(MemorySpool::new()), sink.port()));
     let mem_lat = rt.block_on(one_at_a_time(&mem_engine, samples));
     rt.block_on(mem_engine.shutdown());
     eprintln!("idle latency, submit -> 250 at smtp-sink, {samples} messages one at a time:");

@@ -15,6 +15,8 @@
 
 #[path = "support/dead_queue.rs"]
 mod dead_queue;
+#[path = "support/engine.rs"]
+mod engine;
 #[path = "support/heap.rs"]
 mod heap;
 
@@ -24,12 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heap::{live, peak, reset_peak, rss};
-use postrider::engine::Engine;
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
+use postrider::route::Mailertable;
 use postrider::spool::{CommitMode, FsSpool, FsSpoolOptions, Spool};
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Domain, Envelope, ReversePath};
+use postrider::{Address, Envelope, ReversePath};
 
 /// CPU time (user + system) this process has used, all threads.
 fn cpu() -> Duration {
@@ -216,33 +215,15 @@ fn main() {
     }
 
     // Engine start-up: scan and index, nothing due (every message deferred for an hour).
-    let hostname = Domain::parse("bench.postrider.test").unwrap();
-    let (router, _) = Mailertable::builder()
-        .smart_host("[127.0.0.1]:1".parse().unwrap())
-        .hostname(hostname.clone())
-        .build()
-        .unwrap();
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
+    let builder =
+        engine::builder(Mailertable::builder().smart_host("[127.0.0.1]:1".parse().unwrap()));
     if let Some(fs) = &loop_fs {
         fs.remount();
     }
     let (heap0, rss0, cpu0) = (live(), rss(), cpu());
     let start = Instant::now();
     let spool: Arc<dyn Spool> = Arc::new(FsSpool::open_with(&root, options).unwrap());
-    let engine = rt
-        .block_on(
-            Engine::builder()
-                .hostname(hostname)
-                .spool(spool)
-                .router(Arc::new(router))
-                .transport(Arc::new(transport))
-                .start(),
-        )
-        .unwrap();
+    let engine = rt.block_on(builder.spool(spool).start()).unwrap();
     let (took, cpu1) = (start.elapsed(), cpu() - cpu0);
     // Let the scheduler take in what start() handed it.
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });

@@ -18,6 +18,8 @@
 
 #[path = "support/dead_queue.rs"]
 mod dead_queue;
+#[path = "support/engine.rs"]
+mod engine;
 #[path = "support/heap.rs"]
 mod heap;
 #[path = "../tests/support/sink.rs"]
@@ -31,11 +33,9 @@ use bytes::Bytes;
 use heap::{live, peak, reset_peak, rss};
 use postrider::engine::mailq::Mailq;
 use postrider::engine::{Engine, FlushFilter};
-use postrider::resolve::StaticResolver;
-use postrider::route::{Mailertable, PolicyTable};
+use postrider::route::Mailertable;
 use postrider::spool::{FsSpool, Spool};
-use postrider::transport::esmtp::{EsmtpConfig, EsmtpTransport};
-use postrider::{Address, Domain, Envelope, ReversePath};
+use postrider::{Address, Envelope, ReversePath};
 use sink::Sink;
 
 const DOMAINS: u64 = 10;
@@ -48,26 +48,12 @@ fn envelope(i: u64) -> Envelope {
 }
 
 async fn start_engine(spool: Arc<dyn Spool>, port: u16) -> Engine {
-    let hostname = Domain::parse("bench.postrider.test").unwrap();
     let table: String = (0..DOMAINS)
         .map(|d| format!("hop{d}.example esmtp:[127.0.0.1]:{port}\n"))
         .collect::<String>()
         + &format!("fresh.example esmtp:[127.0.0.1]:{port}\n");
-    let (router, _) = Mailertable::builder()
-        .mailertable_text("mailertable", table)
-        .hostname(hostname.clone())
-        .build()
-        .unwrap();
-    let transport = EsmtpTransport::new(
-        EsmtpConfig::new(hostname.clone()),
-        Arc::new(StaticResolver::new()),
-        Arc::new(PolicyTable::new()),
-    );
-    Engine::builder()
-        .hostname(hostname)
+    engine::builder(Mailertable::builder().mailertable_text("mailertable", table))
         .spool(spool)
-        .router(Arc::new(router))
-        .transport(Arc::new(transport))
         .start()
         .await
         .unwrap()

@@ -9,23 +9,23 @@
 //!
 //! Needs Debian's `postgresql` and `postfix`. Figures: `benches/README.md`, "Engine at scale".
 
+#[path = "support/engine.rs"]
+mod engine;
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
 #[path = "../tests/support/sink.rs"]
 mod sink;
-#[path = "support/smart_host.rs"]
-mod smart_host;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use engine::to_smart_host;
 use postrider::engine::Engine;
 use postrider::spool::pg::{PgSpool, PgSpoolConfig};
 use postrider::spool::{FsSpool, Spool};
 use postrider::{Address, Envelope, ReversePath};
 use sink::Sink;
-use smart_host::engine;
 
 const SUBMITTERS: usize = 64;
 
@@ -121,7 +121,7 @@ fn main() {
                     .unwrap();
                 let spool: Arc<dyn Spool> =
                     Arc::new(rt.block_on(PgSpool::connect(&config)).unwrap());
-                rt.block_on(engine(spool, sink.port()))
+                rt.block_on(to_smart_host(spool, sink.port()))
             })
             .collect();
         // Warm up the pools and the sink sessions.
@@ -143,7 +143,7 @@ fn main() {
         .tempdir_in(&base)
         .unwrap();
     let fs: Arc<dyn Spool> = Arc::new(FsSpool::open(dir.path()).unwrap());
-    let engines = vec![rt.block_on(engine(fs, sink.port()))];
+    let engines = vec![rt.block_on(to_smart_host(fs, sink.port()))];
     rt.block_on(run(&engines, &sink, 200));
     let ours = own_cpu();
     let times = rt.block_on(run(&engines, &sink, n));
