@@ -177,9 +177,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone (or the runtime that ran the delayed flush): make the last
         // removals durable now rather than leave them to the kernel's writeback.
-        if self.removals.any_pending()
-            && let Err(e) = self.sync_names()
-        {
+        if let Err(e) = self.sync_removals() {
             tracing::warn!(spool = %self.layout.root.display(), error = %e,
                 "could not make the last removals durable");
         }
