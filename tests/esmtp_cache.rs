@@ -1,15 +1,17 @@
 //! EsmtpTransport's connection cache (`EsmtpConfig::connection_cache`) against Postfix's
 //! smtp-sink: sessions carried over from one `deliver` call to the next, closed with QUIT when
-//! idle, and never reused once the server has hung up.
+//! idle, never reused once the server has hung up, and counted against the per-hop connection
+//! limit (against a scripted peer, which counts the connections open at once).
 
 mod support;
 use support::esmtp;
 use support::sink;
+use support::smtp_peer::{Script, ScriptedPeer};
 
 use std::time::Duration;
 
 use esmtp::*;
-use postrider::Outcome;
+use postrider::{Mailer, Outcome, Route};
 use sink::Sink;
 
 const IDLE: Duration = Duration::from_millis(300);
@@ -164,4 +166,56 @@ async fn a_policy_replaced_from_a_plain_thread_closes_parked_sessions_without_a_
     // The next call opens a new session.
     assert_delivered(&t.deliver_all(&route, std::slice::from_ref(&m)).await);
     assert_eq!(sink.wait_for(2, 1, LIMIT).await.messages, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn parked_sessions_count_against_the_connection_limit_of_their_hop() {
+    // Each of the first two holds its connection a minute before taking the message, so the
+    // two deliveries overlap; every session ends with QUIT.
+    let slow = || {
+        Script::greet("relay.test", &[])
+            .sleep(Duration::from_secs(60))
+            .accept_one(1)
+            .quit()
+    };
+    let quick = Script::greet("relay.test", &[]).accept_one(1).quit();
+    let peer = ScriptedPeer::start(vec![slow(), slow(), quick]).await;
+    let hour = Duration::from_secs(3600);
+    let mut c = config();
+    c.max_connections_per_hop = 2;
+    c.connection_cache = Some(hour);
+    let t = transport(
+        c,
+        postrider::resolve::StaticResolver::new(),
+        postrider::route::PolicyTable::new(),
+    );
+    let esmtp = literal_route(peer.port());
+    let (a, b) = (
+        message(&["a@example.org"], &body("a")),
+        message(&["b@example.org"], &body("b")),
+    );
+    let (ra, rb) = tokio::join!(
+        t.deliver_all(&esmtp, std::slice::from_ref(&a)),
+        t.deliver_all(&esmtp, std::slice::from_ref(&b))
+    );
+    assert_delivered(&ra);
+    assert_delivered(&rb);
+    // Both sessions are parked and fill the hop. A delivery over another mailer cannot reuse
+    // them: it closes one and takes its place, instead of opening a third connection or
+    // waiting the hour for the reaper.
+    let started = tokio::time::Instant::now();
+    let relay = Route::Relay {
+        mailer: Mailer::Relay,
+        hops: vec![literal_hop(peer.port())],
+    };
+    let m = message(&["c@example.org"], &body("c"));
+    assert_delivered(&t.deliver_all(&relay, std::slice::from_ref(&m)).await);
+    assert!(started.elapsed() < hour, "waited for an idle session");
+    assert_eq!(peer.max_concurrent(), 2, "connections open at once");
+    drop(t);
+    let logs = peer.finish().await;
+    assert_eq!(logs.len(), 3);
+    for log in &logs {
+        assert_eq!(log.error, None, "{log:?}");
+    }
 }

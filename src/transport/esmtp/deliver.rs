@@ -10,6 +10,7 @@
 
 use super::classify;
 use super::connect;
+use super::pool::Grant;
 use super::preflight::{self, Gate};
 use super::probe::{CertificateProbe, TlsProbe};
 use super::session::{Peer, Session};
@@ -285,7 +286,6 @@ async fn relay(
         }
         let (generation, table) = t.policy_in_use();
         let policy = table.lookup(hop);
-        let _slot = t.limits.acquire(&hop.to_string()).await;
         let mx_of = match (&hop.host, hop.mx) {
             (Host::Name(domain), true) => Some(domain),
             _ => None,
@@ -319,25 +319,39 @@ async fn relay(
             Published::Apply => format!("{mailer}:{hop}#{generation}"),
             Published::Ignore => format!("{mailer}:{hop}#{generation}#tls-required-no"),
         };
-        let cached = t.cache.as_ref().and_then(|cache| cache.take(&key));
-        if t.cache.is_some() {
-            crate::metrics::connection_cache(cached.is_some());
+        let hop_name = hop.to_string();
+        let grant = t.pool.acquire(&hop_name, Some(&key)).await;
+        if t.pool.caches() {
+            crate::metrics::connection_cache(matches!(grant, Grant::Reuse(..)));
         }
-        if let Some(mut session) = cached {
-            match run_jobs(t, &mut session, b, spf_hop).await {
-                Ok(clean) => {
-                    finish(t, &key, session, clean && !b.stopped).await;
-                    if !b.take_refused(&mut failures) {
-                        return;
+        // The place under the hop's connection limit for the next connection opened, while
+        // this call holds one.
+        let mut place = match grant {
+            Grant::Fresh(slot) => Some(slot),
+            Grant::Reuse(mut session, slot) => {
+                let place = match run_jobs(t, &mut session, b, spf_hop).await {
+                    Ok(clean) => {
+                        t.pool
+                            .finish(&key, session, slot, clean && !b.stopped)
+                            .await;
+                        if !b.take_refused(&mut failures) {
+                            return;
+                        }
+                        None
                     }
+                    Err(d) => {
+                        failures.record(d, Some(session.peer.remote()));
+                        drop(session);
+                        Some(slot)
+                    }
+                };
+                b.take_refused(&mut failures);
+                if !b.pending() {
+                    return;
                 }
-                Err(d) => failures.record(d, Some(session.peer.remote())),
+                place
             }
-            b.take_refused(&mut failures);
-            if !b.pending() {
-                return;
-            }
-        }
+        };
         let candidates = match connect::candidates(hop, &*t.resolver).await {
             Ok(c) => c,
             Err(d) => {
@@ -441,6 +455,10 @@ async fn relay(
                 if !b.pending() {
                     return;
                 }
+                let slot = match place.take() {
+                    Some(slot) => slot,
+                    None => t.pool.place(&hop_name).await,
+                };
                 let peer = Peer {
                     name: candidate.name.clone(),
                     addr,
@@ -458,7 +476,10 @@ async fn relay(
                     _ => f,
                 });
                 match opened {
-                    Err(SetupFailure::Next(d)) => failures.record(d, Some(peer.remote())),
+                    Err(SetupFailure::Next(d)) => {
+                        failures.record(d, Some(peer.remote()));
+                        place = Some(slot);
+                    }
                     Err(SetupFailure::EndHop(d)) => {
                         failures.record(d, Some(peer.remote()));
                         continue 'hops;
@@ -470,12 +491,18 @@ async fn relay(
                     Ok(mut session) => {
                         match run_jobs(t, &mut session, b, spf_hop).await {
                             Ok(clean) => {
-                                finish(t, &key, session, clean && !b.stopped).await;
+                                t.pool
+                                    .finish(&key, session, slot, clean && !b.stopped)
+                                    .await;
                                 if !b.take_refused(&mut failures) {
                                     return;
                                 }
                             }
-                            Err(d) => failures.record(d, Some(peer.remote())),
+                            Err(d) => {
+                                failures.record(d, Some(peer.remote()));
+                                drop(session);
+                                place = Some(slot);
+                            }
                         }
                         b.take_refused(&mut failures);
                     }
@@ -486,15 +513,6 @@ async fn relay(
     if b.pending() {
         let (outcome, remote) = failures.verdict();
         b.settle_all(outcome, remote);
-    }
-}
-
-/// Ends a session whose messages are all settled: parks it for the next call when the
-/// transport keeps sessions and no transaction is open, else QUITs it.
-async fn finish(t: &EsmtpTransport, key: &str, session: Session, clean: bool) {
-    match &t.cache {
-        Some(cache) if clean => cache.park(key, session).await,
-        _ => session.quit().await,
     }
 }
 

@@ -34,7 +34,6 @@
 //! [`TRANSCRIPT_TARGET`] (`postrider::smtp`), with AUTH secrets redacted.
 
 mod auth;
-mod cache;
 mod classify;
 mod command;
 mod connect;
@@ -42,8 +41,8 @@ mod data;
 mod deliver;
 mod ehlo;
 mod identity;
-mod limits;
 mod oauth;
+mod pool;
 mod preflight;
 mod probe;
 mod reply;
@@ -111,7 +110,9 @@ pub struct EsmtpConfig {
     pub hostname: Domain,
     /// Per-phase time limits.
     pub timeouts: Timeouts,
-    /// Connections open at once to one next hop, across all `deliver` calls (at least 1).
+    /// Connections open at once to one next hop, across all `deliver` calls (at least 1),
+    /// counting the idle sessions of the connection cache: a delivery that finds the hop full
+    /// closes a parked session of another kind rather than wait behind it.
     pub max_connections_per_hop: usize,
     /// Addresses of this machine: an MX host with one of them ends the MX list (RFC 5321 §5.1)
     /// or, if it is the best MX, fails with 5.3.5.
@@ -253,8 +254,8 @@ pub struct EsmtpTransport {
     /// delivery takes both once (see [`EsmtpTransport::policy_in_use`]).
     policy: RwLock<(u64, Arc<PolicyTable>)>,
     tls: tls::TlsClient,
-    limits: limits::HopLimits,
-    cache: Option<cache::SessionCache>,
+    /// Open and parked connections per next hop, under `max_connections_per_hop`.
+    pool: pool::Pool<session::Session>,
     /// The OAuth2 token sources the policy names, kept across policy swaps so their caches
     /// live on.
     tokens: Tokens,
@@ -271,8 +272,7 @@ impl EsmtpTransport {
         EsmtpTransport {
             tls: tls::TlsClient::new(config.tls_roots.clone()),
             tokens: Tokens::new(config.tls_roots.clone()),
-            limits: limits::HopLimits::new(config.max_connections_per_hop),
-            cache: config.connection_cache.map(cache::SessionCache::new),
+            pool: pool::Pool::new(config.max_connections_per_hop, config.connection_cache),
             config,
             resolver,
             policy: RwLock::new((0, policy)),
@@ -306,9 +306,7 @@ impl EsmtpTransport {
             let mut in_use = self.policy.write().unwrap_or_else(PoisonError::into_inner);
             *in_use = (in_use.0 + 1, policy);
         }
-        if let Some(cache) = &self.cache {
-            cache.clear();
-        }
+        self.pool.clear();
         tracing::info!("TLS and credentials policy replaced");
     }
 
