@@ -244,7 +244,7 @@ pub struct QueueSection {
     pub max_deliveries: usize,
     /// Connections open at once to one next hop (Postfix's
     /// `default_destination_concurrency_limit`): the engine's per-route limit and the SMTP
-    /// client's per-host limit.
+    /// client's per-host limit, which counts the idle sessions it keeps for reuse too.
     pub destination_concurrency: usize,
     /// Messages carried by one connection per batch at most.
     pub max_batch_messages: usize,
