@@ -178,18 +178,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until the process listens on `port` (looking at /proc/net/tcp, so no probe session).
+/// Waits until the process listens on `port` (see `sink::listening`).
 pub fn wait_listening(port: u16, child: &mut Child) -> bool {
-    let local = format!("0100007F:{port:04X}");
     for _ in 0..500 {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        if table.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == local && f[3] == "0A"
-        }) {
+        if super::sink::listening::listens(child.id(), std::net::Ipv4Addr::LOCALHOST, port) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));

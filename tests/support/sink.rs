@@ -13,6 +13,11 @@ use tokio::process::{Child, Command};
 
 pub const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 
+// By path, so the benches that include this file get it too; the relay support uses it from
+// here.
+#[path = "listening.rs"]
+pub mod listening;
+
 /// smtp-sink's running counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -169,21 +174,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until smtp-sink listens. It looks in /proc/net/tcp rather than connecting, so no
-/// probe session shows in the counters.
+/// Waits until smtp-sink listens (see `listening`).
 async fn wait_listening(ip: std::net::Ipv4Addr, port: u16, child: &mut Child) -> bool {
-    // /proc/net/tcp writes the address as a little-endian hex word.
-    let local = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
     for _ in 0..250 {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        let listening = table.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == local && f[3] == "0A"
-        });
-        if listening {
+        if let Some(pid) = child.id()
+            && listening::listens(pid, ip, port)
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
