@@ -422,6 +422,7 @@ mod tests {
     struct Conn {
         open: Arc<Counter>,
         alive: bool,
+        age: Duration,
         quit_takes: Duration,
     }
 
@@ -439,6 +440,7 @@ mod tests {
             Conn {
                 open: self.clone(),
                 alive: true,
+                age: Duration::ZERO,
                 quit_takes: Duration::from_millis(5),
             }
         }
@@ -464,7 +466,7 @@ mod tests {
             self.alive
         }
         fn age(&self) -> Duration {
-            Duration::ZERO
+            self.age
         }
         async fn quit(self) {
             tokio::time::sleep(self.quit_takes).await;
@@ -581,6 +583,44 @@ mod tests {
         assert_eq!((counter.now(), counter.quits()), (0, 1));
         assert!(matches!(
             poll_once(other.as_mut()).await,
+            Some(Grant::Fresh(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_left_unclean_is_closed_and_a_waiter_gets_only_its_place() {
+        let pool = Pool::new(1, Some(IDLE));
+        let counter = Arc::new(Counter::default());
+        let Grant::Fresh(slot) = pool.acquire(HOP, Some("k")).await else {
+            panic!("nothing was parked")
+        };
+        let conn = counter.connect();
+        let waiter = pool.acquire(HOP, Some("k"));
+        tokio::pin!(waiter);
+        assert!(poll_once(waiter.as_mut()).await.is_none());
+        // A transaction was left open: the session must not carry another message.
+        pool.finish("k", conn, slot, false).await;
+        assert_eq!((counter.now(), counter.quits()), (0, 1));
+        assert!(matches!(
+            poll_once(waiter.as_mut()).await,
+            Some(Grant::Fresh(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_past_its_age_limit_is_closed_rather_than_parked() {
+        let pool = Pool::new(1, Some(IDLE));
+        let counter = Arc::new(Counter::default());
+        let Grant::Fresh(slot) = pool.acquire(HOP, Some("k")).await else {
+            panic!("nothing was parked")
+        };
+        let mut conn = counter.connect();
+        conn.age = MAX_SESSION_AGE;
+        pool.finish("k", conn, slot, true).await;
+        assert_eq!((counter.now(), counter.quits()), (0, 1));
+        // Its place is free again.
+        assert!(matches!(
+            poll_once(Box::pin(pool.acquire(HOP, Some("k")))).await,
             Some(Grant::Fresh(_))
         ));
     }
