@@ -10,7 +10,7 @@
 
 use super::classify;
 use super::connect;
-use super::pool::Grant;
+use super::pool::{Grant, Slot};
 use super::preflight::{self, Gate};
 use super::probe::{CertificateProbe, TlsProbe};
 use super::session::{Peer, Session};
@@ -328,28 +328,12 @@ async fn relay(
         // this call holds one.
         let mut place = match grant {
             Grant::Fresh(slot) => Some(slot),
-            Grant::Reuse(mut session, slot) => {
-                let place = match run_jobs(t, &mut session, b, spf_hop).await {
-                    Ok(clean) => {
-                        t.pool
-                            .finish(&key, session, slot, clean && !b.stopped)
-                            .await;
-                        if !b.take_refused(&mut failures) {
-                            return;
-                        }
-                        None
-                    }
-                    Err(d) => {
-                        failures.record(d, Some(session.peer.remote()));
-                        drop(session);
-                        Some(slot)
-                    }
-                };
-                b.take_refused(&mut failures);
-                if !b.pending() {
-                    return;
+            Grant::Reuse(session, slot) => {
+                match carry(t, &key, session, slot, b, spf_hop, &mut failures).await {
+                    Carried::AllSettled => return,
+                    Carried::Ended => None,
+                    Carried::Broke(slot) => Some(slot),
                 }
-                place
             }
         };
         let candidates = match connect::candidates(hop, &*t.resolver).await {
@@ -488,23 +472,12 @@ async fn relay(
                         b.settle_all(classify::outcome(d), Some(peer.remote()));
                         return;
                     }
-                    Ok(mut session) => {
-                        match run_jobs(t, &mut session, b, spf_hop).await {
-                            Ok(clean) => {
-                                t.pool
-                                    .finish(&key, session, slot, clean && !b.stopped)
-                                    .await;
-                                if !b.take_refused(&mut failures) {
-                                    return;
-                                }
-                            }
-                            Err(d) => {
-                                failures.record(d, Some(peer.remote()));
-                                drop(session);
-                                place = Some(slot);
-                            }
+                    Ok(session) => {
+                        match carry(t, &key, session, slot, b, spf_hop, &mut failures).await {
+                            Carried::AllSettled => return,
+                            Carried::Ended => {}
+                            Carried::Broke(slot) => place = Some(slot),
                         }
-                        b.take_refused(&mut failures);
                     }
                 }
             }
@@ -513,6 +486,46 @@ async fn relay(
     if b.pending() {
         let (outcome, remote) = failures.verdict();
         b.settle_all(outcome, remote);
+    }
+}
+
+/// What became of a session that carried a batch's pending messages.
+enum Carried {
+    /// Every recipient is settled: the call is over.
+    AllSettled,
+    /// The session went back to the pool (parked, handed on or QUIT); the recipients it
+    /// refused are pending, for the next host.
+    Ended,
+    /// The session broke, its failure recorded; its place is kept for the next connection.
+    Broke(Slot<Session>),
+}
+
+/// Carries the batch's pending messages over `session`, then ends its use of it.
+async fn carry(
+    t: &EsmtpTransport,
+    key: &str,
+    mut session: Session,
+    slot: Slot<Session>,
+    b: &mut Batch<'_>,
+    spf_hop: Option<(&SpfConfig, &NextHop)>,
+    failures: &mut Failures,
+) -> Carried {
+    let carried = match run_jobs(t, &mut session, b, spf_hop).await {
+        Ok(clean) => {
+            t.pool.finish(key, session, slot, clean && !b.stopped).await;
+            Carried::Ended
+        }
+        Err(d) => {
+            failures.record(d, Some(session.peer.remote()));
+            // Closed before its place serves another connection.
+            drop(session);
+            Carried::Broke(slot)
+        }
+    };
+    if b.take_refused(failures) {
+        carried
+    } else {
+        Carried::AllSettled
     }
 }
 
