@@ -1,7 +1,7 @@
 //! Feeds bytes to every parser of what the spool reads from disk: the format-1 record (still
-//! read to convert old spools), the format-2 message file (header, envelope, state slots) and
-//! the state codec; checks that whatever they accept survives its own writer unchanged and
-//! keeps the core types' invariants.
+//! read to convert old spools), the message file of formats 2 and 3 (header, envelope, state
+//! slots, the body checksum) and the state codec; checks that whatever they accept survives
+//! its own writer unchanged and keeps the core types' invariants.
 //!
 //! Arbitrary bytes rarely make a whole valid record, so the first input byte picks a mode:
 //! the input is a format-1 record, or replaces one field's value in a valid format-1 template
@@ -120,9 +120,9 @@ fn message_file() -> Vec<u8> {
         ],
     );
     let arrival = UNIX_EPOCH + Duration::from_secs(1_795_321_500);
-    let body = b"Subject: hi\r\n\r\nhello\r\n";
+    let body = TEMPLATE_BODY;
     let mut state = MessageState::new(&envelope, body.len() as u64, arrival);
-    let mut bytes = format::render(&id, &envelope, &state).expect("invariant: renders");
+    let mut bytes = format::render(&id, &envelope, &state, body).expect("invariant: renders");
     bytes.extend_from_slice(body);
     state.attempts = 1;
     state.recipients[0].status = RecipientStatus::Delivered;
@@ -132,6 +132,9 @@ fn message_file() -> Vec<u8> {
     bytes[at..at + w.bytes.len()].copy_from_slice(&w.bytes);
     bytes
 }
+
+/// The body of [`message_file`].
+const TEMPLATE_BODY: &[u8] = b"Subject: hi\r\n\r\nhello\r\n";
 
 /// What a message file's parser accepts is consistent, and a further save of its state reads
 /// back as that state (as shortened to fit), in the slot after the newest.
@@ -147,6 +150,14 @@ fn check_message_file(bytes: &[u8]) {
     assert_eq!(meta.state.recipients.len(), meta.header.recipients as usize);
     assert_eq!(meta.state.size, meta.header.body_len);
     assert!(meta.slot < 2 && meta.seq > 0);
+    // The body's check is total too; where the checksum is the template body's, a body that
+    // passes it is the template body (a splice into the body must fail).
+    if let Some(body) = bytes.get(meta.header.body_offset() as usize..) {
+        let checked = format::check_body(&meta.header, body);
+        if meta.header.body_crc == Some(crc32fast::hash(TEMPLATE_BODY)) && checked.is_ok() {
+            assert_eq!(body, TEMPLATE_BODY);
+        }
+    }
     let Ok(w) = format::next_slot_write(&meta.header, Some((meta.slot, meta.seq)), &meta.state)
     else {
         panic!("a state read from a file can be saved back into it");

@@ -1,19 +1,26 @@
-//! The message file of spool format 2: one file per message holding its envelope, its
+//! The message file of spool formats 2 and 3: one file per message holding its envelope, its
 //! delivery state and its body, so that an insert makes one file durable instead of two, and a
 //! state change rewrites a few octets in place instead of writing and renaming a new record.
 //!
 //! ```text
 //! offset    what
 //! 0         header, HEADER_LEN (64) octets, little-endian:
-//!             0 "PRSPOOL\n"   8 u32 format version (2)   12 u32 header length (64)
+//!             0 "PRSPOOL\n"   8 u32 format version (3)   12 u32 header length (64)
 //!            16 queue id (16 ASCII characters)
 //!            32 u32 envelope length E   36 u32 CRC-32 of the envelope
 //!            40 u32 recipient count     44 u32 slot length S (a multiple of 512)
-//!            48 u64 body length B       56 u32 reserved (0)   60 u32 CRC-32 of octets 0..60
+//!            48 u64 body length B       56 u32 CRC-32 of the body (format 2: 0, unused)
+//!            60 u32 CRC-32 of octets 0..60
 //! 64        the envelope as one line of JSON (E octets), then zeros up to a multiple of 512
 //! P         state slot 0 (S octets), then state slot 1 (S octets): see [`super::slot`]
 //! P + 2S    the body (B octets); the file ends there
 //! ```
+//!
+//! Format 3 differs from format 2 only in the body's checksum, and that is what lets an insert
+//! name its file before the file is durable (see [`super::fs`]): after a power loss, a file
+//! whose data never reached the disk fails a checksum (header, envelope, id, slots or body)
+//! instead of passing for a message. Format 2 files were durable before they were named, so
+//! their body needs no checksum; they are read as they are.
 //!
 //! The header and envelope never change after the insert; only the slots do, each save
 //! writing the slot that does not hold the newest state. The slots start on a 512-octet
@@ -33,7 +40,10 @@ use crate::queue_id::{QUEUE_ID_LEN, QueueId};
 pub const MAGIC: [u8; 8] = *b"PRSPOOL\n";
 /// The spool format this release writes (format 1 was the `qf`/`df` pair, see
 /// [`super::record`]).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format of this layout that this release reads: format 2, the same file without
+/// the body's checksum.
+pub const OLDEST_READABLE: u32 = 2;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// How much of an offending value an error quotes.
@@ -54,6 +64,8 @@ pub struct Header {
     pub slot_len: u32,
     /// Octets of body.
     pub body_len: u64,
+    /// CRC-32 of the body; `None` in a format-2 file.
+    pub body_crc: Option<u32>,
 }
 
 impl Header {
@@ -81,7 +93,11 @@ impl Header {
     fn render(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0..8].copy_from_slice(&MAGIC);
-        h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let version = match self.body_crc {
+            Some(_) => FORMAT_VERSION,
+            None => OLDEST_READABLE,
+        };
+        h[8..12].copy_from_slice(&version.to_le_bytes());
         h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         h[16..32].copy_from_slice(self.id.as_str().as_bytes());
         h[32..36].copy_from_slice(&self.envelope_len.to_le_bytes());
@@ -89,6 +105,7 @@ impl Header {
         h[40..44].copy_from_slice(&self.recipients.to_le_bytes());
         h[44..48].copy_from_slice(&self.slot_len.to_le_bytes());
         h[48..56].copy_from_slice(&self.body_len.to_le_bytes());
+        h[56..60].copy_from_slice(&self.body_crc.unwrap_or(0).to_le_bytes());
         let crc = crc32fast::hash(&h[..60]);
         h[60..64].copy_from_slice(&crc.to_le_bytes());
         h
@@ -125,8 +142,8 @@ pub enum FormatError {
     },
     /// A format this release does not know, e.g. written by a newer postrider.
     #[error(
-        "spool format {found} is not supported: this postrider reads format {FORMAT_VERSION} \
-         (was the spool written by a newer release?)"
+        "spool format {found} is not supported: this postrider reads formats \
+         {OLDEST_READABLE} to {FORMAT_VERSION} (was the spool written by a newer release?)"
     )]
     UnsupportedVersion {
         /// The version in the header.
@@ -151,6 +168,13 @@ pub enum FormatError {
     /// The envelope's checksum does not match.
     #[error("the envelope's checksum does not match (damage)")]
     EnvelopeChecksum,
+    /// The body's checksum does not match: the insert that wrote the file was cut short by a
+    /// power loss (its sender was never told the message was accepted), or the disk damaged it.
+    #[error(
+        "the body's checksum does not match (an insert cut short by a power loss, which was \
+         never acknowledged, or damage)"
+    )]
+    BodyChecksum,
     /// The envelope is not valid JSON or not a valid envelope.
     #[error("the envelope is invalid at column {column}: {detail}")]
     Envelope {
@@ -173,12 +197,13 @@ pub enum FormatError {
     TooManyRecipients(usize),
 }
 
-/// The metadata of a new message file (header, envelope, slot 0 holding `state` as sequence
-/// 1, slot 1 reserved), to be followed by the `state.size` octets of the body.
+/// The metadata of a new message file in the current format (header, envelope, slot 0
+/// holding `state` as sequence 1, slot 1 reserved), to be followed by `body`.
 pub fn render(
     id: &QueueId,
     envelope: &Envelope,
     state: &MessageState,
+    body: &[u8],
 ) -> Result<Vec<u8>, FormatError> {
     let n = envelope.recipients.len();
     let too_many = || FormatError::TooManyRecipients(n);
@@ -186,6 +211,13 @@ pub fn render(
         return Err(FormatError::Inconsistent(format!(
             "the envelope has {n} recipients but the state has {}",
             state.recipients.len()
+        )));
+    }
+    if state.size != body.len() as u64 {
+        return Err(FormatError::Inconsistent(format!(
+            "the body is {} octets but the state says {}",
+            body.len(),
+            state.size
         )));
     }
     let mut json = serde_json::to_vec(envelope)
@@ -199,6 +231,7 @@ pub fn render(
         recipients: u32::try_from(n).map_err(|_| too_many())?,
         slot_len,
         body_len: state.size,
+        body_crc: Some(crc32fast::hash(body)),
     };
     let (payload, _fit) = slot::encode_fitting(state, slot_len as usize - slot::SLOT_HEADER_LEN)
         .expect("invariant: slot_len leaves room for the smallest state");
@@ -269,6 +302,21 @@ pub fn check_state(header: &Header, state: &MessageState) -> Result<(), FormatEr
     Ok(())
 }
 
+/// Checks a body read back against its header: its length, and in format 3 its checksum.
+pub fn check_body(header: &Header, body: &[u8]) -> Result<(), FormatError> {
+    if body.len() as u64 != header.body_len {
+        return Err(FormatError::Truncated {
+            what: "body",
+            need: header.body_len,
+            have: body.len() as u64,
+        });
+    }
+    match header.body_crc {
+        Some(crc) if crc32fast::hash(body) != crc => Err(FormatError::BodyChecksum),
+        _ => Ok(()),
+    }
+}
+
 /// Reads the fixed header from the first octets of a file.
 pub fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
     if bytes.is_empty() {
@@ -288,19 +336,28 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
     let u32_at =
         |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("invariant: 4"));
     let version = u32_at(8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
         return Err(FormatError::UnsupportedVersion { found: version });
     }
     if crc32fast::hash(&bytes[..60]) != u32_at(60) {
         return Err(FormatError::HeaderChecksum);
     }
-    if u32_at(12) as usize != HEADER_LEN || u32_at(56) != 0 {
+    if u32_at(12) as usize != HEADER_LEN {
         return Err(FormatError::BadHeader(format!(
-            "header length {} and reserved field {} (expected {HEADER_LEN} and 0)",
-            u32_at(12),
-            u32_at(56)
+            "header length {} (expected {HEADER_LEN})",
+            u32_at(12)
         )));
     }
+    let body_crc = match version {
+        FORMAT_VERSION => Some(u32_at(56)),
+        _ if u32_at(56) == 0 => None,
+        _ => {
+            return Err(FormatError::BadHeader(format!(
+                "reserved field {} in a format-2 header (expected 0)",
+                u32_at(56)
+            )));
+        }
+    };
     let id_text = std::str::from_utf8(&bytes[16..16 + QUEUE_ID_LEN])
         .map_err(|_| FormatError::BadHeader("the queue id is not text".into()))?;
     let id = QueueId::parse(id_text).map_err(|e| FormatError::BadHeader(e.to_string()))?;
@@ -311,6 +368,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, FormatError> {
         recipients: u32_at(40),
         slot_len: u32_at(44),
         body_len: u64::from_le_bytes(bytes[48..56].try_into().expect("invariant: 8")),
+        body_crc,
     };
     let min_slot =
         slot::SLOT_HEADER_LEN as u64 + slot::min_payload_len(header.recipients as usize) as u64;
@@ -406,9 +464,23 @@ mod tests {
     fn file(body: &[u8]) -> (Vec<u8>, MessageState) {
         let arrival = UNIX_EPOCH + Duration::from_secs(1_795_321_500);
         let state = MessageState::new(&envelope(), body.len() as u64, arrival);
-        let mut bytes = render(&id(), &envelope(), &state).unwrap();
+        let mut bytes = render(&id(), &envelope(), &state, body).unwrap();
         bytes.extend_from_slice(body);
         (bytes, state)
+    }
+
+    /// The same file as an older release wrote it: format 2, no body checksum.
+    fn format_2(bytes: &[u8]) -> Vec<u8> {
+        let mut old = bytes.to_vec();
+        old[8..12].copy_from_slice(&2u32.to_le_bytes());
+        old[56..60].fill(0);
+        let crc = crc32fast::hash(&old[..60]);
+        old[60..64].copy_from_slice(&crc.to_le_bytes());
+        old
+    }
+
+    fn body_of<'a>(bytes: &'a [u8], header: &Header) -> &'a [u8] {
+        &bytes[header.body_offset() as usize..]
     }
 
     fn apply(bytes: &mut [u8], w: &SlotWrite) {
@@ -505,12 +577,11 @@ mod tests {
             parse_meta(b"{\n  \"version\": 1,"),
             Err(FormatError::NotAMessageFile { found }) if found.starts_with('{')
         ));
-        let mut v3 = bytes.clone();
-        v3[8] = 3;
-        assert_eq!(
-            parse_meta(&v3),
-            Err(FormatError::UnsupportedVersion { found: 3 })
-        );
+        let mut v4 = bytes.clone();
+        v4[8] = 4;
+        let err = parse_meta(&v4).unwrap_err();
+        assert_eq!(err, FormatError::UnsupportedVersion { found: 4 });
+        assert!(err.to_string().contains("formats 2 to 3"), "{err}");
         let mut flipped = bytes.clone();
         flipped[20] ^= 1;
         assert_eq!(parse_meta(&flipped), Err(FormatError::HeaderChecksum));
@@ -531,6 +602,54 @@ mod tests {
         assert!(matches!(err, FormatError::NoState { .. }));
         assert!(err.to_string().contains("checksum"), "{err}");
         assert!(err.to_string().contains("never written"), "{err}");
+    }
+
+    #[test]
+    fn a_new_file_carries_its_body_checksum_and_a_changed_body_fails_it() {
+        let (bytes, _) = file(b"voicemail.wav\r\n");
+        let header = parse_header(&bytes).unwrap();
+        assert_eq!(header.body_crc, Some(crc32fast::hash(b"voicemail.wav\r\n")));
+        assert_eq!(check_body(&header, body_of(&bytes, &header)), Ok(()));
+        let mut torn = bytes.clone();
+        let last = torn.len() - 1;
+        torn[last] = 0;
+        // The metadata still reads: only the body tells a torn insert from a whole one.
+        let meta = parse_meta(&torn).unwrap();
+        assert_eq!(
+            check_body(&meta.header, body_of(&torn, &meta.header)),
+            Err(FormatError::BodyChecksum)
+        );
+        assert!(matches!(
+            check_body(&header, &body_of(&bytes, &header)[1..]),
+            Err(FormatError::Truncated { what: "body", .. })
+        ));
+    }
+
+    #[test]
+    fn a_format_2_file_reads_without_a_body_checksum() {
+        let (bytes, state) = file(b"hello\r\n");
+        let old = format_2(&bytes);
+        let meta = parse_meta(&old).unwrap();
+        assert_eq!(meta.header.body_crc, None);
+        assert_eq!(meta.state, state);
+        assert_eq!(
+            check_body(&meta.header, body_of(&old, &meta.header)),
+            Ok(())
+        );
+        // A format-2 file with something in the reserved field is not one an older release
+        // wrote.
+        let mut odd = old.clone();
+        odd[56] = 1;
+        let crc = crc32fast::hash(&odd[..60]);
+        odd[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(parse_meta(&odd), Err(FormatError::BadHeader(_))));
+    }
+
+    #[test]
+    fn a_body_that_does_not_match_the_state_is_refused_at_render() {
+        let state = MessageState::new(&envelope(), 3, UNIX_EPOCH);
+        let err = render(&id(), &envelope(), &state, b"four").unwrap_err();
+        assert!(err.to_string().contains("the body is 4 octets"), "{err}");
     }
 
     proptest! {

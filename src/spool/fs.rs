@@ -1,14 +1,18 @@
 //! The durable filesystem spool.
 //!
-//! Each message is one file, `queue/ID` (format 2, see [`super::format`]): a header, the
+//! Each message is one file, `queue/ID` (format 3, see [`super::format`]): a header, the
 //! envelope, two state slots reserved at insert, and the body. The file's name in `queue/` is
-//! the commit point: a message exists when `queue/ID` does, and a file there is always
-//! complete and durable.
+//! the commit point: a message exists when `queue/ID` holds a file whose checksums match.
+//! Every process sees a file there whole; only a power loss during its insert (before the id
+//! was returned, so before anyone was told of the message) can leave one whose data never
+//! reached the disk, and its checksums tell it apart: empty, it is deleted; otherwise it is
+//! quarantined, at the scan or at the first read of its body.
 //!
 //! - **insert**: create a file in `tmp/` with `O_EXCL` (or take a spare, see `spares`) and lock
-//!   it; write header, envelope, slots and body; make the data durable; rename it into
-//!   `queue/` without replacing anything (`renameat2(RENAME_NOREPLACE)`); make the name
-//!   durable. Only then return the id. The lock becomes the message's claim.
+//!   it; write header, envelope, slots and body, with the body's checksum (format 3); rename
+//!   it into `queue/` without replacing anything (`renameat2(RENAME_NOREPLACE)`); make data
+//!   and name durable, the two flushes side by side. Only then return the id. The lock becomes
+//!   the message's claim.
 //! - **save_state**: write the new state into the slot that does not hold the newest state,
 //!   with the next sequence number and a checksum, in place, and `fdatasync` it: no new
 //!   block, no rename, no directory sync. A torn write leaves the other slot, so a reader sees the previous state or
@@ -201,7 +205,7 @@ impl FsSpool {
     }
 
     /// Opens the spool in `dir`, creating it and its subdirectories (mode 0700) when missing,
-    /// and converts any messages of spool format 1 (`queue/ID.qf` + `ID.df`) to format 2,
+    /// and converts any messages of spool format 1 (`queue/ID.qf` + `ID.df`) to format 3,
     /// logging "converted N messages from format 1".
     ///
     /// Fails with [`SpoolError::Config`] when `dir` is not a directory, and with
@@ -394,41 +398,49 @@ fn refuse_read_only(layout: &Layout) -> SpoolError {
 }
 
 impl Inner {
-    /// Makes the data of `file`, written before the call, durable.
-    fn sync_data(&self, file: &File, path: &Path) -> Result<(), SpoolError> {
-        match self.mode {
-            CommitMode::FileSystem => self
-                .sync
-                .sync()
-                .map_err(|e| SpoolError::io("syncfs spool", &self.layout.root, e)),
-            _ => file
-                .sync_data()
-                .map_err(|e| SpoolError::io("fdatasync message file", path, e)),
-        }
-    }
-
     /// Makes the renames and unlinks in `queue/` made before the call durable, the pending
     /// removals' among them, whose files then become spares.
     fn sync_names(&self) -> Result<(), SpoolError> {
-        self.sync_names_as(None)
+        let mark = self.removals.mark();
+        self.sync.sync().map_err(|e| self.flush_failed(e))?;
+        self.removals_flushed(mark);
+        Ok(())
     }
 
-    /// [`Inner::sync_names`] for a writer that announced itself ([`GroupSync::expect`]).
-    fn sync_names_as(&self, writer: Option<Expected<'_>>) -> Result<(), SpoolError> {
-        let (op, path) = match self.mode {
-            CommitMode::FileSystem => ("syncfs spool", &self.layout.root),
-            _ => ("fsync spool directory", &self.layout.queue),
-        };
+    /// Makes a file just renamed into `queue/` durable, its data and its name, for a writer
+    /// that announced itself ([`GroupSync::expect`]). Per file, the file's `fdatasync` runs
+    /// while the directory flush of its batch runs (led by whichever member gets there
+    /// first), so an insert waits for one flush, not for two in a row; on a file system of
+    /// the spool's own, one `syncfs` covers both.
+    fn make_durable(
+        &self,
+        writer: Expected<'_>,
+        file: &File,
+        path: &Path,
+    ) -> Result<(), SpoolError> {
         let mark = self.removals.mark();
-        match writer {
-            Some(writer) => writer.sync(),
-            None => self.sync.sync(),
+        let joined = writer.join();
+        if self.mode != CommitMode::FileSystem {
+            file.sync_data()
+                .map_err(|e| SpoolError::io("fdatasync message file", path, e))?;
         }
-        .map_err(|e| SpoolError::io(op, path, e))?;
+        joined.wait().map_err(|e| self.flush_failed(e))?;
+        self.removals_flushed(mark);
+        Ok(())
+    }
+
+    fn flush_failed(&self, e: io::Error) -> SpoolError {
+        match self.mode {
+            CommitMode::FileSystem => SpoolError::io("syncfs spool", &self.layout.root, e),
+            _ => SpoolError::io("fsync spool directory", &self.layout.queue, e),
+        }
+    }
+
+    /// The removals up to `mark` are durable: their files become spares.
+    fn removals_flushed(&self, mark: removals::Mark) {
         for (spare, size) in self.removals.flushed(mark) {
             self.spares.keep(spare, size);
         }
-        Ok(())
     }
 
     /// Makes every removal made so far durable (nothing to do when none is pending).
@@ -493,14 +505,14 @@ impl Inner {
     ) -> Result<(QueueId, Locked), SpoolError> {
         let id = QueueId::generate();
         let state = MessageState::new(envelope, body.len() as u64, arrival);
-        let meta = format::render(&id, envelope, &state).map_err(|e| SpoolError::InvalidState {
-            id,
-            reason: e.to_string(),
-        })?;
-        // Announced before the write, so a flush of queue/ that starts meanwhile waits for
-        // this insert's rename instead of leaving it a flush of its own. (In FileSystem mode
-        // the insert's first flush is its data's, which must not wait for the insert itself.)
-        let writer = (self.mode != CommitMode::FileSystem).then(|| self.sync.expect());
+        let meta =
+            format::render(&id, envelope, &state, body).map_err(|e| SpoolError::InvalidState {
+                id,
+                reason: e.to_string(),
+            })?;
+        // Announced before the write, so a flush that starts meanwhile waits for this insert's
+        // rename instead of leaving it a flush of its own.
+        let writer = self.sync.expect();
         let (tmp_path, file, old_len) = self.new_file(&id)?;
         let recycled = old_len.is_some();
         let mut undo = Undo {
@@ -518,18 +530,16 @@ impl Inner {
             } else {
                 None
             };
-            let per_file = self.mode != CommitMode::FileSystem;
-            files::write_parts(&file.0, &[&meta, body], old_len.unwrap_or(0), per_file)
+            files::write_parts(&file.0, &[&meta, body], old_len.unwrap_or(0), false)
                 .map_err(|e| SpoolError::io("write message file", &tmp_path, e))?;
         }
-        if self.mode == CommitMode::FileSystem {
-            // The file complete on disk before its name appears in queue/: a file there is
-            // always whole, whatever a power loss interrupts.
-            self.sync_data(&file.0, &tmp_path)?;
-        }
+        // Named before it is durable: every process sees a whole file (the writes are done),
+        // and after a power loss a file whose data did not reach the disk fails its checksums
+        // (format 3) and is never taken for a message. Nobody was told of it: the id is
+        // returned only once data and name are durable.
         let path = self.layout.message(&id);
         match files::rename_noreplace(&tmp_path, &path) {
-            Ok(()) => undo.paths.push(path),
+            Ok(()) => undo.paths.push(path.clone()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(SpoolError::Io {
                     op: "commit message file (another message has this id; refusing to replace it)",
@@ -539,7 +549,7 @@ impl Inner {
             }
             Err(e) => return Err(SpoolError::io("commit message file", &path, e)),
         }
-        self.sync_names_as(writer)?;
+        self.make_durable(writer, &file.0, &path)?;
         undo.disarm();
         // The lock taken at creation is what `claim` takes: holding it on makes the caller
         // the message's claimant from the first instant, with nobody else in between.
@@ -647,9 +657,34 @@ impl Inner {
             }
             message::read_body(&file, &header)
         });
-        let body = read.map_err(|e| self.read_failure(id, &path, &file, e, "read body"))?;
+        let body = read.map_err(|e| {
+            let failure = self.read_failure(id, &path, &file, e, "read body");
+            self.quarantine_unreadable(id, failure)
+        })?;
         self.still_here(id, &path, &file)?;
         Ok(Bytes::from(body))
+    }
+
+    /// A message file found unreadable after the scan (a body that fails its checksum, mostly)
+    /// is moved to `corrupt/` as the scan would have, so its message stops being retried: it
+    /// leaves the queue, logged, and nothing is deleted. A read-only spool leaves it in place.
+    fn quarantine_unreadable(&self, id: &QueueId, failure: SpoolError) -> SpoolError {
+        let SpoolError::Corrupt { reason, .. } = &failure else {
+            return failure;
+        };
+        if self.read_only {
+            return failure;
+        }
+        match scan::quarantine(&self.layout, id, reason.clone()) {
+            Some(q) => {
+                scan::sync_quarantine(&self.layout, &self.sync);
+                SpoolError::Corrupt {
+                    path: q.path,
+                    reason: q.reason,
+                }
+            }
+            None => SpoolError::NotFound(*id),
+        }
     }
 
     fn save_state(&self, id: &QueueId, state: MessageState) -> Result<(), SpoolError> {

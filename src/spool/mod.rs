@@ -172,7 +172,7 @@ pub struct ScanReport {
     /// opened read-only, reported where they lie).
     pub quarantined: Vec<Quarantined>,
     /// Leftovers of interrupted inserts that were deleted (temporary files, bodies without a
-    /// record).
+    /// record, message files left empty by a power loss during their insert).
     pub orphans_removed: usize,
 }
 
@@ -401,7 +401,9 @@ pub trait Spool: Send + Sync + 'static {
         Ok((self.insert(envelope, body, arrival).await?, None))
     }
 
-    /// The message body as it was inserted.
+    /// The message body as it was inserted. [`SpoolError::Corrupt`] when it is not what was
+    /// inserted (a checksum fails); a spool that can, takes such a message out of the queue
+    /// then (`FsSpool` moves its file to `corrupt/`), so it is neither sent nor retried.
     async fn body(&self, id: &QueueId) -> Result<Bytes, SpoolError>;
 
     /// The envelope and current state of one message, re-read from storage. The engine calls

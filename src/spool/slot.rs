@@ -1,7 +1,7 @@
-//! The delivery state of a format-2 message file: a compact binary encoding of
-//! [`MessageState`] written into one of two fixed-size **slots** reserved when the message was
-//! inserted, so recording "recipient X delivered" rewrites bytes the file already has and never
-//! needs a new block of the disk.
+//! The delivery state of a message file (formats 2 and 3 have the same slots): a compact
+//! binary encoding of [`MessageState`] written into one of two fixed-size **slots** reserved
+//! when the message was inserted, so recording "recipient X delivered" rewrites bytes the file
+//! already has and never needs a new block of the disk.
 //!
 //! ```text
 //! slot (SLOT_HEADER_LEN octets, then the payload; the rest of the slot is ignored)

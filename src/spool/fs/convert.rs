@@ -1,15 +1,15 @@
-//! Converting a spool of format 1 (`queue/ID.qf` + `queue/ID.df`) to format 2 (`queue/ID`),
+//! Converting a spool of format 1 (`queue/ID.qf` + `queue/ID.df`) to format 3 (`queue/ID`),
 //! at open and before every scan, so an upgrade never leaves a message behind.
 //!
 //! Per message, holding the format-1 body's lock (the claim of format 1, so no process of the
-//! older release delivers it meanwhile): write the format-2 file in `tmp/`, make it durable,
+//! older release delivers it meanwhile): write the format-3 file in `tmp/`, make it durable,
 //! rename it to `queue/ID`, make the name durable (once per batch), then delete `ID.qf` and
 //! `ID.df`. The id stays the same, which is what makes a kill at any instant safe:
 //!
 //! - before the rename is durable: the format-1 files are intact, the temporary file is an
 //!   orphan a scan deletes, and the next run converts again;
 //! - after it: `queue/ID` exists beside leftovers of format 1, and the next run sees the
-//!   format-2 file, checks it reads, and only deletes the leftovers. Nothing is lost, and
+//!   format-3 file, checks it reads, and only deletes the leftovers. Nothing is lost, and
 //!   nothing is queued twice because both forms have the same name.
 //!
 //! Format-1 records that do not read are quarantined as format 1 did (`corrupt/ID.qf` with its
@@ -32,7 +32,7 @@ use crate::spool::{Quarantined, SpoolError};
 /// Messages converted per group commit.
 const BATCH: usize = 64;
 
-/// A format-2 file written but not yet committed, with the locks that keep it ours.
+/// A format-3 file written but not yet committed, with the locks that keep it ours.
 struct Pending {
     id: QueueId,
     tmp: std::path::PathBuf,
@@ -149,6 +149,10 @@ fn convert_one(
             // the format-1 original again.
             quarantined.extend(scan::quarantine(layout, id, reason));
         }
+        // Left by a power loss during an insert under this id: nothing of it to keep.
+        Verdict::Empty => {
+            scan::remove_empty(layout, id);
+        }
         Verdict::Gone => {}
     }
     let record = match v1::inspect(layout, id)? {
@@ -174,7 +178,7 @@ fn convert_one(
         ));
         return Ok(Step::Skipped);
     }
-    let meta = match format::render(id, &record.envelope, &record.state) {
+    let meta = match format::render(id, &record.envelope, &record.state, &body) {
         Ok(meta) => meta,
         Err(e) => {
             quarantined.extend(quarantine_v1(
@@ -237,7 +241,7 @@ fn commit(
         }
     }
     sync.sync().map_err(sync_err)?;
-    // Durable in format 2: the originals may go. A crash before their deletion is durable
+    // Durable in format 3: the originals may go. A crash before their deletion is durable
     // only leaves leftovers the next run deletes (see the module comment).
     for p in &committed {
         delete_v1(layout, &p.id);

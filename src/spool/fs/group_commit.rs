@@ -84,10 +84,38 @@ pub(crate) struct Expected<'a> {
     cohort: Option<u64>,
 }
 
-impl Expected<'_> {
+impl<'a> Expected<'a> {
     /// Joins the next batch: [`GroupSync::sync`], no longer awaited.
-    pub(crate) fn sync(mut self) -> io::Result<()> {
-        self.sync.sync_as(self.cohort.take())
+    #[cfg(test)]
+    pub(crate) fn sync(self) -> io::Result<()> {
+        self.join().wait()
+    }
+
+    /// Joins the next batch now and waits for its flush later ([`Joined::wait`]), so the
+    /// writer can do other work (flush its file's data) while the batch's flush runs: every
+    /// change made before this call is covered by it.
+    pub(crate) fn join(mut self) -> Joined<'a> {
+        let mut state = self.sync.lock();
+        if let Some(cohort) = self.cohort.take() {
+            self.sync.arrived(&mut state, cohort);
+        }
+        Joined {
+            sync: self.sync,
+            batch: Arc::clone(&state.filling),
+        }
+    }
+}
+
+/// A writer in a batch, not yet waiting for its flush ([`Expected::join`]).
+pub(crate) struct Joined<'a> {
+    sync: &'a GroupSync,
+    batch: Arc<Batch>,
+}
+
+impl Joined<'_> {
+    /// Returns once the batch joined has been flushed: leads the flush if nobody does.
+    pub(crate) fn wait(self) -> io::Result<()> {
+        self.sync.wait_for(self.batch, self.sync.lock())
     }
 }
 
@@ -158,15 +186,13 @@ impl GroupSync {
     /// Returns once a flush that started after this call began has completed, i.e. once every
     /// change made before the call is durable.
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.sync_as(None)
+        let state = self.lock();
+        let mine = Arc::clone(&state.filling);
+        self.wait_for(mine, state)
     }
 
-    fn sync_as(&self, cohort: Option<u64>) -> io::Result<()> {
-        let mut state = self.lock();
-        if let Some(cohort) = cohort {
-            self.arrived(&mut state, cohort);
-        }
-        let mine = Arc::clone(&state.filling);
+    /// Waits until batch `mine` is flushed, leading its flush if nobody else does.
+    fn wait_for(&self, mine: Arc<Batch>, mut state: MutexGuard<'_, State>) -> io::Result<()> {
         loop {
             if let Some(outcome) = mine.done.get() {
                 return outcome.clone().map_err(|(kind, raw, text)| match raw {
@@ -175,7 +201,8 @@ impl GroupSync {
                 });
             }
             if !state.syncing {
-                // Nobody is syncing and our batch is not done, so it is still the one filling:
+                // Nobody is syncing and our batch is not done, so it is still the one filling
+                // (batches are flushed in order, each by a leader who replaced it first):
                 // close it and sync it.
                 state.syncing = true;
                 // Wait for the writers announced so far, not for those who come meanwhile:
@@ -326,6 +353,39 @@ mod tests {
         assert_eq!(sync.flushes(), 2);
         let state = sync.lock();
         assert_eq!((state.open.writers, state.waited.writers), (0, 0));
+    }
+
+    #[test]
+    fn a_joined_writer_is_covered_by_a_flush_another_writer_leads_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = patient(&dir);
+        let joined = sync.expect().join();
+        // Another writer leads a flush of the batch we joined, without waiting for us (it
+        // would wait 30 s for a writer announced but not joined).
+        let other = Arc::clone(&sync);
+        let started = Instant::now();
+        std::thread::spawn(move || other.sync())
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the leader waited"
+        );
+        assert_eq!(sync.flushes(), 1);
+        // Our flush is the one that ran: waiting leads none of our own.
+        joined.wait().unwrap();
+        assert_eq!(sync.flushes(), 1);
+    }
+
+    #[test]
+    fn a_joined_writer_alone_leads_its_own_flush_when_it_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = patient(&dir);
+        let joined = sync.expect().join();
+        assert_eq!(sync.flushes(), 0);
+        joined.wait().unwrap();
+        assert_eq!(sync.flushes(), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Where each file of the spool lives, and what a directory entry's name means.
 //!
 //! ```text
-//! SPOOL/queue/ID          a message (format 2: envelope, two state slots, body; see format.rs)
+//! SPOOL/queue/ID          a message (format 3: envelope, two state slots, body; see format.rs)
 //! SPOOL/queue/ID.qf|.df   a message of format 1 (record and body), converted at open
 //! SPOOL/tmp/ID.P.N.tmp    a message file being written by process P; renamed into queue/
 //! SPOOL/tmp/spare.P.N     a removed message's file, kept by process P to write a new one into
@@ -29,7 +29,7 @@ pub(crate) struct Layout {
 /// What a file in `queue/` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueFile {
-    /// A format-2 message file.
+    /// A message file (format 2 or 3).
     Message(QueueId),
     /// A format-1 record.
     V1Record(QueueId),

@@ -48,7 +48,7 @@ impl Listing {
         }
         entries.sort_unstable();
         // A message both converted and not yet deleted in format 1 (a conversion in progress)
-        // is listed once, as format 2.
+        // is listed once, as format 3.
         entries.dedup_by_key(|(id, _)| *id);
         Ok(Listing {
             layout,
@@ -111,7 +111,7 @@ impl Listing {
                     envelope: r.envelope,
                     state: r.state,
                 })),
-                // Converted since the directory was read: it is in format 2 now.
+                // Converted since the directory was read: it is in format 3 now.
                 v1::Verdict::Gone => self.read(id, false),
                 v1::Verdict::Unreadable(reason) => Err(SpoolError::Corrupt {
                     path: self.layout.v1_record(id),
@@ -121,7 +121,8 @@ impl Listing {
         }
         match scan::inspect(&self.layout, id)? {
             Verdict::Message(m) => Ok(Some(m)),
-            Verdict::Gone => Ok(None),
+            // Not a message (a power loss cut its insert short); the next scan deletes it.
+            Verdict::Gone | Verdict::Empty => Ok(None),
             Verdict::Unreadable(reason) => Err(SpoolError::Corrupt {
                 path: self.layout.message(id),
                 reason,

@@ -1,4 +1,4 @@
-//! Reading one message file (format 2, see [`crate::spool::format`]) from disk.
+//! Reading one message file (formats 2 and 3, see [`crate::spool::format`]) from disk.
 
 use std::fs::File;
 use std::io;
@@ -59,17 +59,11 @@ pub(crate) fn read_slots(file: &File, header: &Header) -> io::Result<Vec<u8>> {
     files::read_at_most(file, header.slots_offset(), 2 * header.slot_len as usize)
 }
 
-/// Reads the body.
+/// Reads the body, and checks it against the header's length and checksum.
 pub(crate) fn read_body(file: &File, header: &Header) -> Result<Vec<u8>, ReadError> {
     // The length was checked against the file's before anything this large is allocated.
     let body = files::read_at_most(file, header.body_offset(), header.body_len as usize)?;
-    if body.len() as u64 != header.body_len {
-        return Err(ReadError::Format(FormatError::Truncated {
-            what: "body",
-            need: header.body_len,
-            have: body.len() as u64,
-        }));
-    }
+    format::check_body(header, &body)?;
     Ok(body)
 }
 

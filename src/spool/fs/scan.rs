@@ -4,8 +4,12 @@
 //! A scan may run while other processes insert, deliver and remove. It never deletes anything
 //! that a live writer may still commit, and never deletes what an administrator may need:
 //!
-//! - A file in `queue/` is always a complete message (it is renamed there only once durable),
-//!   so nothing there is a leftover: a file that does not read is damage.
+//! - A file in `queue/` is whole for every process (it is renamed there once written), so no
+//!   live writer leaves anything there to clean up. A power loss can: an insert names its file
+//!   before flushing it, and returns the id only after. So an **empty** file there is such an
+//!   insert's, never acknowledged, whose data never reached the disk: it is deleted. A file
+//!   whose checksums fail may be that too, or damage: it is quarantined like any unreadable
+//!   file (a torn body is found when the body is read, see `FsSpool::body`).
 //! - A file in `tmp/` is a message being written (its writer holds its lock until the rename),
 //!   a spare (unlocked), or the leftover of a writer that died (unlocked). It is deleted only
 //!   while the scan holds its lock; a writer that created it just before finds it unlinked
@@ -26,6 +30,7 @@ use super::layout::{Layout, QueueFile};
 use super::message::{self, ReadError};
 use super::v1;
 use crate::queue_id::QueueId;
+use crate::spool::format::FormatError;
 use crate::spool::{Quarantined, QueuedMessage, ScanReport, SpoolError};
 
 /// What one message file turned out to be.
@@ -33,6 +38,8 @@ pub(crate) enum Verdict {
     Message(QueuedMessage),
     /// Removed by another process since the listing.
     Gone,
+    /// Zero octets: an insert cut short by a power loss.
+    Empty,
     Unreadable(String),
 }
 
@@ -61,6 +68,15 @@ pub(crate) fn scan(layout: &Layout, sync: Option<&GroupSync>) -> Result<ScanRepo
         match inspect(layout, id)? {
             Verdict::Message(m) => report.messages.push(m),
             Verdict::Gone => {}
+            Verdict::Empty if sync.is_some() => {
+                report.orphans_removed += remove_empty(layout, id);
+            }
+            Verdict::Empty => {
+                let reason = FormatError::Empty.to_string();
+                report
+                    .quarantined
+                    .push(left_in_place(layout.message(id), reason));
+            }
             Verdict::Unreadable(reason) => {
                 let path = layout.message(id);
                 match sync {
@@ -148,6 +164,7 @@ pub(crate) fn inspect(layout: &Layout, id: &QueueId) -> Result<Verdict, SpoolErr
         // meanwhile.
         Err(_) if gone(&file)? => return Ok(Verdict::Gone),
         Err(ReadError::Io(e)) => return Err(SpoolError::io("read message file", &path, e)),
+        Err(ReadError::Format(FormatError::Empty)) => return Ok(Verdict::Empty),
         Err(ReadError::Format(e)) => return Ok(Verdict::Unreadable(e.to_string())),
     };
     if meta.header.id != *id {
@@ -164,6 +181,27 @@ pub(crate) fn inspect(layout: &Layout, id: &QueueId) -> Result<Verdict, SpoolErr
         envelope: meta.envelope,
         state: meta.state,
     }))
+}
+
+/// Deletes an empty message file; 1 if it did. Its deletion becomes durable with the flush of
+/// `queue/` at the end of the scan or the next one: a crash before brings back an empty file,
+/// deleted again.
+pub(crate) fn remove_empty(layout: &Layout, id: &QueueId) -> usize {
+    let path = layout.message(id);
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::warn!(file = %path.display(),
+                "deleted an empty spool message file: an insert cut short by a power loss, \
+                 before its data reached the disk (its sender was never told it was accepted)");
+            1
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e,
+                "could not delete an empty spool message file");
+            0
+        }
+    }
 }
 
 /// Moves a message file to `corrupt/`. `None` when it vanished meanwhile.

@@ -53,15 +53,14 @@ fn start_time(pid: u32) -> Option<String> {
     after.split_whitespace().nth(19).map(str::to_string)
 }
 
-fn owner_alive(stamp: &str) -> bool {
+/// `None` when the stamp is not (yet) whole: the owner may be writing it right now.
+fn owner_alive(stamp: &str) -> Option<bool> {
     let mut parts = stamp.split_whitespace();
     let (Some(pid), Some(started)) = (parts.next(), parts.next()) else {
-        return false;
+        return None;
     };
-    pid.parse::<u32>()
-        .ok()
-        .and_then(start_time)
-        .is_some_and(|now| now == started)
+    let pid = pid.parse::<u32>().ok()?;
+    Some(start_time(pid).is_some_and(|now| now == started))
 }
 
 /// Stops and removes the instances under `base` whose owning test process is gone (a test
@@ -79,9 +78,14 @@ pub fn sweep_orphans(base: &Path) {
         {
             continue;
         }
-        let orphan = match std::fs::read_to_string(dir.join(super::OWNER_FILE)) {
-            Ok(stamp) => !owner_alive(&stamp),
-            Err(_) => older_than(&dir, Duration::from_secs(3600)),
+        // A stamp being written reads empty or cut short: it is judged like a missing one,
+        // or a sweep racing the start of an instance would remove the live instance's files.
+        let orphan = match std::fs::read_to_string(dir.join(super::OWNER_FILE))
+            .ok()
+            .and_then(|stamp| owner_alive(&stamp))
+        {
+            Some(alive) => !alive,
+            None => older_than(&dir, Duration::from_secs(3600)),
         };
         if orphan {
             let config_dir: PathBuf = dir.join("etc");
