@@ -544,7 +544,7 @@ async fn the_engine_never_sends_a_torn_body_and_takes_it_out_of_the_queue() {
         .start()
         .await
         .unwrap();
-    let queue_dir = dir.path().join("queue");
+    let queue_dir = queue(&spool);
     for _ in 0..500 {
         if names(&queue_dir).is_empty() {
             break;

@@ -183,9 +183,9 @@ pub(crate) fn inspect(layout: &Layout, id: &QueueId) -> Result<Verdict, SpoolErr
     }))
 }
 
-/// Deletes an empty message file; 1 if it did. Its deletion becomes durable with the flush of
-/// `queue/` at the end of the scan or the next one: a crash before brings back an empty file,
-/// deleted again.
+/// Deletes an empty message file; 1 if it did. Its deletion becomes durable with the next
+/// flush of `queue/` (an insert's, a removal's or a quarantine's): a power loss before then
+/// brings the empty file back, to be deleted again.
 pub(crate) fn remove_empty(layout: &Layout, id: &QueueId) -> usize {
     let path = layout.message(id);
     match fs::remove_file(&path) {
