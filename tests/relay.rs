@@ -159,6 +159,25 @@ async fn the_250_comes_only_once_the_message_is_in_the_spool() {
 }
 
 #[tokio::test]
+async fn the_log_a_file_or_pipe_receives_holds_plain_lines_without_colour_codes() {
+    let dead_port = relay::free_port();
+    let relay = Relay::start(dead_port, "");
+    let (mut c, _) = Client::connect(relay.port()).await;
+    c.command("HELO client.example").await;
+    c.command("MAIL FROM:<a@example.test>").await;
+    c.command("RCPT TO:<b@example.org>").await;
+    c.command("DATA").await;
+    let id = queued_id(&c.command("Subject: log me\r\n\r\nhello\r\n.").await);
+    // The relay's stderr is a pipe here, as it is for a log file or journald.
+    relay.wait_for_log(&id.to_string(), 1, LIMIT);
+    assert_eq!(
+        relay.logged("\u{1b}["),
+        0,
+        "colour codes in a log that is not a terminal"
+    );
+}
+
+#[tokio::test]
 async fn commands_out_of_order_or_not_offered_get_the_right_codes() {
     let sink = Sink::start().await;
     let relay = Relay::start_with(

@@ -114,12 +114,12 @@ impl Relay {
         assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
     }
 
-    /// Waits until the relay's stderr holds `count` lines containing `needle`.
     /// How many times the relay has logged `needle` so far.
     pub fn logged(&self, needle: &str) -> usize {
         self.log.lock().unwrap().matches(needle).count()
     }
 
+    /// Waits until the relay's stderr holds `count` lines containing `needle`.
     pub fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) {
         let start = std::time::Instant::now();
         loop {
