@@ -379,62 +379,86 @@ fn a_damaged_counts_file_is_named_moved_aside_and_replaced_at_the_next_flush() {
     assert_eq!(due[0].report.policies[0].summary.total_success, 1);
 }
 
+/// A reporter with one failure counted for DOMAIN, whose `_smtp._tls` record names a loopback
+/// HTTPS endpoint answering `answers` in turn, after `mailto` when given; and the day after.
+struct HttpsReporting {
+    endpoint: TokenEndpoint,
+    _dns: DnsServer,
+    resolver: postrider::resolve::DnsResolver,
+    reporter: TlsReporter,
+    h: Harness,
+    later: SystemTime,
+}
+
+impl HttpsReporting {
+    async fn start(answers: Vec<Answer>, mailto: Option<&str>) -> HttpsReporting {
+        let ca = support::smtp_peer::TestCa::new("TLS-RPT endpoint CA");
+        let endpoint = TokenEndpoint::start(&ca, answers).await;
+        let https_rua = endpoint.url().replace("/token", "/tlsrpt");
+        let rua = match mailto {
+            Some(m) => format!("mailto:{m},{https_rua}"),
+            None => https_rua,
+        };
+        let dns = DnsServer::start(vec![
+            support::dns_server::Zone::new(&format!("{DOMAIN}."))
+                .txt("_smtp._tls", &format!("v=TLSRPTv1; rua={rua}")),
+        ])
+        .await;
+        let resolver = resolver(&dns);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.clone()).unwrap();
+        let https = postrider::https::HttpsClient::new(roots, Default::default()).unwrap();
+        let reporter = TlsReporter::new("postrider tests").with_https(https);
+        let policy = ReportedPolicy {
+            kind: PolicyKind::Sts,
+            domain: Domain::parse(DOMAIN).unwrap(),
+            text: vec!["version: STSv1".into(), "mode: enforce".into()],
+            mx: vec![MX.into()],
+        };
+        let day = SystemTime::now();
+        reporter.failure(
+            &policy,
+            ResultType::ValidationFailure,
+            Some(&Domain::parse(MX).unwrap()),
+            Some("127.0.0.1".parse().unwrap()),
+            Some("unknown issuer"),
+            day,
+        );
+        let h = harness(Box::new(|_| ok()), exact_retry(), Limits::default()).await;
+        HttpsReporting {
+            endpoint,
+            _dns: dns,
+            resolver,
+            reporter,
+            h,
+            later: day + Duration::from_secs(86400),
+        }
+    }
+
+    /// One run of the sender; how many reports went out.
+    async fn send_due(&self) -> usize {
+        let me = Domain::parse("mta.test.example").unwrap();
+        let from = Address::parse("postmaster@mta.test.example").unwrap();
+        self.reporter
+            .send_due(&self.h.engine, &self.resolver, &me, &from, self.later)
+            .await
+    }
+}
+
 #[tokio::test]
 async fn an_https_rua_gets_the_gzip_json_report_posted_and_a_server_error_keeps_it() {
-    let ca = support::smtp_peer::TestCa::new("TLS-RPT endpoint CA");
     // The first POST meets a server error (the report is kept), the second is accepted.
-    let endpoint = TokenEndpoint::start(
-        &ca,
+    let r = HttpsReporting::start(
         vec![
             Answer::Json(503, "{}".into()),
             Answer::Json(200, "{}".into()),
         ],
+        None,
     )
     .await;
-    let rua = endpoint.url().replace("/token", "/tlsrpt");
-    let dns = DnsServer::start(vec![
-        support::dns_server::Zone::new(&format!("{DOMAIN}."))
-            .txt("_smtp._tls", &format!("v=TLSRPTv1; rua={rua}")),
-    ])
-    .await;
-    let resolver = resolver(&dns);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert.clone()).unwrap();
-    let https = postrider::https::HttpsClient::new(roots, Default::default()).unwrap();
-    let reporter = TlsReporter::new("postrider tests").with_https(https);
-    let policy = ReportedPolicy {
-        kind: PolicyKind::Sts,
-        domain: Domain::parse(DOMAIN).unwrap(),
-        text: vec!["version: STSv1".into(), "mode: enforce".into()],
-        mx: vec![MX.into()],
-    };
-    let day = SystemTime::now();
-    reporter.failure(
-        &policy,
-        ResultType::ValidationFailure,
-        Some(&Domain::parse(MX).unwrap()),
-        Some("127.0.0.1".parse().unwrap()),
-        Some("unknown issuer"),
-        day,
-    );
-    let h = harness(Box::new(|_| ok()), exact_retry(), Limits::default()).await;
-    let me = Domain::parse("mta.test.example").unwrap();
-    let from = Address::parse("postmaster@mta.test.example").unwrap();
-    let later = day + Duration::from_secs(86400);
-    assert_eq!(
-        reporter
-            .send_due(&h.engine, &resolver, &me, &from, later)
-            .await,
-        0,
-        "503: not sent"
-    );
-    assert_eq!(
-        reporter
-            .send_due(&h.engine, &resolver, &me, &from, later)
-            .await,
-        1,
-        "kept and posted at the next run"
-    );
+    assert_eq!(r.send_due().await, 0, "503: not sent");
+    assert_eq!(r.send_due().await, 1, "kept and posted at the next run");
+    let (endpoint, h) = (&r.endpoint, &r.h);
     let requests = endpoint.requests();
     assert_eq!(requests.len(), 2);
     let r = &requests[1];
@@ -455,4 +479,50 @@ async fn an_https_rua_gets_the_gzip_json_report_posted_and_a_server_error_keeps_
         h.transport.calls_for("tls-reports@example.test").is_empty(),
         "no mail for an https address"
     );
+}
+
+#[tokio::test]
+async fn a_report_one_address_took_is_sent_again_only_to_the_address_that_was_down() {
+    const MAILBOX: &str = "tls-reports@example.test";
+    let mut r = HttpsReporting::start(
+        vec![
+            Answer::Json(503, "{}".into()),
+            Answer::Json(200, "{}".into()),
+        ],
+        Some(MAILBOX),
+    )
+    .await;
+    assert_eq!(r.send_due().await, 1, "mailed; the https address was down");
+    r.h.next_event_for(MAILBOX).await;
+    assert_eq!(r.endpoint.requests().len(), 1);
+
+    assert_eq!(
+        r.send_due().await,
+        1,
+        "kept for the https address and posted to it"
+    );
+    assert_eq!(r.endpoint.requests().len(), 2);
+    assert_eq!(r.endpoint.requests()[0].body, r.endpoint.requests()[1].body);
+    // A message sent after the second run reaches the mailbox after anything that run queued.
+    r.h.submit(
+        "someone@example.test",
+        &[MAILBOX],
+        "Subject: marker\r\n\r\nmarker\r\n",
+    )
+    .await;
+    r.h.next_event_for(MAILBOX).await;
+    let calls = r.h.transport.calls_for(MAILBOX);
+    let bodies: Vec<String> = calls
+        .iter()
+        .flat_map(|c| c.messages.iter())
+        .map(|(_, _, body)| String::from_utf8_lossy(body).into_owned())
+        .collect();
+    assert_eq!(bodies.len(), 2, "the report once, then the marker");
+    assert!(
+        bodies[1].contains("Subject: marker"),
+        "the mailto: address got the report twice"
+    );
+
+    assert_eq!(r.send_due().await, 0, "nothing left to send");
+    assert_eq!(r.endpoint.requests().len(), 2);
 }

@@ -15,7 +15,7 @@
 //! (`report_store`), written by [`TlsReporter::flush`], so a restart keeps the day being
 //! counted; [`TlsReporter::spawn`] runs the daemon's loop that flushes and sends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -26,7 +26,9 @@ use mail_auth::report::tlsrpt::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::report_store::{ReportStore, ReportStoreError, StoredFailure, StoredPolicy};
+use super::report_store::{
+    ReportStore, ReportStoreError, Stored, StoredFailure, StoredPolicy, StoredSettled,
+};
 
 use crate::address::Domain;
 use crate::https::HttpsClient;
@@ -83,6 +85,9 @@ type Days = HashMap<u64, BTreeMap<ReportedPolicy, Counts>>;
 struct State {
     /// (UTC day, policy) -> counts.
     days: Days,
+    /// (UTC day, policy domain) -> the addresses a kept report already went to
+    /// ([`DueReport::settled`]).
+    settled: HashMap<(u64, Domain), BTreeSet<String>>,
     /// Changed since the last flush.
     dirty: bool,
 }
@@ -106,6 +111,11 @@ pub struct DueReport {
     pub domain: Domain,
     /// The report.
     pub report: TlsReport,
+    /// The reporting addresses (`rua` URIs: `mailto:` with the address, or the `https:`
+    /// URL) that already have this report or refused it for good: a report kept because
+    /// some address failed for now goes at the next try only to the others, so nobody gets
+    /// it twice and nobody is left out.
+    pub settled: BTreeSet<String>,
 }
 
 fn day_of(t: SystemTime) -> u64 {
@@ -139,7 +149,7 @@ impl TlsReporter {
         let store = ReportStore::new(state_dir);
         let (stored, error) = match store.load() {
             Ok(s) => (s, None),
-            Err(e) => (Vec::new(), Some(e)),
+            Err(e) => (Stored::default(), Some(e)),
         };
         let reporter = TlsReporter {
             store: Some(store),
@@ -147,7 +157,14 @@ impl TlsReporter {
         };
         {
             let mut state = reporter.lock();
-            for p in stored {
+            for s in stored.settled {
+                state
+                    .settled
+                    .entry((s.day, s.domain))
+                    .or_default()
+                    .extend(s.addresses);
+            }
+            for p in stored.counts {
                 let counts = state
                     .days
                     .entry(p.day)
@@ -195,7 +212,7 @@ impl TlsReporter {
                 return Ok(());
             }
             state.dirty = false;
-            snapshot(&state.days)
+            snapshot(&state)
         };
         store
             .save(snapshot)
@@ -251,13 +268,27 @@ impl TlsReporter {
     /// with a warning naming their domains.
     pub fn take_due(&self, now: SystemTime, submitter: &Domain) -> Vec<DueReport> {
         let today = day_of(now);
-        let finished: Vec<(u64, BTreeMap<ReportedPolicy, Counts>)> = {
+        let (finished, mut settled): (Vec<(u64, BTreeMap<ReportedPolicy, Counts>)>, _) = {
             let mut state = self.lock();
             let keys: Vec<u64> = state.days.keys().copied().filter(|d| *d < today).collect();
             state.dirty |= !keys.is_empty();
-            keys.into_iter()
+            let finished = keys
+                .into_iter()
                 .filter_map(|d| state.days.remove(&d).map(|c| (d, c)))
-                .collect()
+                .collect();
+            // What a taken report already reached goes with it (and comes back with it when
+            // it is put back); what belonged to a day no longer counted goes too.
+            let done: Vec<(u64, Domain)> = state
+                .settled
+                .keys()
+                .filter(|(day, _)| *day < today)
+                .cloned()
+                .collect();
+            let settled: HashMap<(u64, Domain), BTreeSet<String>> = done
+                .into_iter()
+                .filter_map(|k| state.settled.remove_entry(&k))
+                .collect();
+            (finished, settled)
         };
         let (finished, expired): (Vec<_>, Vec<_>) = finished
             .into_iter()
@@ -310,7 +341,9 @@ impl TlsReporter {
             }
             for (domain, policies) in by_domain {
                 let start = (day * DAY) as i64;
+                let settled = settled.remove(&(day, domain.clone())).unwrap_or_default();
                 out.push(DueReport {
+                    settled,
                     report: TlsReport {
                         organization_name: Some(self.organization.clone()),
                         date_range: DateRange::from_timestamps(start, start + DAY as i64 - 1),
@@ -330,6 +363,13 @@ impl TlsReporter {
         let day = due.report.date_range.start_datetime.to_timestamp() as u64 / DAY;
         let mut state = self.lock();
         state.dirty = true;
+        if !due.settled.is_empty() {
+            state
+                .settled
+                .entry((day, due.domain.clone()))
+                .or_default()
+                .extend(due.settled);
+        }
         let entry = state.days.entry(day).or_default();
         for p in due.report.policies {
             let kind = match p.policy.policy_type {
@@ -358,8 +398,26 @@ impl TlsReporter {
     }
 }
 
-/// The counts as the store keeps them, in a stable order (days, then policies).
-fn snapshot(days: &Days) -> Vec<StoredPolicy> {
+/// The counts and settled addresses as the store keeps them, in a stable order (days, then
+/// policies or domains).
+fn snapshot(state: &State) -> Stored {
+    let mut settled: Vec<StoredSettled> = state
+        .settled
+        .iter()
+        .map(|((day, domain), addresses)| StoredSettled {
+            day: *day,
+            domain: domain.clone(),
+            addresses: addresses.iter().cloned().collect(),
+        })
+        .collect();
+    settled.sort_by(|a, b| (a.day, &a.domain).cmp(&(b.day, &b.domain)));
+    Stored {
+        counts: snapshot_counts(&state.days),
+        settled,
+    }
+}
+
+fn snapshot_counts(days: &Days) -> Vec<StoredPolicy> {
     let mut ordered: Vec<(&u64, &BTreeMap<ReportedPolicy, Counts>)> = days.iter().collect();
     ordered.sort_by_key(|(d, _)| **d);
     ordered
@@ -457,5 +515,40 @@ mod tests {
                 .is_empty()
         );
         assert!(r.lock().days.is_empty(), "the counts are gone too");
+    }
+
+    #[test]
+    fn the_addresses_a_kept_report_reached_come_back_with_it_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = ReportedPolicy {
+            kind: PolicyKind::Sts,
+            domain: Domain::parse("example.com").unwrap(),
+            text: vec!["version: STSv1".into()],
+            mx: vec![],
+        };
+        let day1 = UNIX_EPOCH + Duration::from_secs(20_000 * DAY + 10);
+        let next = day1 + Duration::from_secs(DAY);
+        let me = Domain::parse("pbx.example.org").unwrap();
+        let (r, error) = TlsReporter::open("Example Sender", dir.path());
+        assert!(error.is_none());
+        r.success(&policy, day1);
+        let mut due = r.take_due(next, &me);
+        assert!(due[0].settled.is_empty(), "a first try reached nobody yet");
+        due[0].settled.insert("mailto:rpt@example.com".into());
+        r.put_back(due.remove(0));
+        r.flush().unwrap();
+        drop(r);
+
+        let (r, error) = TlsReporter::open("Example Sender", dir.path());
+        assert!(error.is_none());
+        let due = r.take_due(next, &me);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            due[0].settled.iter().collect::<Vec<_>>(),
+            ["mailto:rpt@example.com"]
+        );
+        assert_eq!(due[0].report.policies[0].summary.total_success, 1);
+        // Sent at last: nothing of it is kept.
+        assert!(r.lock().settled.is_empty());
     }
 }

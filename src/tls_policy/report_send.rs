@@ -29,16 +29,24 @@ struct Sent {
     delivered: bool,
     /// Some address failed in a way that may pass (DNS, connection, 5xx).
     temporary: bool,
+    /// The addresses that now have it or refused it for good ([`DueReport::settled`]).
+    settled: Vec<String>,
+}
+
+/// How an address is named in [`DueReport::settled`].
+fn mailto_key(address: &str) -> String {
+    format!("mailto:{address}")
 }
 
 impl TlsReporter {
     /// Sends every due report: looks up the domain's `_smtp._tls` record, submits the
     /// report to its `mailto:` addresses from `from` and posts it to its `https:` ones.
-    /// Returns how many reports went out (queued as mail, or accepted by at least one
-    /// `https:` address). A domain without a usable record is skipped with a log line. A
-    /// report that reached no address and met a temporary failure (a failed TXT lookup, an
-    /// HTTPS endpoint down) is put back for the next call; one that reached some address is
-    /// not, so nobody gets it twice.
+    /// Returns how many reports went out to some address in this call (queued as mail, or
+    /// accepted by an `https:` address). A domain without a usable record is skipped with a
+    /// log line. A report that met a temporary failure at some address (a failed TXT lookup,
+    /// an HTTPS endpoint down, a full spool) is put back for the next call, which sends it
+    /// only to the addresses it has not reached yet ([`DueReport::settled`]): nobody gets it
+    /// twice, and one address that is down does not cost the others their report.
     pub async fn send_due(
         &self,
         engine: &Engine,
@@ -48,12 +56,15 @@ impl TlsReporter {
         now: SystemTime,
     ) -> usize {
         let mut sent = 0;
-        for due in self.take_due(now, submitter) {
+        for mut due in self.take_due(now, submitter) {
             let outcome = self.send_one(&due, engine, dns, submitter, from).await;
             if outcome.delivered {
                 sent += 1;
-            } else if outcome.temporary {
-                tracing::info!(target: TARGET, domain = %due.domain, "TLS report kept for the next run");
+            }
+            if outcome.temporary {
+                due.settled.extend(outcome.settled);
+                tracing::info!(target: TARGET, domain = %due.domain, reached = due.settled.len(),
+                    "TLS report kept for the next run, for the addresses it has not reached");
                 self.put_back(due);
             }
         }
@@ -73,36 +84,48 @@ impl TlsReporter {
             Err(e) => {
                 tracing::warn!(target: TARGET, domain = %due.domain, "cannot look up the TLS-RPT record: {e}");
                 return Sent {
-                    delivered: false,
                     temporary: true,
+                    ..Sent::default()
                 };
             }
         };
         let mut mailto = Vec::new();
         let mut https = Vec::new();
+        let mut named = 0;
         for uri in records
             .iter()
             .filter(|r| r.starts_with(b"v=TLSRPTv1"))
             .filter_map(|r| TlsRpt::parse(r).ok())
             .flat_map(|r| r.rua)
         {
+            named += 1;
             match uri {
-                ReportUri::Mail(m) => mailto.push(m),
-                ReportUri::Http(url) => https.push(url),
+                ReportUri::Mail(m) if !due.settled.contains(&mailto_key(&m)) => mailto.push(m),
+                ReportUri::Http(url) if !due.settled.contains(&url) => https.push(url),
+                _ => {}
             }
         }
         let mut sent = Sent::default();
-        if !mailto.is_empty() {
-            let mailed = mail(due, &mailto, engine, submitter, from).await;
-            sent.delivered |= mailed.delivered;
-            sent.temporary |= mailed.temporary;
+        for part in [
+            if mailto.is_empty() {
+                None
+            } else {
+                Some(mail(due, &mailto, engine, submitter, from).await)
+            },
+            if https.is_empty() {
+                None
+            } else {
+                Some(self.post(due, &https).await)
+            },
+        ]
+        .into_iter()
+        .flatten()
+        {
+            sent.delivered |= part.delivered;
+            sent.temporary |= part.temporary;
+            sent.settled.extend(part.settled);
         }
-        if !https.is_empty() {
-            let posted = self.post(due, &https).await;
-            sent.delivered |= posted.delivered;
-            sent.temporary |= posted.temporary;
-        }
-        if mailto.is_empty() && https.is_empty() {
+        if named == 0 {
             tracing::info!(target: TARGET, domain = %due.domain, "no TLS-RPT address; report dropped");
         }
         sent
@@ -127,10 +150,15 @@ impl TlsReporter {
                 Ok(()) => {
                     tracing::info!(target: TARGET, domain = %due.domain, %url, "TLS report posted");
                     sent.delivered = true;
+                    sent.settled.push(url.clone());
                 }
-                Err((severity, reason)) => {
+                Err((Severity::Temporary, reason)) => {
+                    tracing::warn!(target: TARGET, domain = %due.domain, %url, "TLS report not posted, to be tried again: {reason}");
+                    sent.temporary = true;
+                }
+                Err((Severity::Permanent, reason)) => {
                     tracing::warn!(target: TARGET, domain = %due.domain, %url, "TLS report not posted: {reason}");
-                    sent.temporary |= severity == Severity::Temporary;
+                    sent.settled.push(url.clone());
                 }
             }
         }
@@ -189,20 +217,30 @@ async fn mail(
         }
     };
     let envelope = Envelope::new(ReversePath::Address(from.clone()), recipients);
+    // One message for every mailto: address: queued, it is the engine's to deliver to each.
+    let every = || rua.iter().map(|m| mailto_key(m)).collect();
     match engine.submit(envelope, body.into_bytes()).await {
         Ok(id) => {
             tracing::info!(target: TARGET, domain = %due.domain, %id, "TLS report queued");
             Sent {
                 delivered: true,
                 temporary: false,
+                settled: every(),
+            }
+        }
+        // A full spool or a stopping engine may pass.
+        Err(e) if e.severity() == Severity::Temporary => {
+            tracing::warn!(target: TARGET, domain = %due.domain, "cannot queue the TLS report, to be tried again: {e}");
+            Sent {
+                temporary: true,
+                ..Sent::default()
             }
         }
         Err(e) => {
             tracing::warn!(target: TARGET, domain = %due.domain, "cannot queue the TLS report: {e}");
             Sent {
-                delivered: false,
-                // A full spool or a stopping engine may pass.
-                temporary: e.severity() == Severity::Temporary,
+                settled: every(),
+                ..Sent::default()
             }
         }
     }

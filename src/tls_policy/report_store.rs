@@ -39,10 +39,29 @@ pub(crate) struct StoredFailure {
     pub count: u32,
 }
 
+/// The reporting addresses a kept report already reached (or that refused it for good), so
+/// its next try goes only to the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredSettled {
+    pub day: u64,
+    pub domain: crate::address::Domain,
+    pub addresses: Vec<String>,
+}
+
+/// Everything the file holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub counts: Vec<StoredPolicy>,
+    pub settled: Vec<StoredSettled>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct File {
     version: u32,
     counts: Vec<StoredPolicy>,
+    /// Absent from files written before it existed: read as none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    settled: Vec<StoredSettled>,
 }
 
 /// Why the counts file could not be read or written.
@@ -107,10 +126,10 @@ impl ReportStore {
 
     /// The stored counts; none when the file does not exist yet. A damaged file is moved
     /// aside (the error says where) and reads as none.
-    pub fn load(&self) -> Result<Vec<StoredPolicy>, ReportStoreError> {
+    pub fn load(&self) -> Result<Stored, ReportStoreError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stored::default()),
             Err(source) => {
                 return Err(ReportStoreError::Read {
                     path: self.path.clone(),
@@ -119,7 +138,12 @@ impl ReportStore {
             }
         };
         let reason = match serde_json::from_slice::<File>(&bytes) {
-            Ok(f) if f.version == VERSION => return Ok(f.counts),
+            Ok(f) if f.version == VERSION => {
+                return Ok(Stored {
+                    counts: f.counts,
+                    settled: f.settled,
+                });
+            }
             Ok(f) => format!("format version {}, this program reads {VERSION}", f.version),
             Err(e) => e.to_string(),
         };
@@ -136,11 +160,12 @@ impl ReportStore {
         })
     }
 
-    /// Replaces the stored counts with `counts`.
-    pub fn save(&self, counts: Vec<StoredPolicy>) -> Result<(), ReportStoreError> {
+    /// Replaces what is stored with `stored`.
+    pub fn save(&self, stored: Stored) -> Result<(), ReportStoreError> {
         let file = File {
             version: VERSION,
-            counts,
+            counts: stored.counts,
+            settled: stored.settled,
         };
         let write = |path: &Path| {
             let json = serde_json::to_vec(&file).map_err(io::Error::other)?;
