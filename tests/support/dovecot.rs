@@ -8,7 +8,7 @@
 //! userdb, `mail_location = maildir:~/Maildir`), for tests with real accounts
 //! (`support::system_users`).
 
-use std::net::TcpListener;
+use super::sink::free_port;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,11 +34,6 @@ pub struct Dovecot {
     pub store: Store,
     config: PathBuf,
     system_users: bool,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().unwrap().port()
 }
 
 /// The system user every Dovecot test user maps to.

@@ -170,13 +170,8 @@ impl Drop for Relay {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// One way to pick a port for every peer a test starts.
+pub use super::sink::free_port;
 
 /// Waits until the process listens on `port` (see `sink::listening`).
 pub fn wait_listening(port: u16, child: &mut Child) -> bool {

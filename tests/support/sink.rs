@@ -166,6 +166,9 @@ impl Drop for Sink {
     }
 }
 
+/// A loopback port nothing listens on now. It is released before the caller's peer binds it,
+/// so another test may take it first: a peer counts as started only once its own socket
+/// listens there (`listening`).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
