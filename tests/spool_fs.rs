@@ -676,6 +676,53 @@ async fn many_concurrent_inserts_all_land_intact() {
     }
 }
 
+#[tokio::test]
+async fn a_scan_of_hundreds_of_messages_keeps_arrival_order_and_sets_damaged_ones_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let tasks: Vec<_> = (0..60u64)
+        .map(|t| {
+            let spool = spool.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..10u64 {
+                    let seed = t * 100 + i;
+                    let id = spool
+                        .insert(
+                            &envelope_for(seed, 300),
+                            Bytes::from(body_for(seed, 300)),
+                            std::time::SystemTime::now(),
+                        )
+                        .await
+                        .unwrap();
+                    ids.push(id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    ids.sort();
+    // One damaged file near the start, one empty near the end.
+    let (damaged, empty) = (ids.remove(7), ids.remove(590));
+    fs::write(message_path(&spool, &damaged), vec![0u8; 700]).unwrap();
+    fs::write(message_path(&spool, &empty), b"").unwrap();
+
+    let scan = FsSpool::open(dir.path()).unwrap().scan().await.unwrap();
+    assert_eq!(scan.messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    for m in scan.messages.iter().step_by(97) {
+        let (seed, len) = seed_of(&m.envelope);
+        assert_eq!(spool.body(&m.id).await.unwrap(), body_for(seed, len));
+    }
+    assert_eq!(scan.quarantined.len(), 1, "{:?}", scan.quarantined);
+    assert!(scan.quarantined[0].path.ends_with(damaged.to_string()));
+    assert_eq!(scan.orphans_removed, 1);
+    assert!(!message_path(&spool, &empty).exists());
+}
+
 #[test]
 fn a_path_that_is_not_a_directory_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
