@@ -637,27 +637,21 @@ async fn a_second_quarantine_of_the_same_id_keeps_the_first() {
     );
 }
 
-#[tokio::test]
-async fn many_concurrent_inserts_all_land_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = FsSpool::open(dir.path()).unwrap();
-    let tasks: Vec<_> = (0..64u64)
+/// `tasks` concurrent tasks each insert `each` seeded messages (seed `task * 100 + i`, of
+/// `len(seed)` octets); their ids, oldest first.
+async fn insert_from_tasks(
+    spool: &FsSpool,
+    tasks: u64,
+    each: u64,
+    len: fn(u64) -> usize,
+) -> Vec<QueueId> {
+    let tasks: Vec<_> = (0..tasks)
         .map(|t| {
             let spool = spool.clone();
             tokio::spawn(async move {
                 let mut ids = Vec::new();
-                for i in 0..8u64 {
-                    let seed = t * 100 + i;
-                    let len = 100 + (seed as usize * 37) % 3000;
-                    let id = spool
-                        .insert(
-                            &envelope_for(seed, len),
-                            Bytes::from(body_for(seed, len)),
-                            std::time::SystemTime::now(),
-                        )
-                        .await
-                        .unwrap();
-                    ids.push(id);
+                for seed in (0..each).map(|i| t * 100 + i) {
+                    ids.push(insert_seeded(&spool, seed, len(seed)).await);
                 }
                 ids
             })
@@ -668,6 +662,14 @@ async fn many_concurrent_inserts_all_land_intact() {
         ids.extend(t.await.unwrap());
     }
     ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn many_concurrent_inserts_all_land_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    let ids = insert_from_tasks(&spool, 64, 8, |seed| 100 + (seed as usize * 37) % 3000).await;
     let scan = spool.scan().await.unwrap();
     assert_eq!(scan.messages.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
     for m in &scan.messages {
@@ -680,32 +682,7 @@ async fn many_concurrent_inserts_all_land_intact() {
 async fn a_scan_of_hundreds_of_messages_keeps_arrival_order_and_sets_damaged_ones_aside() {
     let dir = tempfile::tempdir().unwrap();
     let spool = FsSpool::open(dir.path()).unwrap();
-    let tasks: Vec<_> = (0..60u64)
-        .map(|t| {
-            let spool = spool.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in 0..10u64 {
-                    let seed = t * 100 + i;
-                    let id = spool
-                        .insert(
-                            &envelope_for(seed, 300),
-                            Bytes::from(body_for(seed, 300)),
-                            std::time::SystemTime::now(),
-                        )
-                        .await
-                        .unwrap();
-                    ids.push(id);
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.extend(t.await.unwrap());
-    }
-    ids.sort();
+    let mut ids = insert_from_tasks(&spool, 60, 10, |_| 300).await;
     // One damaged file near the start, one empty near the end.
     let (damaged, empty) = (ids.remove(7), ids.remove(590));
     fs::write(message_path(&spool, &damaged), vec![0u8; 700]).unwrap();
