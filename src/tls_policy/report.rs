@@ -278,15 +278,9 @@ impl TlsReporter {
                 .collect();
             // What a taken report already reached goes with it (and comes back with it when
             // it is put back); what belonged to a day no longer counted goes too.
-            let done: Vec<(u64, Domain)> = state
+            let settled: HashMap<(u64, Domain), BTreeSet<String>> = state
                 .settled
-                .keys()
-                .filter(|(day, _)| *day < today)
-                .cloned()
-                .collect();
-            let settled: HashMap<(u64, Domain), BTreeSet<String>> = done
-                .into_iter()
-                .filter_map(|k| state.settled.remove_entry(&k))
+                .extract_if(|(day, _), _| *day < today)
                 .collect();
             (finished, settled)
         };

@@ -33,6 +33,15 @@ struct Sent {
     settled: Vec<String>,
 }
 
+impl Sent {
+    /// Adds what became of the report at some more of its addresses.
+    fn add(&mut self, more: Sent) {
+        self.delivered |= more.delivered;
+        self.temporary |= more.temporary;
+        self.settled.extend(more.settled);
+    }
+}
+
 /// How an address is named in [`DueReport::settled`].
 fn mailto_key(address: &str) -> String {
     format!("mailto:{address}")
@@ -106,24 +115,11 @@ impl TlsReporter {
             }
         }
         let mut sent = Sent::default();
-        for part in [
-            if mailto.is_empty() {
-                None
-            } else {
-                Some(mail(due, &mailto, engine, submitter, from).await)
-            },
-            if https.is_empty() {
-                None
-            } else {
-                Some(self.post(due, &https).await)
-            },
-        ]
-        .into_iter()
-        .flatten()
-        {
-            sent.delivered |= part.delivered;
-            sent.temporary |= part.temporary;
-            sent.settled.extend(part.settled);
+        if !mailto.is_empty() {
+            sent.add(mail(due, &mailto, engine, submitter, from).await);
+        }
+        if !https.is_empty() {
+            sent.add(self.post(due, &https).await);
         }
         if named == 0 {
             tracing::info!(target: TARGET, domain = %due.domain, "no TLS-RPT address; report dropped");
