@@ -482,6 +482,22 @@ async fn an_https_rua_gets_the_gzip_json_report_posted_and_a_server_error_keeps_
 }
 
 #[tokio::test]
+async fn a_mailto_address_that_can_never_take_the_report_is_not_tried_again_while_https_is_down() {
+    // No domain: not an address mail can go to.
+    let r = HttpsReporting::start(vec![Answer::Json(503, "{}".into())], Some("nobody")).await;
+    assert_eq!(r.send_due().await, 0, "neither address took it");
+    let me = Domain::parse("mta.test.example").unwrap();
+    let kept = r.reporter.take_due(r.later, &me);
+    assert_eq!(kept.len(), 1, "kept for the https address");
+    assert_eq!(
+        kept[0].settled.iter().collect::<Vec<_>>(),
+        ["mailto:nobody"],
+        "the mailto: address is settled, the https one is not"
+    );
+    assert!(r.h.transport.calls().is_empty(), "nothing was mailed");
+}
+
+#[tokio::test]
 async fn a_report_one_address_took_is_sent_again_only_to_the_address_that_was_down() {
     const MAILBOX: &str = "tls-reports@example.test";
     let mut r = HttpsReporting::start(

@@ -195,10 +195,18 @@ async fn mail(
     submitter: &Domain,
     from: &Address,
 ) -> Sent {
+    // One message for every mailto: address: queued, it is the engine's to deliver to each.
+    // What can never be mailed (no usable address, a report that cannot be built) is settled
+    // too, so that a report kept for an https address that is down does not try it again.
+    let every = || rua.iter().map(|m| mailto_key(m)).collect();
+    let never = || Sent {
+        settled: every(),
+        ..Sent::default()
+    };
     let recipients: Vec<Address> = rua.iter().filter_map(|m| Address::parse(m).ok()).collect();
     if recipients.is_empty() {
         tracing::info!(target: TARGET, domain = %due.domain, "no usable mailto: TLS-RPT address");
-        return Sent::default();
+        return never();
     }
     let body = match due.report.to_rfc5322(
         due.domain.as_str(),
@@ -209,12 +217,10 @@ async fn mail(
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(target: TARGET, domain = %due.domain, "cannot build the TLS report: {e}");
-            return Sent::default();
+            return never();
         }
     };
     let envelope = Envelope::new(ReversePath::Address(from.clone()), recipients);
-    // One message for every mailto: address: queued, it is the engine's to deliver to each.
-    let every = || rua.iter().map(|m| mailto_key(m)).collect();
     match engine.submit(envelope, body.into_bytes()).await {
         Ok(id) => {
             tracing::info!(target: TARGET, domain = %due.domain, %id, "TLS report queued");
@@ -234,10 +240,7 @@ async fn mail(
         }
         Err(e) => {
             tracing::warn!(target: TARGET, domain = %due.domain, "cannot queue the TLS report: {e}");
-            Sent {
-                settled: every(),
-                ..Sent::default()
-            }
+            never()
         }
     }
 }
