@@ -589,6 +589,61 @@ async fn a_release_by_another_process_is_seen_at_the_next_rescan() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rescan_keeps_every_message_it_knew_and_learns_every_one_another_process_queued() {
+    let limits = Limits {
+        queue_scan_interval: Some(Duration::from_secs(200)),
+        ..Limits::default()
+    };
+    let mut h = harness(Box::new(|_| temp()), exact_retry(), limits).await;
+    let rcpt = |i: usize| format!("user{i}@remote.example");
+    // 600 in all, more than two of the batches a rescan hands over: half known to the engine
+    // (deferred, due again at 300 s), half queued by another process (due now).
+    for i in 0..300 {
+        h.submit("pbx@sender.example", &[&rcpt(i)], "x\r\n").await;
+    }
+    for _ in 0..300 {
+        h.next_event().await;
+    }
+    settle().await;
+    let now = postrider::engine::Clock::tokio().now();
+    for i in 300..600 {
+        let env = Envelope::new(
+            ReversePath::parse("pbx@sender.example").unwrap(),
+            [Address::parse(&rcpt(i)).unwrap()],
+        );
+        h.spool
+            .insert(&env, bytes::Bytes::from_static(b"x\r\n"), now)
+            .await
+            .unwrap();
+    }
+    h.transport.set_rule(Box::new(|_| ok()));
+    let mut delivered = std::collections::HashSet::new();
+    let mut take_delivered = |h: &mut Harness| {
+        while let Ok(e) = h.events.try_recv() {
+            if matches!(e.outcome, Outcome::Delivered { .. }) {
+                delivered.insert(e.recipient.to_string());
+            }
+        }
+        delivered.len()
+    };
+    tokio::time::advance(Duration::from_secs(250)).await;
+    settle().await;
+    assert_eq!(
+        take_delivered(&mut h),
+        300,
+        "the rescan at 200 s found the new ones"
+    );
+    // Before the next rescan (400 s) could bring back any the first one dropped.
+    tokio::time::advance(Duration::from_secs(100)).await;
+    settle().await;
+    assert_eq!(
+        take_delivered(&mut h),
+        600,
+        "the known ones were retried at 300 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_deleted_message_leaves_the_queue_without_a_bounce() {
     let mut h = harness(Box::new(|_| temp()), exact_retry(), Limits::default()).await;
     let id = h

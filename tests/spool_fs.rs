@@ -700,6 +700,31 @@ async fn a_scan_of_hundreds_of_messages_keeps_arrival_order_and_sets_damaged_one
     assert!(!message_path(&spool, &empty).exists());
 }
 
+#[tokio::test]
+async fn a_streamed_scan_hands_over_what_a_full_scan_finds_in_the_same_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FsSpool::open(dir.path()).unwrap();
+    // More than two of the batches the spool's reading thread hands over.
+    let mut ids = insert_from_tasks(&spool, 60, 10, |_| 300).await;
+    let damaged = ids.remove(300);
+    fs::write(message_path(&spool, &damaged), vec![0u8; 700]).unwrap();
+
+    let mut streamed = Vec::new();
+    let report = FsSpool::open(dir.path())
+        .unwrap()
+        .scan_each(&mut |m| streamed.push(m))
+        .await
+        .unwrap();
+    assert!(report.messages.is_empty());
+    assert_eq!(streamed.iter().map(|m| m.id).collect::<Vec<_>>(), ids);
+    assert_eq!(report.quarantined.len(), 1, "{:?}", report.quarantined);
+    assert!(report.quarantined[0].path.ends_with(damaged.to_string()));
+
+    let full = FsSpool::open(dir.path()).unwrap().scan().await.unwrap();
+    assert_eq!(full.messages, streamed);
+    assert!(full.quarantined.is_empty(), "set aside once");
+}
+
 #[test]
 fn a_path_that_is_not_a_directory_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -90,8 +90,11 @@ pub(crate) enum Command {
         Result<Option<MessageState>, EngineError>,
         Reply<Result<(), EngineError>>,
     ),
-    /// A rescan (index scheduling) ended; the number is its generation.
-    Scanned(u64, Result<Vec<QueuedMessage>, SpoolError>),
+    /// Messages a rescan (index scheduling) read, handed over as it reads on; the number is
+    /// its generation.
+    ScanFound(u64, Vec<QueuedMessage>),
+    /// A rescan ended, after every [`Command::ScanFound`] it sent.
+    Scanned(u64, Result<(), SpoolError>),
     /// A batch of due work (batch scheduling): the `seq`-th request, for at most `limit`.
     Claimed {
         seq: u64,

@@ -70,7 +70,7 @@ pub use events::{Agent, DeliveryEvent};
 pub use retry::RetryPolicy;
 
 use command::{AdminOp, Command};
-use scheduler::Scheduler;
+use scheduler::{Recovered, Scheduler};
 
 /// Size and concurrency limits.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,8 +380,9 @@ impl EngineBuilder {
             .ok_or_else(|| missing("transport for relay routes"))?;
         crate::metrics::describe();
         // A shared queue is not read at start: its due work is taken in batches.
+        let mut recovered = Recovered::default();
         let scan = match spool.scheduling() {
-            Scheduling::Index => spool.scan().await?,
+            Scheduling::Index => spool.scan_each(&mut |m| recovered.learn(m)).await?,
             Scheduling::Batches => ScanReport::default(),
         };
         for q in &scan.quarantined {
@@ -393,7 +394,7 @@ impl EngineBuilder {
             );
         }
         let startup = StartupReport {
-            recovered: scan.messages.len(),
+            recovered: recovered.len(),
             quarantined: scan.quarantined,
             orphans_removed: scan.orphans_removed,
         };
@@ -426,7 +427,7 @@ impl EngineBuilder {
                 shared.hostname
             ),
         }
-        let scheduler = Scheduler::new(shared.clone(), rx, scan.messages);
+        let scheduler = Scheduler::new(shared.clone(), rx, recovered);
         if startup.recovered > 0 {
             return_freed_memory();
         }

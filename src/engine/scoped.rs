@@ -142,6 +142,26 @@ impl Spool for ScopedSpool {
         }
     }
 
+    /// Streams what a scan of the whole queue finds; a narrower scope reads only a few
+    /// messages, collected as [`Spool::scan`] does.
+    async fn scan_each(
+        &self,
+        each: &mut (dyn FnMut(QueuedMessage) + Send),
+    ) -> Result<ScanReport, SpoolError> {
+        match &self.scope {
+            Scope::Everything => self.inner.scan_each(each).await,
+            Scope::Matching(filter) if !matches!(filter, FlushFilter::Id(_)) => {
+                let filtered = &mut |m: QueuedMessage| {
+                    if filter.matches(m.id, &m.envelope, &m.state) {
+                        each(m);
+                    }
+                };
+                self.inner.scan_each(filtered).await
+            }
+            _ => Ok(self.scan().await?.hand_out(each)),
+        }
+    }
+
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError> {
         if self.claims {
             self.inner.claim(id).await

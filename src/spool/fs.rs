@@ -77,6 +77,13 @@ use spares::Spares;
 /// generated the same name, or a scan raced the creation.
 const CREATE_ATTEMPTS: usize = 8;
 
+/// Messages a streamed scan ([`Spool::scan_each`]) hands over at a time: few enough that
+/// the batches in flight hold well under a megabyte, many enough that passing them costs
+/// nothing beside reading the files.
+const SCAN_BATCH: usize = 256;
+/// Batches a streamed scan reads ahead of its caller before it waits.
+const SCAN_BATCHES_AHEAD: usize = 4;
+
 /// How a spool makes its writes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CommitMode {
@@ -764,13 +771,13 @@ impl Inner {
         Ok(Some(Claim::new(locked)))
     }
 
-    fn scan(&self) -> Result<ScanReport, SpoolError> {
+    fn scan(&self, each: &mut dyn FnMut(QueuedMessage)) -> Result<ScanReport, SpoolError> {
         let mut report = if self.read_only {
-            scan::scan(&self.layout, None)?
+            scan::scan(&self.layout, None, each)?
         } else {
             let quarantined = self.convert()?;
             self.note_quarantined(quarantined);
-            scan::scan(&self.layout, Some(&self.sync))?
+            scan::scan(&self.layout, Some(&self.sync), each)?
         };
         let earlier = std::mem::take(
             &mut *self
@@ -840,7 +847,47 @@ impl Spool for FsSpool {
     }
 
     async fn scan(&self) -> Result<ScanReport, SpoolError> {
-        self.blocking(|inner| inner.scan()).await
+        self.blocking(|inner| {
+            let mut messages = Vec::new();
+            let mut report = inner.scan(&mut |m| messages.push(m))?;
+            report.messages = messages;
+            Ok(report)
+        })
+        .await
+    }
+
+    /// Reads on a blocking thread as [`Spool::scan`] does, and hands the messages over in
+    /// batches of [`SCAN_BATCH`] while it reads on, at most [`SCAN_BATCHES_AHEAD`] batches
+    /// ahead of `each`: the caller's work (building the engine's index) overlaps the reading,
+    /// and only those batches are held in full at any moment.
+    async fn scan_each(
+        &self,
+        each: &mut (dyn FnMut(QueuedMessage) + Send),
+    ) -> Result<ScanReport, SpoolError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<QueuedMessage>>(SCAN_BATCHES_AHEAD);
+        let reading = self.blocking(move |inner| {
+            let mut batch = Vec::with_capacity(SCAN_BATCH);
+            let report = inner.scan(&mut |m| {
+                batch.push(m);
+                if batch.len() == SCAN_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(SCAN_BATCH));
+                    // Fails only once the caller gave up waiting; the scan still ends its
+                    // clean-up.
+                    let _ = tx.blocking_send(full);
+                }
+            })?;
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            Ok(report)
+        });
+        let handing = async {
+            while let Some(batch) = rx.recv().await {
+                batch.into_iter().for_each(&mut *each);
+            }
+        };
+        let (report, ()) = tokio::join!(reading, handing);
+        report
     }
 
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError> {

@@ -166,7 +166,8 @@ pub struct Quarantined {
 /// What a scan found.
 #[derive(Debug, Clone, Default)]
 pub struct ScanReport {
-    /// Every message in the queue, oldest first.
+    /// Every message in the queue, oldest first (empty from [`Spool::scan_each`], which
+    /// hands them out instead).
     pub messages: Vec<QueuedMessage>,
     /// Files that did not read and were moved to quarantine by this scan (or, for a spool
     /// opened read-only, reported where they lie).
@@ -174,6 +175,17 @@ pub struct ScanReport {
     /// Leftovers of interrupted inserts that were deleted (temporary files, bodies without a
     /// record, message files left empty by a power loss during their insert).
     pub orphans_removed: usize,
+}
+
+impl ScanReport {
+    /// Hands the messages to `each` in order, and returns the rest of the report (as
+    /// [`Spool::scan_each`] does).
+    pub(crate) fn hand_out(mut self, each: &mut dyn FnMut(QueuedMessage)) -> ScanReport {
+        std::mem::take(&mut self.messages)
+            .into_iter()
+            .for_each(each);
+        self
+    }
 }
 
 /// Holds a message for delivery by one engine or process; dropping it releases the claim.
@@ -422,6 +434,19 @@ pub trait Spool: Send + Sync + 'static {
     /// Every message in the spool, oldest first; cleans up after interrupted inserts and
     /// quarantines unreadable records.
     async fn scan(&self) -> Result<ScanReport, SpoolError>;
+
+    /// The same scan, handing each message to `each` as it is read (oldest first) instead of
+    /// collecting them; the report's `messages` is empty. A caller that keeps less than the
+    /// whole message (the engine's index keeps under 300 octets of one) then never holds every
+    /// message in full at once, which for a large queue is most of the memory a start-up
+    /// takes. The default collects [`Spool::scan`] and hands its messages out; [`FsSpool`]
+    /// streams them from its reading thread.
+    async fn scan_each(
+        &self,
+        each: &mut (dyn FnMut(QueuedMessage) + Send),
+    ) -> Result<ScanReport, SpoolError> {
+        Ok(self.scan().await?.hand_out(each))
+    }
 
     /// Tries to claim a message for delivery: `None` when another engine or process holds it.
     async fn claim(&self, id: &QueueId) -> Result<Option<Claim>, SpoolError>;

@@ -148,6 +148,23 @@ struct Running {
     started: tokio::time::Instant,
 }
 
+/// The index of the messages a start-up scan finds, built as the scan hands them over
+/// ([`crate::spool::Spool::scan_each`]) so that they are never all held in full.
+#[derive(Default)]
+pub(crate) struct Recovered(IdleIndex);
+
+impl Recovered {
+    /// Indexes one message the scan found.
+    pub(crate) fn learn(&mut self, m: QueuedMessage) {
+        self.0.learn(m.id, &m.envelope, &m.state, 0);
+    }
+
+    /// How many messages it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 pub(crate) struct Scheduler {
     shared: Arc<Shared>,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -169,6 +186,8 @@ pub(crate) struct Scheduler {
     /// with the generation then: the rescan may have read them before they went, and must not
     /// bring them back into the index.
     gone_during_scan: HashMap<QueueId, u64>,
+    /// The ids each running rescan has found so far, by generation.
+    found_by_scan: HashMap<u64, HashSet<QueueId>>,
     flushes: Vec<FlushWaiter>,
     draining: Option<Draining>,
     /// Bytes of the bodies kept in `Entry::body`.
@@ -181,14 +200,14 @@ impl Scheduler {
     pub(crate) fn new(
         shared: Arc<Shared>,
         rx: mpsc::UnboundedReceiver<Command>,
-        recovered: Vec<QueuedMessage>,
+        recovered: Recovered,
     ) -> Scheduler {
         let batches = (shared.spool.scheduling() == Scheduling::Batches).then(Batches::default);
-        let mut s = Scheduler {
+        Scheduler {
             shared,
             rx,
             messages: HashMap::new(),
-            index: IdleIndex::default(),
+            index: recovered.0,
             batches,
             hops: HashMap::new(),
             hosts: HostTable::default(),
@@ -198,15 +217,12 @@ impl Scheduler {
             generation: 0,
             scans: 0,
             gone_during_scan: HashMap::new(),
+            found_by_scan: HashMap::new(),
             flushes: Vec::new(),
             draining: None,
             fresh_bytes: 0,
             wakeups: None,
-        };
-        for m in recovered {
-            s.index.learn(m.id, &m.envelope, &m.state, 0);
         }
-        s
     }
 
     /// Runs until shut down, or until every engine handle is gone.
@@ -307,6 +323,7 @@ impl Scheduler {
             Command::DeliveryEnded(n, end) => self.on_delivery_ended(n, end),
             Command::Finalized(id, f) => self.on_finalized(id, f),
             Command::AdminDone(id, result, reply) => self.on_admin_done(id, result, reply),
+            Command::ScanFound(generation, found) => self.on_scan_found(generation, found),
             Command::Scanned(generation, result) => self.on_scanned(generation, result),
             Command::Claimed { seq, limit, result } => self.on_claimed(seq, limit, result),
             Command::NextDue(result) => self.on_next_due(result),

@@ -18,6 +18,8 @@ use crate::spool::{AdminAction, AdminOutcome, MessageState, QueuedMessage, Spool
 
 /// Messages per page when a flush of a shared queue reads it.
 const FLUSH_PAGE: usize = 500;
+/// Messages a rescan hands the scheduler at a time.
+const RESCAN_BATCH: usize = 256;
 
 impl Scheduler {
     // ---- administration ----------------------------------------------------------------
@@ -104,48 +106,66 @@ impl Scheduler {
         self.scans += 1;
         let generation = self.generation;
         let shared = self.shared.clone();
+        self.found_by_scan.insert(generation, HashSet::new());
         tokio::spawn(async move {
-            let result = shared.spool.scan().await.map(|r| {
-                for q in &r.quarantined {
-                    tracing::error!(target: "postrider::spool", "quarantined {}: {}", q.path.display(), q.reason);
-                }
-                r.messages
-            });
+            // Handed over in batches as the spool reads, so that a rescan of a large queue
+            // never holds all of it in full.
+            let mut batch = Vec::new();
+            let result = shared
+                .spool
+                .scan_each(&mut |m| {
+                    batch.push(m);
+                    if batch.len() == RESCAN_BATCH {
+                        shared.send(Command::ScanFound(generation, std::mem::take(&mut batch)));
+                    }
+                })
+                .await
+                .map(|r| {
+                    for q in &r.quarantined {
+                        tracing::error!(target: "postrider::spool", "quarantined {}: {}", q.path.display(), q.reason);
+                    }
+                });
+            if !batch.is_empty() {
+                shared.send(Command::ScanFound(generation, batch));
+            }
             shared.send(Command::Scanned(generation, result));
         });
         generation
     }
 
-    pub(super) fn on_scanned(
-        &mut self,
-        generation: u64,
-        result: Result<Vec<QueuedMessage>, SpoolError>,
-    ) {
+    pub(super) fn on_scan_found(&mut self, generation: u64, found: Vec<QueuedMessage>) {
+        let Some(on_disk) = self.found_by_scan.get_mut(&generation) else {
+            return;
+        };
+        on_disk.extend(found.iter().map(|m| m.id));
+        for m in found {
+            if self.messages.contains_key(&m.id) {
+                continue;
+            }
+            if self
+                .gone_during_scan
+                .get(&m.id)
+                .is_some_and(|&at| at >= generation)
+            {
+                // Read before this engine removed it: it is not queued any more.
+                continue;
+            }
+            if self.index.contains(&m.id) {
+                // Changed by another process (held or released by an administrator's
+                // command, partly delivered by a queue run): take its state.
+                self.index.update(m.id, &m.envelope, &m.state);
+            } else {
+                self.index
+                    .learn(m.id, &m.envelope, &m.state, self.generation);
+            }
+        }
+    }
+
+    pub(super) fn on_scanned(&mut self, generation: u64, result: Result<(), SpoolError>) {
         self.scans -= 1;
+        let on_disk = self.found_by_scan.remove(&generation).unwrap_or_default();
         match result {
-            Ok(found) => {
-                let on_disk: HashSet<QueueId> = found.iter().map(|m| m.id).collect();
-                for m in found {
-                    if self.messages.contains_key(&m.id) {
-                        continue;
-                    }
-                    if self
-                        .gone_during_scan
-                        .get(&m.id)
-                        .is_some_and(|&at| at >= generation)
-                    {
-                        // Read before this engine removed it: it is not queued any more.
-                        continue;
-                    }
-                    if self.index.contains(&m.id) {
-                        // Changed by another process (held or released by an administrator's
-                        // command, partly delivered by a queue run): take its state.
-                        self.index.update(m.id, &m.envelope, &m.state);
-                    } else {
-                        self.index
-                            .learn(m.id, &m.envelope, &m.state, self.generation);
-                    }
-                }
+            Ok(()) => {
                 for id in self.index.gone(generation, &on_disk) {
                     self.index.remove(&id);
                 }

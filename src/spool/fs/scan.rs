@@ -43,9 +43,14 @@ pub(crate) enum Verdict {
     Unreadable(String),
 }
 
-/// Scans the spool; `sync` is the spool's group commit, `None` for a read-only spool (which
+/// Scans the spool, handing each message to `each` oldest first (the report's `messages` is
+/// left empty); `sync` is the spool's group commit, `None` for a read-only spool (which
 /// changes nothing on disk).
-pub(crate) fn scan(layout: &Layout, sync: Option<&GroupSync>) -> Result<ScanReport, SpoolError> {
+pub(crate) fn scan(
+    layout: &Layout,
+    sync: Option<&GroupSync>,
+    each: &mut dyn FnMut(QueuedMessage),
+) -> Result<ScanReport, SpoolError> {
     let mut report = ScanReport::default();
     let mut ids = Vec::new();
     let mut v1_ids = Vec::new();
@@ -62,11 +67,21 @@ pub(crate) fn scan(layout: &Layout, sync: Option<&GroupSync>) -> Result<ScanRepo
             ),
         }
     }
-    // Ids sort by arrival: oldest first.
+    // Ids sort by arrival: oldest first. A read-only spool's format-1 messages, read last,
+    // are merged into that order, so with any of them everything is collected first.
     ids.sort_unstable();
+    let merge_v1 = sync.is_none() && !v1_ids.is_empty();
+    let mut merged = Vec::new();
+    let mut found = |m: QueuedMessage| {
+        if merge_v1 {
+            merged.push(m);
+        } else {
+            each(m);
+        }
+    };
     for id in &ids {
         match inspect(layout, id)? {
-            Verdict::Message(m) => report.messages.push(m),
+            Verdict::Message(m) => found(m),
             Verdict::Gone => {}
             Verdict::Empty if sync.is_some() => {
                 report.orphans_removed += remove_empty(layout, id);
@@ -90,11 +105,11 @@ pub(crate) fn scan(layout: &Layout, sync: Option<&GroupSync>) -> Result<ScanRepo
             }
         }
     }
-    if sync.is_none() && !v1_ids.is_empty() {
+    if merge_v1 {
         v1_ids.sort_unstable();
         for id in &v1_ids {
             match v1::inspect(layout, id)? {
-                v1::Verdict::Message(r) => report.messages.push(QueuedMessage {
+                v1::Verdict::Message(r) => merged.push(QueuedMessage {
                     id: r.id,
                     envelope: r.envelope,
                     state: r.state,
@@ -105,7 +120,8 @@ pub(crate) fn scan(layout: &Layout, sync: Option<&GroupSync>) -> Result<ScanRepo
                     .push(left_in_place(layout.v1_record(id), reason)),
             }
         }
-        report.messages.sort_by_key(|m| m.id);
+        merged.sort_by_key(|m| m.id);
+        merged.into_iter().for_each(each);
     }
     let Some(sync) = sync else {
         return Ok(report);
