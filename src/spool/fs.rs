@@ -857,8 +857,7 @@ impl Spool for FsSpool {
     }
 
     /// Reads on a blocking thread as [`Spool::scan`] does, and hands the messages over in
-    /// batches of [`SCAN_BATCH`] while it reads on, at most [`SCAN_BATCHES_AHEAD`] batches
-    /// ahead of `each`: the caller's work (building the engine's index) overlaps the reading,
+    /// batches of 256 while it reads on, at most 4 batches ahead of `each`: the caller's work (building the engine's index) overlaps the reading,
     /// and only those batches are held in full at any moment.
     async fn scan_each(
         &self,
