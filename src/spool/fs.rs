@@ -857,8 +857,9 @@ impl Spool for FsSpool {
     }
 
     /// Reads on a blocking thread as [`Spool::scan`] does, and hands the messages over in
-    /// batches of 256 while it reads on, at most 4 batches ahead of `each`: the caller's work (building the engine's index) overlaps the reading,
-    /// and only those batches are held in full at any moment.
+    /// batches of 256 while it reads on, at most 4 batches ahead of `each`: the caller's work
+    /// (building the engine's index) overlaps the reading, and only those batches are held in
+    /// full at any moment.
     async fn scan_each(
         &self,
         each: &mut (dyn FnMut(QueuedMessage) + Send),
