@@ -557,10 +557,7 @@ async fn a_held_message_is_not_delivered_until_released() {
 
 #[tokio::test(start_paused = true)]
 async fn a_release_by_another_process_is_seen_at_the_next_rescan() {
-    let limits = Limits {
-        queue_scan_interval: Some(Duration::from_secs(60)),
-        ..Limits::default()
-    };
+    let limits = rescanning_every(Duration::from_secs(60));
     let mut h = harness(Box::new(|_| temp()), exact_retry(), limits).await;
     let id = h
         .submit("pbx@sender.example", &["bob@remote.example"], "x\r\n")
@@ -590,10 +587,7 @@ async fn a_release_by_another_process_is_seen_at_the_next_rescan() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rescan_keeps_every_message_it_knew_and_learns_every_one_another_process_queued() {
-    let limits = Limits {
-        queue_scan_interval: Some(Duration::from_secs(200)),
-        ..Limits::default()
-    };
+    let limits = rescanning_every(Duration::from_secs(200));
     let mut h = harness(Box::new(|_| temp()), exact_retry(), limits).await;
     let rcpt = |i: usize| format!("user{i}@remote.example");
     // 600 in all, more than two of the batches a rescan hands over: half known to the engine

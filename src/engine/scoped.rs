@@ -68,6 +68,21 @@ impl ScopedSpool {
         self
     }
 
+    /// The whole queue's scan, streamed, with only what `filter` selects handed to `each`:
+    /// what both `scan` and `scan_each` of a [`Scope::Matching`] view read.
+    async fn scan_matching(
+        &self,
+        filter: &FlushFilter,
+        each: &mut (dyn FnMut(QueuedMessage) + Send),
+    ) -> Result<ScanReport, SpoolError> {
+        let filtered = &mut |m: QueuedMessage| {
+            if filter.matches(m.id, &m.envelope, &m.state) {
+                each(m);
+            }
+        };
+        self.inner.scan_each(filtered).await
+    }
+
     fn own_ids(&self) -> Vec<QueueId> {
         // A poisoned lock only means another task panicked while inserting an id.
         let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,10 +137,9 @@ impl Spool for ScopedSpool {
                 Ok(report)
             }
             Scope::Matching(filter) => {
-                let mut report = self.inner.scan().await?;
-                report
-                    .messages
-                    .retain(|m| filter.matches(m.id, &m.envelope, &m.state));
+                let mut kept = Vec::new();
+                let mut report = self.scan_matching(filter, &mut |m| kept.push(m)).await?;
+                report.messages = kept;
                 Ok(report)
             }
             Scope::Own => {
@@ -151,12 +165,7 @@ impl Spool for ScopedSpool {
         match &self.scope {
             Scope::Everything => self.inner.scan_each(each).await,
             Scope::Matching(filter) if !matches!(filter, FlushFilter::Id(_)) => {
-                let filtered = &mut |m: QueuedMessage| {
-                    if filter.matches(m.id, &m.envelope, &m.state) {
-                        each(m);
-                    }
-                };
-                self.inner.scan_each(filtered).await
+                self.scan_matching(filter, each).await
             }
             _ => Ok(self.scan().await?.hand_out(each)),
         }
@@ -168,5 +177,59 @@ impl Spool for ScopedSpool {
         } else {
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::MemorySpool;
+    use crate::{Address, Domain, ReversePath};
+
+    async fn queue_for(spool: &MemorySpool, rcpt: &str) -> QueueId {
+        let envelope = Envelope::new(
+            ReversePath::parse("pbx@sender.example").unwrap(),
+            [Address::parse(rcpt).unwrap()],
+        );
+        spool
+            .insert(&envelope, Bytes::from_static(b"x\r\n"), SystemTime::now())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_matching_view_finds_the_same_messages_collected_or_streamed() {
+        let spool = MemorySpool::new();
+        let mut wanted = Vec::new();
+        for i in 0..6 {
+            let domain = if i % 2 == 0 { "y.example" } else { "z.example" };
+            let id = queue_for(&spool, &format!("u{i}@{domain}")).await;
+            if i % 2 == 0 {
+                wanted.push(id);
+            }
+        }
+        let filter = FlushFilter::RecipientDomain(Domain::parse("y.example").unwrap());
+        let view = ScopedSpool::new(Arc::new(spool), Scope::Matching(filter));
+
+        let collected: Vec<QueueId> = view
+            .scan()
+            .await
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        let mut streamed = Vec::new();
+        let report = view.scan_each(&mut |m| streamed.push(m.id)).await.unwrap();
+
+        assert!(
+            report.messages.is_empty(),
+            "a streamed scan hands messages out"
+        );
+        assert_eq!(collected, streamed);
+        let (mut found, mut wanted) = (collected, wanted);
+        found.sort();
+        wanted.sort();
+        assert_eq!(found, wanted, "only y.example's three messages");
     }
 }

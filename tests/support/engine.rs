@@ -199,6 +199,15 @@ pub fn exact_retry() -> RetryPolicy {
     }
 }
 
+/// The default limits, with the spool re-read every `interval` (as an engine that shares its
+/// spool with other processes does).
+pub fn rescanning_every(interval: Duration) -> Limits {
+    Limits {
+        queue_scan_interval: Some(interval),
+        ..Limits::default()
+    }
+}
+
 pub async fn harness(rule: Rule, retry: RetryPolicy, limits: Limits) -> Harness {
     harness_on(MemorySpool::new(), rule, retry, limits).await
 }

@@ -109,14 +109,17 @@ impl Scheduler {
         self.found_by_scan.insert(generation, HashSet::new());
         tokio::spawn(async move {
             // Handed over in batches as the spool reads, so that a rescan of a large queue
-            // never holds all of it in full.
-            let mut batch = Vec::new();
+            // never holds all of it in full. These are the scheduler's own batches (one
+            // command each), whatever unit the spool reads in: re-collecting moves 256 small
+            // structs, nothing beside the file reads a scan costs.
+            let mut batch = Vec::with_capacity(RESCAN_BATCH);
             let result = shared
                 .spool
                 .scan_each(&mut |m| {
                     batch.push(m);
                     if batch.len() == RESCAN_BATCH {
-                        shared.send(Command::ScanFound(generation, std::mem::take(&mut batch)));
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(RESCAN_BATCH));
+                        shared.send(Command::ScanFound(generation, full));
                     }
                 })
                 .await
