@@ -110,8 +110,8 @@ impl Scheduler {
         tokio::spawn(async move {
             // Handed over in batches as the spool reads, so that a rescan of a large queue
             // never holds all of it in full. These are the scheduler's own batches (one
-            // command each), whatever unit the spool reads in: re-collecting moves 256 small
-            // structs, nothing beside the file reads a scan costs.
+            // command each), whatever unit the spool reads in: re-collecting them moves 256
+            // small structs a batch, which is nothing next to the file reads of the scan.
             let mut batch = Vec::with_capacity(RESCAN_BATCH);
             let result = shared
                 .spool
